@@ -1,0 +1,35 @@
+"""keras_legw: large-batch training for Keras 3 with LEGW.
+
+LEGW (linear-epoch gradual warmup; You et al., "Large-Batch Training for LSTM
+and Beyond", arXiv 1901.08256, SC'19): when the batch grows k-fold, multiply
+the peak learning rate by sqrt(k) and the warmup length, in epochs, by k.
+
+Public API:
+    LEGW                      the learning-rate schedule
+    LARS                      layer-wise adaptive rate scaling optimizer
+    batch_scale_factor, scale_learning_rate, scale_warmup_epochs,
+    epochs_to_steps, steps_to_epochs
+                              the scaling rules and unit conversion
+"""
+
+from keras_legw.lars import LARS
+from keras_legw.scaling import (
+    batch_scale_factor,
+    epochs_to_steps,
+    scale_learning_rate,
+    scale_warmup_epochs,
+    steps_to_epochs,
+)
+from keras_legw.schedules import LEGW
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LARS",
+    "LEGW",
+    "batch_scale_factor",
+    "epochs_to_steps",
+    "scale_learning_rate",
+    "scale_warmup_epochs",
+    "steps_to_epochs",
+]

@@ -1,0 +1,40 @@
+"""Argument checks that raise one ValueError in the Keras message style:
+"Argument `x` must be ... Received: x=..."."""
+
+import math
+import numbers
+
+
+def _is_finite_number(value):
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def check_positive(name, value):
+    """Raises ValueError unless `value` is a finite real number > 0."""
+    if not (_is_finite_number(value) and value > 0):
+        raise ValueError(
+            f"Argument `{name}` must be a positive number. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def check_non_negative(name, value):
+    """Raises ValueError unless `value` is a finite real number >= 0."""
+    if not (_is_finite_number(value) and value >= 0):
+        raise ValueError(
+            f"Argument `{name}` must be a non-negative number. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def check_one_of(name, value, choices):
+    """Raises ValueError unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(
+            f"Argument `{name}` must be one of "
+            f"{', '.join(map(repr, choices))}. Received: {name}={value!r}"
+        )

@@ -1,0 +1,178 @@
+"""`python -m keras_legw plan`: preview a LEGW schedule before training.
+
+    python -m keras_legw plan --base-lr 0.1 --base-batch 128 --batch 8192 \\
+        --base-warmup-epochs 0.2 --num-examples 60000 --epochs 25 --plot lr.png
+
+prints k, the peak rate, the warmup in epochs and steps, the total steps and a
+table of the rate by epoch; `--plot` saves a PNG of the schedule beside the
+linear-scaling (Goyal et al.) and no-warmup alternatives. Bad arguments exit
+with status 2 and one line on stderr.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+from keras_legw import scaling
+from keras_legw.schedules import DECAYS, LEGW
+
+TABLE_ROWS = 11
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _float_list(text):
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _build_parser():
+    parser = _Parser(prog="python -m keras_legw", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser(
+        "plan", help="print (and plot) the LEGW schedule for a batch size"
+    )
+    plan.error = parser.error  # one-line errors for the subcommand too
+    plan.add_argument("--base-lr", type=float, required=True,
+                      help="learning rate tuned at --base-batch")
+    plan.add_argument("--base-batch", type=int, required=True,
+                      help="batch size the hyperparameters were tuned at")
+    plan.add_argument("--batch", type=int, required=True,
+                      help="global batch size to train at")
+    plan.add_argument("--base-warmup-epochs", type=float, required=True,
+                      help="warmup epochs tuned at --base-batch")
+    plan.add_argument("--num-examples", type=int, required=True,
+                      help="training examples per epoch")
+    plan.add_argument("--epochs", type=float, required=True,
+                      help="total epochs")
+    plan.add_argument("--decay", choices=DECAYS, default="polynomial")
+    plan.add_argument("--power", type=float, default=2.0)
+    plan.add_argument("--end-lr", type=float, default=0.0)
+    plan.add_argument("--scaling", choices=scaling.LEARNING_RATE_SCALINGS,
+                      default="sqrt")
+    plan.add_argument("--warmup-scaling", choices=scaling.WARMUP_SCALINGS,
+                      default="linear")
+    plan.add_argument("--decay-rate", type=float, help="exponential decay only")
+    plan.add_argument("--decay-epochs", type=float, help="exponential decay only")
+    plan.add_argument("--boundaries", type=_float_list,
+                      help="piecewise decay only: epochs, comma-separated")
+    plan.add_argument("--multipliers", type=_float_list,
+                      help="piecewise decay only: factors of the peak")
+    plan.add_argument("--plot", metavar="PNG", help="save a plot of the schedule")
+    return parser
+
+
+def _schedule(args, **overrides):
+    kwargs = dict(
+        base_learning_rate=args.base_lr,
+        base_batch_size=args.base_batch,
+        batch_size=args.batch,
+        base_warmup_epochs=args.base_warmup_epochs,
+        num_examples=args.num_examples,
+        total_epochs=args.epochs,
+        decay=args.decay,
+        power=args.power,
+        end_learning_rate=args.end_lr,
+        scaling=args.scaling,
+        warmup_scaling=args.warmup_scaling,
+        decay_rate=args.decay_rate,
+        decay_epochs=args.decay_epochs,
+        boundaries=args.boundaries,
+        multipliers=args.multipliers,
+    )
+    kwargs.update(overrides)
+    return LEGW(**kwargs)
+
+
+def rates_by_epoch(schedule, epochs):
+    """Evaluates `schedule` at the steps closest to the given epochs."""
+    steps = np.round(
+        [scaling.epochs_to_steps(e, schedule.num_examples, schedule.batch_size)
+         for e in epochs]
+    )
+    return steps.astype(int), np.asarray(schedule(steps), dtype=np.float64)
+
+
+def format_plan(schedule):
+    """Returns the text that `plan` prints for `schedule`."""
+    lines = [
+        f"k (batch scale factor)   {schedule.scale_factor:g}",
+        f"peak learning rate       {schedule.peak_learning_rate:.6g}"
+        f"  ({schedule.scaling} scaling of {schedule.base_learning_rate:g})",
+        f"warmup                   {schedule.warmup_epochs:.6g} epochs = "
+        f"{schedule.warmup_steps} steps",
+        f"total                    {schedule.total_epochs:g} epochs = "
+        f"{schedule.total_steps} steps",
+        "",
+        f"{'epoch':>10} {'step':>10} {'learning rate':>15}",
+    ]
+    epochs = np.linspace(0.0, schedule.total_epochs, TABLE_ROWS)
+    epochs = np.unique(np.append(epochs, schedule.warmup_epochs))
+    steps, rates = rates_by_epoch(schedule, epochs)
+    for epoch, step, rate in zip(epochs, steps, rates):
+        lines.append(f"{epoch:>10.4g} {step:>10d} {rate:>15.6g}")
+    return "\n".join(lines)
+
+
+def plot_plan(args, schedule, path):
+    """Saves a PNG of `schedule` beside its linear-scaling and no-warmup
+    alternatives."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    curves = {
+        f"LEGW ({schedule.scaling} scaling, warmup x k)": schedule,
+        "linear scaling, constant-epoch warmup (Goyal)": _schedule(
+            args, scaling="linear", warmup_scaling="none"
+        ),
+        f"{schedule.scaling} scaling, no warmup": _schedule(
+            args, base_warmup_epochs=0.0
+        ),
+    }
+    epochs = np.linspace(0.0, schedule.total_epochs, 500)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, curve in curves.items():
+        ax.plot(epochs, rates_by_epoch(curve, epochs)[1], label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(
+        f"batch {schedule.batch_size} = {schedule.scale_factor:g} x "
+        f"{schedule.base_batch_size}"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        schedule = _schedule(args)
+    except ValueError as error:
+        parser.error(str(error))
+    print(format_plan(schedule))
+    if args.plot:
+        try:
+            plot_plan(args, schedule, args.plot)
+        except (OSError, ValueError) as error:
+            parser.error(f"cannot save --plot {args.plot!r}: {error}")
+        print(f"\nplot saved to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

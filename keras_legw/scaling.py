@@ -1,0 +1,86 @@
+"""Batch-size scaling rules and unit conversion, as small pure functions.
+
+LEGW (You et al., "Large-Batch Training for LSTM and Beyond", arXiv 1901.08256,
+SC'19) turns a schedule tuned at a base batch ``B0`` into one for a batch
+``B = k * B0``:
+
+    k = B / B0
+    peak learning rate  P = eta0 * sqrt(k)          ("sqrt" scaling)
+    warmup length       W = w0 * k   (in epochs)     ("linear" warmup scaling)
+
+Legend: ``eta0`` base learning rate, ``w0`` base warmup in epochs, ``B0`` base
+batch size, ``B`` global batch size (examples per optimizer step), ``k`` the
+batch scale factor. With linear warmup scaling the warmup *iterations* stay
+constant, ``W * N / B = w0 * N / B0`` for ``N`` training examples.
+
+Every conversion between epochs, examples and steps in this package goes
+through :func:`epochs_to_steps` and :func:`steps_to_epochs`.
+
+Example:
+    >>> k = batch_scale_factor(base_batch_size=128, batch_size=8192)
+    >>> k
+    64.0
+    >>> scale_learning_rate(0.1, k, "sqrt")
+    0.8
+    >>> scale_warmup_epochs(0.2, k, "linear")
+    12.8
+"""
+
+import math
+
+from keras_legw._validation import check_non_negative, check_one_of, check_positive
+
+LEARNING_RATE_SCALINGS = ("sqrt", "linear", "none")
+WARMUP_SCALINGS = ("linear", "none")
+
+
+def batch_scale_factor(base_batch_size, batch_size):
+    """Returns ``k = batch_size / base_batch_size``.
+
+    Args:
+        base_batch_size: the batch size ``B0`` the hyperparameters were tuned
+            at (examples per step).
+        batch_size: the global batch size ``B`` to train at.
+    """
+    check_positive("base_batch_size", base_batch_size)
+    check_positive("batch_size", batch_size)
+    return float(batch_size) / float(base_batch_size)
+
+
+def scale_learning_rate(base_learning_rate, k, scaling="sqrt"):
+    """Returns the peak learning rate for a batch ``k`` times the base one.
+
+    ``"sqrt"``: ``eta0 * sqrt(k)`` (LEGW); ``"linear"``: ``eta0 * k`` (Goyal
+    et al. 2017); ``"none"``: ``eta0``.
+    """
+    check_positive("base_learning_rate", base_learning_rate)
+    check_positive("k", k)
+    check_one_of("scaling", scaling, LEARNING_RATE_SCALINGS)
+    factor = {"sqrt": math.sqrt(k), "linear": k, "none": 1.0}[scaling]
+    return float(base_learning_rate) * factor
+
+
+def scale_warmup_epochs(base_warmup_epochs, k, warmup_scaling="linear"):
+    """Returns the warmup length in epochs for a batch ``k`` times the base one.
+
+    ``"linear"``: ``w0 * k`` epochs (LEGW's linear-epoch warmup: the number of
+    warmup steps is unchanged); ``"none"``: ``w0`` epochs (a constant-epoch
+    warmup, as in Goyal et al. 2017).
+    """
+    check_non_negative("base_warmup_epochs", base_warmup_epochs)
+    check_positive("k", k)
+    check_one_of("warmup_scaling", warmup_scaling, WARMUP_SCALINGS)
+    return float(base_warmup_epochs) * (k if warmup_scaling == "linear" else 1.0)
+
+
+def epochs_to_steps(epochs, num_examples, batch_size):
+    """Returns the (fractional) number of steps that cover `epochs` epochs.
+
+    ``steps = epochs * num_examples / batch_size``.
+    """
+    return float(epochs) * float(num_examples) / float(batch_size)
+
+
+def steps_to_epochs(steps, num_examples, batch_size):
+    """Returns the (fractional) epoch reached after `steps` steps."""
+    return float(steps) * float(batch_size) / float(num_examples)

@@ -1,0 +1,300 @@
+"""The LEGW learning-rate schedule for Keras 3.
+
+`LEGW` is a `keras.optimizers.schedules.LearningRateSchedule`: pass it as the
+optimizer's `learning_rate` and the optimizer calls it with its step counter.
+All math is in `keras.ops`, so it runs on every Keras 3 backend, inside
+`tf.function(jit_compile=True)` and under `tf.distribute` strategies.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_legw import scaling as rules
+from keras_legw._validation import check_non_negative, check_one_of, check_positive
+
+DECAYS = ("constant", "polynomial", "cosine", "exponential", "piecewise")
+
+
+def _ceil_steps(steps):
+    """Rounds a fractional step count up, ignoring float noise (600.0000001)."""
+    return int(math.ceil(round(steps, 6)))
+
+
+@keras.saving.register_keras_serializable(package="keras_legw")
+class LEGW(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear-epoch gradual warmup (LEGW) with batch-size scaling of the peak.
+
+    Hyperparameters tuned at a base batch ``B0`` carry over to a global batch
+    ``B`` with no retuning (You et al., "Large-Batch Training for LSTM and
+    Beyond", arXiv 1901.08256, SC'19)::
+
+        k = B / B0
+        P = eta0 * sqrt(k)                  (scaling="sqrt"; "linear": eta0 * k;
+                                             "none": eta0)
+        W = w0 * k                          (warmup_scaling="linear"; "none": w0)
+        e = step * B / N                    (the epoch reached at `step`)
+
+        lr(e) = P * e / W                                      for e < W
+        lr(e) = decay(min(e, E))                               for e >= W
+
+    and, with ``t = (e - W) / (E - W)`` the fraction of the decay done,
+
+        constant:     P
+        polynomial:   L + (P - L) * (1 - t) ** power
+        cosine:       L + (P - L) * 0.5 * (1 + cos(pi * t))
+        exponential:  L + (P - L) * decay_rate ** ((e - W) / decay_epochs)
+        piecewise:    P * multipliers[i], i = number of boundaries <= e
+
+    Legend: ``eta0`` `base_learning_rate`; ``B0`` `base_batch_size`; ``B``
+    `batch_size` (global, examples per optimizer step); ``w0``
+    `base_warmup_epochs`; ``N`` `num_examples` (training examples per epoch);
+    ``E`` `total_epochs`; ``L`` `end_learning_rate`; ``P`` the peak learning
+    rate; ``W`` the warmup length in epochs. Epochs are measured in examples
+    seen, so they may be fractional. After ``E`` epochs the rate stays at its
+    end value.
+
+    Example (MNIST, tuned at batch 128, trained at 8192 = 64x):
+
+    >>> schedule = LEGW(base_learning_rate=0.1, base_batch_size=128,
+    ...                 batch_size=8192, base_warmup_epochs=0.2,
+    ...                 num_examples=60000, total_epochs=25)
+    >>> schedule.peak_learning_rate, schedule.warmup_epochs
+    (0.8, 12.8)
+    >>> optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+
+    Args:
+        base_learning_rate: peak learning rate tuned at `base_batch_size`.
+        base_batch_size: batch size the hyperparameters were tuned at.
+        batch_size: global batch size of this run.
+        base_warmup_epochs: warmup length, in epochs, tuned at
+            `base_batch_size`; 0 for no warmup.
+        num_examples: training examples in one epoch.
+        total_epochs: length of the schedule in epochs.
+        decay: one of "constant", "polynomial", "cosine", "exponential",
+            "piecewise".
+        power: exponent of the polynomial decay (> 0).
+        end_learning_rate: rate that "polynomial", "cosine" and "exponential"
+            decay towards (>= 0, at most the peak).
+        scaling: peak-rate rule: "sqrt" (LEGW), "linear" or "none".
+        warmup_scaling: warmup-length rule: "linear" (LEGW: warmup epochs grow
+            with k) or "none" (constant-epoch warmup, as in Goyal et al.).
+        decay_rate: "exponential" only: factor applied every `decay_epochs`,
+            in (0, 1].
+        decay_epochs: "exponential" only: epochs per factor of `decay_rate`.
+        boundaries: "piecewise" only: increasing epochs, each in [W, E).
+        multipliers: "piecewise" only: ``len(boundaries) + 1`` factors of the
+            peak rate, each > 0.
+        name: name of the schedule.
+
+    Raises:
+        ValueError: at construction, for any invalid argument, naming it and
+            the value received.
+    """
+
+    def __init__(
+        self,
+        base_learning_rate,
+        base_batch_size,
+        batch_size,
+        base_warmup_epochs,
+        num_examples,
+        total_epochs,
+        decay="polynomial",
+        power=2.0,
+        end_learning_rate=0.0,
+        scaling="sqrt",
+        warmup_scaling="linear",
+        decay_rate=None,
+        decay_epochs=None,
+        boundaries=None,
+        multipliers=None,
+        name="LEGW",
+    ):
+        super().__init__()
+        self.base_learning_rate = base_learning_rate
+        self.base_batch_size = base_batch_size
+        self.batch_size = batch_size
+        self.base_warmup_epochs = base_warmup_epochs
+        self.num_examples = num_examples
+        self.total_epochs = total_epochs
+        self.decay = decay
+        self.power = power
+        self.end_learning_rate = end_learning_rate
+        self.scaling = scaling
+        self.warmup_scaling = warmup_scaling
+        self.decay_rate = decay_rate
+        self.decay_epochs = decay_epochs
+        self.boundaries = boundaries
+        self.multipliers = multipliers
+        self.name = name
+
+        self._k = rules.batch_scale_factor(base_batch_size, batch_size)
+        self._peak = rules.scale_learning_rate(
+            base_learning_rate, self._k, self.scaling
+        )
+        self._warmup_epochs = rules.scale_warmup_epochs(
+            base_warmup_epochs, self._k, warmup_scaling
+        )
+        check_positive("num_examples", num_examples)
+        check_positive("total_epochs", total_epochs)
+        if self._warmup_epochs >= total_epochs:
+            raise ValueError(
+                "Argument `base_warmup_epochs` must give a warmup shorter than "
+                "`total_epochs`; with warmup_scaling="
+                f"{warmup_scaling!r} and k={self._k:g} the warmup is "
+                f"{self._warmup_epochs:g} epochs. Use a smaller "
+                "`base_warmup_epochs`, more `total_epochs` or a smaller "
+                f"`batch_size`. Received: base_warmup_epochs="
+                f"{base_warmup_epochs!r}, total_epochs={total_epochs!r}"
+            )
+        self._validate_decay()
+
+    def _validate_decay(self):
+        check_one_of("decay", self.decay, DECAYS)
+        check_positive("power", self.power)
+        check_non_negative("end_learning_rate", self.end_learning_rate)
+        if self.end_learning_rate > self._peak:
+            raise ValueError(
+                "Argument `end_learning_rate` must not exceed the peak "
+                f"learning rate {self._peak:g}. "
+                f"Received: end_learning_rate={self.end_learning_rate!r}"
+            )
+        if self.end_learning_rate and self.decay in ("constant", "piecewise"):
+            raise ValueError(
+                f"Argument `end_learning_rate` is not used by "
+                f"decay={self.decay!r}; leave it at 0. "
+                f"Received: end_learning_rate={self.end_learning_rate!r}"
+            )
+        extra = {
+            "exponential": ("decay_rate", "decay_epochs"),
+            "piecewise": ("boundaries", "multipliers"),
+        }
+        for decay, names in extra.items():
+            for arg in names:
+                given = getattr(self, arg) is not None
+                if given != (self.decay == decay):
+                    raise ValueError(
+                        f"Argument `{arg}` is required with decay={decay!r} "
+                        f"and only allowed with it. Received: {arg}="
+                        f"{getattr(self, arg)!r} with decay={self.decay!r}"
+                    )
+        if self.decay == "exponential":
+            check_positive("decay_rate", self.decay_rate)
+            if self.decay_rate > 1:
+                raise ValueError(
+                    "Argument `decay_rate` must be in (0, 1]. "
+                    f"Received: decay_rate={self.decay_rate!r}"
+                )
+            check_positive("decay_epochs", self.decay_epochs)
+        if self.decay == "piecewise":
+            self._validate_piecewise()
+
+    def _validate_piecewise(self):
+        boundaries, multipliers = list(self.boundaries), list(self.multipliers)
+        for b in boundaries:
+            check_non_negative("boundaries", b)
+        if any(b1 >= b2 for b1, b2 in zip(boundaries, boundaries[1:])) or (
+            boundaries
+            and (boundaries[0] < self._warmup_epochs
+                 or boundaries[-1] >= self.total_epochs)
+        ):
+            raise ValueError(
+                "Argument `boundaries` must be strictly increasing epochs in "
+                f"[warmup_epochs, total_epochs) = [{self._warmup_epochs:g}, "
+                f"{self.total_epochs:g}). Received: boundaries={self.boundaries!r}"
+            )
+        if len(multipliers) != len(boundaries) + 1:
+            raise ValueError(
+                "Argument `multipliers` must have len(boundaries) + 1 = "
+                f"{len(boundaries) + 1} entries. "
+                f"Received: multipliers={self.multipliers!r}"
+            )
+        for m in multipliers:
+            check_positive("multipliers", m)
+
+    @property
+    def scale_factor(self):
+        """The batch scale factor ``k = batch_size / base_batch_size``."""
+        return self._k
+
+    @property
+    def peak_learning_rate(self):
+        """The learning rate at the end of the warmup, ``P``."""
+        return self._peak
+
+    @property
+    def warmup_epochs(self):
+        """The warmup length in epochs, ``W``."""
+        return self._warmup_epochs
+
+    @property
+    def warmup_steps(self):
+        """The first step at which the rate reaches its peak."""
+        return _ceil_steps(
+            rules.epochs_to_steps(
+                self._warmup_epochs, self.num_examples, self.batch_size
+            )
+        )
+
+    @property
+    def total_steps(self):
+        """Steps that cover `total_epochs` epochs (rounded up)."""
+        return _ceil_steps(
+            rules.epochs_to_steps(
+                self.total_epochs, self.num_examples, self.batch_size
+            )
+        )
+
+    def __call__(self, step):
+        epoch = ops.cast(step, "float32") * (
+            float(self.batch_size) / float(self.num_examples)
+        )
+        decayed = self._decayed(ops.minimum(epoch, float(self.total_epochs)))
+        if self._warmup_epochs == 0:
+            return decayed
+        warm = self._peak * epoch / self._warmup_epochs
+        return ops.where(epoch < self._warmup_epochs, warm, decayed)
+
+    def _decayed(self, epoch):
+        """The post-warmup rate at `epoch` (a float32 tensor, <= E)."""
+        peak, end = self._peak, float(self.end_learning_rate)
+        since_warmup = ops.maximum(epoch - self._warmup_epochs, 0.0)
+        t = since_warmup / (float(self.total_epochs) - self._warmup_epochs)
+        if self.decay == "constant":
+            return ops.full_like(epoch, peak)
+        if self.decay == "polynomial":
+            return end + (peak - end) * ops.power(1.0 - t, float(self.power))
+        if self.decay == "cosine":
+            return end + (peak - end) * 0.5 * (1.0 + ops.cos(math.pi * t))
+        if self.decay == "exponential":
+            exponent = since_warmup / float(self.decay_epochs)
+            return end + (peak - end) * ops.power(
+                float(self.decay_rate), exponent
+            )
+        # piecewise
+        multiplier = ops.full_like(epoch, float(self.multipliers[0]))
+        for boundary, value in zip(self.boundaries, self.multipliers[1:]):
+            multiplier = ops.where(epoch >= boundary, float(value), multiplier)
+        return peak * multiplier
+
+    def get_config(self):
+        return {
+            "base_learning_rate": self.base_learning_rate,
+            "base_batch_size": self.base_batch_size,
+            "batch_size": self.batch_size,
+            "base_warmup_epochs": self.base_warmup_epochs,
+            "num_examples": self.num_examples,
+            "total_epochs": self.total_epochs,
+            "decay": self.decay,
+            "power": self.power,
+            "end_learning_rate": self.end_learning_rate,
+            "scaling": self.scaling,
+            "warmup_scaling": self.warmup_scaling,
+            "decay_rate": self.decay_rate,
+            "decay_epochs": self.decay_epochs,
+            "boundaries": self.boundaries,
+            "multipliers": self.multipliers,
+            "name": self.name,
+        }

@@ -1,0 +1,19 @@
+"""Test set-up shared by the whole suite.
+
+The host CPU is split into two logical devices before TensorFlow initialises,
+so that `tf.distribute.MirroredStrategy` runs with two replicas on a CPU-only
+machine.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+NUM_LOGICAL_CPUS = 2
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS
+)

@@ -1,0 +1,70 @@
+"""`python -m keras_legw plan`: output, plot and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from keras_legw import cli
+from tests.keras_legw.reference import legw_numpy
+
+ARGS = ["plan", "--base-lr", "0.1", "--base-batch", "128", "--batch", "8192",
+        "--base-warmup-epochs", "0.2", "--num-examples", "60000",
+        "--epochs", "25"]
+
+
+def test_plan_prints_derived_values_and_table(capsys):
+    assert cli.main(ARGS) == 0
+    out = capsys.readouterr().out
+    assert "k (batch scale factor)   64\n" in out
+    assert "peak learning rate       0.8 " in out
+    assert "12.8 epochs = 94 steps" in out
+    assert "25 epochs = 184 steps" in out
+    rows = [line.split() for line in out.splitlines()
+            if line.strip() and line.split()[0].replace(".", "").isdigit()]
+    assert len(rows) == 12  # 11 evenly spaced epochs plus the warmup end
+    for _, step, rate in rows:
+        want = legw_numpy(int(step), base_learning_rate=0.1,
+                          base_batch_size=128, batch_size=8192,
+                          base_warmup_epochs=0.2, num_examples=60000,
+                          total_epochs=25)
+        assert float(rate) == pytest.approx(float(want), rel=1e-4, abs=1e-9)
+
+
+def test_plan_saves_png(tmp_path, capsys):
+    path = tmp_path / "lr.png"
+    assert cli.main(ARGS + ["--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot saved to {path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--batch", "0"], "Argument `batch_size` must be a positive number"),
+    (["--base-warmup-epochs", "1"], "Argument `base_warmup_epochs`"),
+    (["--scaling", "cube"], "argument --scaling: invalid choice"),
+    (["--base-lr", "fast"], "argument --base-lr: invalid float value"),
+    (["--decay", "piecewise"], "Argument `boundaries` is required"),
+    (["--plot", "/nonexistent/dir/lr.png"], "cannot save --plot"),
+])
+def test_bad_arguments_exit_2_with_one_line(extra, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(ARGS + extra)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("python -m keras_legw: error: ")
+    assert message in err
+
+
+def test_missing_argument_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["plan", "--base-lr", "0.1"])
+    assert info.value.code == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "keras_legw"] + ARGS,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "12.8 epochs = 94 steps" in result.stdout
