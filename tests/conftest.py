@@ -8,6 +8,10 @@ machine.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The real data sets lie beside the checkout (../shared/data), here and in CI.
+_SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+if os.path.isdir(_SHARED):
+    os.environ.setdefault("LEGW_DATA_DIR", os.path.abspath(_SHARED))
 
 import tensorflow as tf  # noqa: E402
 

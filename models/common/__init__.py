@@ -1,0 +1,1 @@
+"""Shared machinery of the model zoo: flags, strategies, data, trainer."""

@@ -1,0 +1,145 @@
+"""Flags common to every model-zoo script, and the schedule they describe.
+
+Each script calls `define_common_flags(**defaults)` with its own tuned base
+hyperparameters, and in `main` turns the parsed flags into the plain keyword
+arguments of its `run(...)` with `common_run_kwargs(FLAGS)`.
+
+Schedules (`--schedule`):
+  legw      sqrt peak scaling, warmup epochs x k (You et al. 2019);
+  goyal     linear peak scaling, constant-epoch warmup (Goyal et al. 2017);
+  constant  the scaled peak rate from step 0: no warmup, no decay.
+`--scaling` and `--warmup_scaling` override the preset's rules, e.g.
+`--schedule=legw --warmup_scaling=none` is sqrt scaling with a constant-epoch
+warmup.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+import keras_legw
+from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
+from models.common.distribute import STRATEGIES
+
+SCHEDULES = {
+    # name: (peak scaling, warmup scaling)
+    "legw": ("sqrt", "linear"),
+    "goyal": ("linear", "none"),
+    "constant": ("sqrt", "none"),
+}
+FLAGS_FILE = "flags.txt"
+
+
+def define_common_flags(*, base_batch_size, base_learning_rate,
+                        base_warmup_epochs, epochs, batch_size=None,
+                        decay="polynomial"):
+    """Defines the common flags with the application's defaults."""
+    flags.DEFINE_integer("batch_size", batch_size or base_batch_size,
+                         "Global batch size (examples per step, all replicas).")
+    flags.DEFINE_integer("base_batch_size", base_batch_size,
+                         "Batch size the base hyperparameters were tuned at.")
+    flags.DEFINE_float("base_learning_rate", base_learning_rate,
+                       "Peak learning rate at --base_batch_size.")
+    flags.DEFINE_float("base_warmup_epochs", base_warmup_epochs,
+                       "Warmup epochs at --base_batch_size.")
+    flags.DEFINE_enum("schedule", "legw", list(SCHEDULES),
+                      "Learning-rate schedule preset.")
+    flags.DEFINE_enum("scaling", None, list(LEARNING_RATE_SCALINGS),
+                      "Peak-rate scaling rule; default: the preset's.")
+    flags.DEFINE_enum("warmup_scaling", None, list(WARMUP_SCALINGS),
+                      "Warmup-length scaling rule; default: the preset's.")
+    flags.DEFINE_enum("decay", decay, ["polynomial", "cosine", "constant"],
+                      "Decay after the warmup (legw and goyal).")
+    flags.DEFINE_float("epochs", epochs, "Training epochs.")
+    flags.DEFINE_integer("max_steps", None,
+                         "Stop at this step (smoke runs); default: all epochs.")
+    flags.DEFINE_string("model_dir", None,
+                        "Checkpoints, TensorBoard logs and results.json; a "
+                        "run restarted on the same folder resumes.")
+    flags.DEFINE_string("data_dir", None,
+                        "Folder with one subfolder per dataset (mnist/, ptb/, "
+                        "...); default: $LEGW_DATA_DIR, then the Keras cache, "
+                        "then download.")
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or address (--strategy=tpu).")
+    flags.DEFINE_integer("num_cpu_devices", 1,
+                         "Split the host CPU into this many logical devices "
+                         "(to run MirroredStrategy without accelerators).")
+    flags.DEFINE_integer("seed", 0, "Random seed (weights and data order).")
+    flags.DEFINE_boolean("deterministic", False,
+                         "Enable TensorFlow op determinism.")
+    flags.DEFINE_integer("checkpoint_every_steps", 0,
+                         "Also checkpoint every this many steps (0: at epoch "
+                         "ends only).")
+    flags.DEFINE_integer("steps_per_loop", 100,
+                         "Steps per call of the compiled training loop.")
+    flags.DEFINE_boolean("jit_compile", False,
+                         "Compile the training step with XLA.")
+    for name in ("batch_size", "base_batch_size", "steps_per_loop",
+                 "num_cpu_devices"):
+        flags.register_validator(name, lambda v: v is not None and v > 0,
+                                 message=f"--{name} must be a positive integer.")
+    for name in ("base_learning_rate", "epochs"):
+        flags.register_validator(name, lambda v: v is not None and v > 0,
+                                 message=f"--{name} must be positive.")
+    flags.register_validator("base_warmup_epochs", lambda v: v >= 0,
+                             message="--base_warmup_epochs must be >= 0.")
+    flags.register_validator("max_steps", lambda v: v is None or v > 0,
+                             message="--max_steps must be positive.")
+    flags.register_validator("checkpoint_every_steps", lambda v: v >= 0,
+                             message="--checkpoint_every_steps must be >= 0.")
+
+
+def common_run_kwargs(values):
+    """The common flags as plain keyword arguments of `run(...)`."""
+    names = ("batch_size", "base_batch_size", "base_learning_rate",
+             "base_warmup_epochs", "schedule", "scaling", "warmup_scaling",
+             "decay", "epochs", "max_steps", "model_dir", "data_dir",
+             "strategy", "tpu", "num_cpu_devices", "seed", "deterministic",
+             "checkpoint_every_steps", "steps_per_loop", "jit_compile")
+    return {name: getattr(values, name) for name in names}
+
+
+def make_schedule(*, schedule, base_learning_rate, base_batch_size,
+                  batch_size, base_warmup_epochs, num_examples, epochs,
+                  scaling=None, warmup_scaling=None, decay="polynomial"):
+    """The `keras_legw.LEGW` schedule that the flags describe."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Flag --schedule must be one of "
+                         f"{', '.join(SCHEDULES)}. Received: {schedule!r}")
+    preset_scaling, preset_warmup = SCHEDULES[schedule]
+    constant = schedule == "constant"
+    return keras_legw.LEGW(
+        base_learning_rate=base_learning_rate,
+        base_batch_size=base_batch_size,
+        batch_size=batch_size,
+        base_warmup_epochs=0.0 if constant else base_warmup_epochs,
+        num_examples=num_examples,
+        total_epochs=epochs,
+        decay="constant" if constant else decay,
+        scaling=scaling or preset_scaling,
+        warmup_scaling=warmup_scaling or preset_warmup)
+
+
+def write_flags(model_dir, values=None):
+    """Writes the resolved flags to `model_dir/flags.txt` (a --flagfile)."""
+    values = values or flags.FLAGS
+    os.makedirs(model_dir, exist_ok=True)
+    module = sys.modules["__main__"].__spec__
+    lines = values.flags_into_string()
+    with open(os.path.join(model_dir, FLAGS_FILE), "w") as f:
+        f.write(f"# {module.name if module else 'flags'}\n{lines}")
+
+
+def exit_on_error(function, **kwargs):
+    """Calls `function(**kwargs)`; a ValueError or data error ends the
+    process with status 2 and one line on stderr."""
+    from models.common.data import DataError
+
+    try:
+        return function(**kwargs)
+    except (ValueError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,70 @@
+"""Deterministic, resumable example order for in-memory datasets.
+
+The training stream is an endless sequence of passes over the data, pass `p`
+a permutation of the example indices seeded by `(seed, p)`. Global batch `s`
+(the batch of optimizer step `s`) is items `[s * B, (s + 1) * B)` of that
+stream, so a run that resumes at step `s` sees exactly the batches an
+uninterrupted run would. A global batch is split into equal per-replica
+batches in replica order, and each input pipeline (one per worker) yields the
+batches of its own replicas, so every strategy trains on the same global
+batches.
+"""
+
+import tensorflow as tf
+
+_MAX_PASSES = 1 << 40
+
+
+def global_index_batches(num_examples, global_batch_size, seed, start_step):
+    """A dataset of int64 index vectors, one global batch per element,
+    starting at the batch of `start_step`."""
+    start = int(start_step) * int(global_batch_size)
+    first_pass, offset = divmod(start, int(num_examples))
+
+    def one_pass(pass_index):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_examples, dtype=tf.int64),
+            seed=tf.stack([tf.cast(seed, tf.int64), pass_index]))
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    return (tf.data.Dataset.range(first_pass, _MAX_PASSES)
+            .flat_map(one_pass)
+            .skip(offset)
+            .batch(global_batch_size, drop_remainder=True))
+
+
+def replica_index_batches(num_examples, global_batch_size, seed, start_step,
+                          input_context):
+    """Per-replica index batches for this input pipeline: each global batch
+    split into `num_replicas_in_sync` equal slices, this pipeline's slices in
+    replica order."""
+    replicas = input_context.num_replicas_in_sync
+    per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+    local = replicas // input_context.num_input_pipelines
+    first = input_context.input_pipeline_id * local
+    return (global_index_batches(num_examples, global_batch_size, seed,
+                                 start_step)
+            .map(lambda idx: tf.reshape(idx, [replicas, per_replica])
+                 [first:first + local])
+            .unbatch())
+
+
+def padded_eval_batches(num_examples, global_batch_size, input_context):
+    """Per-replica (indices, mask) batches covering `num_examples` once,
+    padded to whole global batches (static shapes for XLA / TPU); padding has
+    mask 0 and index 0."""
+    replicas = input_context.num_replicas_in_sync
+    per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+    local = replicas // input_context.num_input_pipelines
+    first = input_context.input_pipeline_id * local
+    num_batches = -(-num_examples // global_batch_size)
+    total = num_batches * global_batch_size
+    index = tf.range(total, dtype=tf.int64)
+    mask = tf.cast(index < num_examples, tf.float32)
+    index = tf.where(index < num_examples, index, 0)
+    shape = [num_batches, replicas, per_replica]
+    index = tf.reshape(index, shape)[:, first:first + local]
+    mask = tf.reshape(mask, shape)[:, first:first + local]
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.reshape(index, [-1, per_replica]),
+         tf.reshape(mask, [-1, per_replica])))

@@ -1,0 +1,185 @@
+"""MNIST with one LSTM layer: the first application of the LEGW paper.
+
+Each 28x28 image is read as 28 time steps of 28 pixels by one LSTM layer of
+128 units, followed by a softmax over the 10 classes. The base
+hyperparameters were chosen at batch 128 (see README, "Choosing the base
+hyperparameters"); at any other batch LEGW scales them with no retuning.
+
+Command (the README's `make demo`; 64x the base batch):
+
+    python -m models.mnist_lstm --batch_size=8192
+
+Expected result: see the README's results table (`docs/results/`), which is
+produced by `make reproduce` on this repository's two-core CPU machine.
+
+Other examples:
+
+    python -m models.mnist_lstm --batch_size=128 --model_dir=runs/b128
+    python -m models.mnist_lstm --batch_size=512 --strategy=mirrored \\
+        --num_cpu_devices=2 --max_steps=20
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+from models.common import data as data_lib
+from models.common import distribute, input_pipeline, trainer
+from models.common import flags as common_flags
+
+# Base hyperparameters, tuned at batch 128 only (README).
+BASE = dict(base_batch_size=128, base_learning_rate=0.002,
+            base_warmup_epochs=0.2, epochs=25)
+OPTIMIZERS = ("adam", "momentum")
+EVAL_BATCH_PER_REPLICA = 1000
+
+common_flags.define_common_flags(**BASE)
+flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS),
+                  "adam, or momentum (SGD with momentum 0.9).")
+flags.DEFINE_integer("units", 128, "LSTM units.")
+flags.DEFINE_integer("num_train_examples", None,
+                     "Train on the first N training images only (smoke runs).")
+FLAGS = flags.FLAGS
+
+
+def build_model(units):
+    import keras
+
+    return keras.Sequential([
+        keras.Input((28, 28)),
+        keras.layers.LSTM(units),
+        keras.layers.Dense(10),
+    ], name="mnist_lstm")
+
+
+def make_optimizer(name, schedule):
+    import keras
+
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule)
+    if name == "momentum":
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+    raise ValueError(f"Flag --optimizer must be one of {', '.join(OPTIMIZERS)}. "
+                     f"Received: {name!r}")
+
+
+def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed):
+    """The trainer's view of MNIST: in-memory uint8 images, indexed batches."""
+    import keras
+    import tensorflow as tf
+
+    train_images = tf.constant(train[0])
+    train_labels = tf.constant(train[1])
+    test_images = tf.constant(test[0])
+    test_labels = tf.constant(test[1])
+
+    def images(source, index):
+        return tf.cast(tf.gather(source, index), tf.float32) / 255.0
+
+    def train_dataset(context, start_step):
+        return (input_pipeline.replica_index_batches(
+                    len(train[1]), global_batch_size, seed, start_step, context)
+                .map(lambda i: (images(train_images, i),
+                                tf.gather(train_labels, i)))
+                .prefetch(tf.data.AUTOTUNE))
+
+    def eval_dataset(context):
+        return (input_pipeline.padded_eval_batches(
+                    len(test[1]), eval_batch_size, context)
+                .map(lambda i, m: (images(test_images, i),
+                                   tf.gather(test_labels, i), m))
+                .prefetch(tf.data.AUTOTUNE))
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                      reduction=None)
+    return trainer.Task(
+        build_model=lambda: build_model(units),
+        per_example_loss=loss,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        eval_sums=lambda model, batch: trainer.accuracy_eval(
+            model, batch, lambda b: b),
+        eval_metrics=lambda sums: {
+            "test_accuracy": sums["correct"] / sums["count"]},
+    )
+
+
+def default_model_dir(schedule, batch_size, seed):
+    return os.path.join("runs", f"mnist_lstm_{schedule}_b{batch_size}_s{seed}")
+
+
+def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
+        base_learning_rate=BASE["base_learning_rate"],
+        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
+        scaling=None, warmup_scaling=None, decay="polynomial",
+        epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
+        strategy="default", tpu=None, num_cpu_devices=1, seed=0,
+        deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
+        jit_compile=False, optimizer="adam", units=128,
+        num_train_examples=None, verbose=1):
+    """Trains MNIST-LSTM and returns the stats dict (also in
+    `model_dir/results.json`), with `test_accuracy`."""
+    import keras
+    import tensorflow as tf
+
+    distribute.configure_cpu_devices(num_cpu_devices)
+    tf_strategy = distribute.get_strategy(strategy, tpu)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    model_dir = model_dir or default_model_dir(schedule, batch_size, seed)
+    train, test = data_lib.load_mnist(data_dir)
+    if num_train_examples is not None:
+        if not 0 < num_train_examples <= len(train[1]):
+            raise ValueError(
+                f"Flag --num_train_examples must be in [1, {len(train[1])}]. "
+                f"Received: {num_train_examples}")
+        train = (train[0][:num_train_examples], train[1][:num_train_examples])
+    num_examples = len(train[1])
+    schedule_fn = common_flags.make_schedule(
+        schedule=schedule, base_learning_rate=base_learning_rate,
+        base_batch_size=base_batch_size, batch_size=batch_size,
+        base_warmup_epochs=base_warmup_epochs, num_examples=num_examples,
+        epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
+        decay=decay)
+    make_optimizer(optimizer, schedule_fn)  # validates the name early
+    task = make_task(
+        train, test, units=units, global_batch_size=batch_size,
+        eval_batch_size=EVAL_BATCH_PER_REPLICA
+        * tf_strategy.num_replicas_in_sync, seed=seed)
+    if distribute.is_chief(tf_strategy):
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "schedule.json"), "w") as f:
+            json.dump({**schedule_fn.get_config(),
+                       "peak_learning_rate": schedule_fn.peak_learning_rate,
+                       "warmup_epochs": schedule_fn.warmup_epochs,
+                       "warmup_steps": schedule_fn.warmup_steps,
+                       "total_steps": schedule_fn.total_steps}, f, indent=2)
+    results, _ = trainer.train(
+        task, strategy=tf_strategy,
+        make_optimizer=lambda: make_optimizer(optimizer, schedule_fn),
+        global_batch_size=batch_size, num_examples=num_examples,
+        total_steps=schedule_fn.total_steps, model_dir=model_dir,
+        max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
+        steps_per_loop=steps_per_loop, jit_compile=jit_compile,
+        verbose=verbose)
+    return results
+
+
+def main(argv):
+    del argv
+    kwargs = dict(common_flags.common_run_kwargs(FLAGS),
+                  optimizer=FLAGS.optimizer, units=FLAGS.units,
+                  num_train_examples=FLAGS.num_train_examples)
+    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir(
+        FLAGS.schedule, FLAGS.batch_size, FLAGS.seed)
+    common_flags.write_flags(kwargs["model_dir"])
+    results = common_flags.exit_on_error(run, **kwargs)
+    print(f"test_accuracy {results['test_accuracy']:.4f} after "
+          f"{results['steps']} steps ({results['epochs']:.2f} epochs); "
+          f"results in {os.path.join(kwargs['model_dir'], 'results.json')}")
+
+
+if __name__ == "__main__":
+    app.run(main)

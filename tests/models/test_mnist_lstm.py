@@ -1,0 +1,197 @@
+"""MNIST-LSTM end to end on the real data: smoke runs, strategies, resume,
+errors. Small subsets and few steps keep each run to seconds."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_legw import LEGW
+from models import mnist_lstm
+from models.common import trainer
+
+SMALL = dict(num_train_examples=1024, units=16, num_cpu_devices=2,
+             verbose=0, deterministic=True)
+
+
+def _checkpoint_weights(model_dir):
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    names = sorted(n for n in reader.get_variable_to_shape_map()
+                   if n.endswith("VARIABLE_VALUE") and "save_counter" not in n)
+    assert any(n.startswith("model_variables/") for n in names), names
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def _assert_same_weights(dir_a, dir_b, exact=True):
+    a, b = _checkpoint_weights(dir_a), _checkpoint_weights(dir_b)
+    assert a.keys() == b.keys()
+    for name in a:
+        if exact:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+
+
+def test_smoke_run_writes_results_and_follows_the_schedule(tmp_path):
+    results = mnist_lstm.run(batch_size=256, epochs=2, max_steps=5,
+                             model_dir=str(tmp_path), **SMALL)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    for key in ("steps", "epochs", "examples_per_second",
+                "final_learning_rate", "wall_seconds", "test_accuracy"):
+        assert on_disk[key] == results[key]
+    assert results["steps"] == 5
+    assert results["epochs"] == pytest.approx(5 * 256 / 1024)
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    expected = LEGW(0.002, 128, 256, 0.2, 1024, 2)(5)
+    assert results["final_learning_rate"] == pytest.approx(float(expected))
+    assert (tmp_path / "schedule.json").exists()
+    assert os.listdir(tmp_path / "tensorboard")
+    # The epoch ends at step ceil(1024 / 256) = 4 and at max_steps = 5.
+    assert [h["step"] for h in results["history"]] == [4, 5]
+
+
+def test_mirrored_two_replicas_match_one_device(tmp_path):
+    """The same global batches, split over two replicas, give the weights of
+    a one-replica run (up to float summation order)."""
+    kwargs = dict(SMALL, batch_size=64, epochs=1, max_steps=6)
+    mirrored = mnist_lstm.run(strategy="mirrored", model_dir=str(tmp_path / "m"),
+                              **kwargs)
+    mnist_lstm.run(strategy="default", model_dir=str(tmp_path / "d"), **kwargs)
+    assert mirrored["num_replicas"] == 2
+    _assert_same_weights(tmp_path / "m", tmp_path / "d", exact=False)
+
+
+def test_stop_after_first_epoch_and_resume_equals_uninterrupted(tmp_path):
+    kwargs = dict(SMALL, batch_size=256, epochs=2, strategy="mirrored")
+    full = mnist_lstm.run(model_dir=str(tmp_path / "full"), **kwargs)
+    first = mnist_lstm.run(model_dir=str(tmp_path / "split"), max_steps=4,
+                           **kwargs)
+    assert first["steps"] == 4  # one epoch of 1024 examples at batch 256
+    resumed = mnist_lstm.run(model_dir=str(tmp_path / "split"), **kwargs)
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["steps"] == full["steps"] == 8
+    assert resumed["final_learning_rate"] == full["final_learning_rate"]
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
+
+
+def test_batch_not_divisible_by_replicas(tmp_path):
+    with pytest.raises(ValueError, match=r"--batch_size=33 must be divisible "
+                                         r"by the number of replicas, 2"):
+        mnist_lstm.run(batch_size=33, strategy="mirrored", max_steps=1,
+                       model_dir=str(tmp_path), **SMALL)
+
+
+def test_non_finite_loss_stops_with_clear_message(tmp_path):
+    """A loss that turns NaN stops training with a message; the checkpoint of
+    the epoch before stays the latest."""
+    import keras
+
+    def batches(context, start_step):
+        # Labels 0 in the first epoch (steps 0-3), then 1: log(1 - 2y) = NaN.
+        return tf.data.Dataset.range(start_step, 1000).map(
+            lambda i: (tf.ones([4, 1]),
+                       tf.fill([4, 1], tf.cast(i >= 4, tf.float32))))
+
+    task = trainer.Task(
+        build_model=lambda: keras.Sequential([keras.Input((1,)),
+                                              keras.layers.Dense(1)]),
+        per_example_loss=lambda y, out: (tf.math.log(1.0 - 2.0 * y[:, 0])
+                                         + 0.0 * out[:, 0]),
+        train_dataset=batches,
+        eval_dataset=lambda context: batches(context, 0).take(1).map(
+            lambda x, y: (x, y[:, 0], tf.ones([4]))),
+        eval_sums=lambda model, b: trainer.accuracy_eval(model, b, lambda v: v),
+        eval_metrics=lambda sums: {"accuracy": sums["correct"] / sums["count"]})
+    with pytest.raises(trainer.NonFiniteLossError,
+                       match=r"training loss became nan in steps 4-8.*"
+                             r"ckpt-4.*--base_learning_rate"):
+        trainer.train(task, strategy=tf.distribute.get_strategy(),
+                      make_optimizer=lambda: keras.optimizers.SGD(0.1),
+                      global_batch_size=4, num_examples=16, total_steps=12,
+                      model_dir=str(tmp_path), verbose=0)
+
+
+def _script(args, env=None, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "models.mnist_lstm", *args],
+        capture_output=True, text=True, timeout=timeout,
+        env=dict(os.environ, **(env or {})))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--strategy=horovod"], "--strategy"),
+    (["--epochs=-1"], "--epochs must be positive"),
+    (["--batch_size=0"], "--batch_size must be a positive integer"),
+    (["--batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"],
+     "must be divisible by the number of replicas, 2"),
+    (["--base_warmup_epochs=1", "--batch_size=8192"],
+     "Argument `base_warmup_epochs` must give a warmup shorter"),
+    (["--data_dir=/nonexistent", "--max_steps=1"], None),
+])
+def test_bad_flags_exit_with_a_clear_error(tmp_path, args, message):
+    env = {}
+    if message is None:  # missing data: no copy anywhere, downloads blocked
+        env = {"LEGW_DATA_DIR": str(tmp_path / "none"),
+               "HOME": str(tmp_path), "https_proxy": "http://127.0.0.1:9",
+               "HTTPS_PROXY": "http://127.0.0.1:9"}
+        message = "not found in /nonexistent/mnist"
+    result = _script([f"--model_dir={tmp_path / 'run'}", *args], env=env)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_script_smoke_run_with_max_steps(tmp_path):
+    result = _script([f"--model_dir={tmp_path}", "--batch_size=512",
+                      "--max_steps=2", "--num_train_examples=2048",
+                      "--units=16"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test_accuracy" in result.stdout
+    assert "--batch_size=512" in (tmp_path / "flags.txt").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _multi_worker(model_dir, max_steps):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "models.mnist_lstm", "--strategy=multi_worker",
+         "--batch_size=64", "--epochs=2", f"--max_steps={max_steps}",
+         "--num_train_examples=256", "--units=16", "--deterministic",
+         f"--model_dir={model_dir}"],
+        env=dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return [json.loads(open(os.path.join(d, "results.json")).read())
+            for d in (model_dir, os.path.join(model_dir, "worker_1"))]
+
+
+def test_multi_worker_two_processes_agree_and_resume(tmp_path):
+    """Two local worker processes (TF_CONFIG) end with equal weights; the job
+    restarted on the same model_dir resumes from the last checkpoint."""
+    model_dir = str(tmp_path)
+    chief, worker = _multi_worker(model_dir, max_steps=3)
+    assert chief["steps"] == worker["steps"] == 3
+    assert chief["num_replicas"] == 2
+    _assert_same_weights(model_dir, os.path.join(model_dir, "worker_1"))
+    chief, worker = _multi_worker(model_dir, max_steps=6)
+    assert chief["resumed_from_step"] == worker["resumed_from_step"] == 3
+    assert chief["steps"] == 6
+    _assert_same_weights(model_dir, os.path.join(model_dir, "worker_1"))
