@@ -26,6 +26,7 @@ setup(
         "keras>=3.6,<4",
         "keras-hub>=0.32,<0.33",
         "absl-py>=2.0",
+        "tensorboard>=2.16",  # tf.summary needs it; TF 2.21 no longer pulls it in
         "numpy>=1.26",
         "matplotlib>=3.7",
     ],

@@ -1,0 +1,58 @@
+# keras_legw: every command creates the virtualenv it needs when missing.
+#   make demo       MNIST-LSTM at batch 8192 (64x) with LEGW, no other flag
+#   make test       the whole test suite (what CI runs)
+#   make plan       preview the demo's schedule (and plot it to lr.png)
+#   make bench      the schedule-overhead benchmark
+#   make reproduce  the MNIST-LSTM sweeps of docs/results (hours on a CPU)
+#   make bazel-test the test suite under Bazel, offline (needs bazel-bootstrap)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The real data sets lie beside the checkout (../shared/data); elsewhere set
+# LEGW_DATA_DIR or pass --data_dir, or let the loaders download.
+LEGW_DATA_DIR ?= $(abspath ../shared/data)
+export LEGW_DATA_DIR
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test plan bench reproduce bazel-test clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m models.mnist_lstm --batch_size=8192
+
+test: venv
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=10 tests
+
+plan: venv
+	$(PY) -m keras_legw plan --base-lr 0.002 --base-batch 128 --batch 8192 \
+	    --base-warmup-epochs 0.2 --num-examples 60000 --epochs 25 --plot lr.png
+
+bench: venv
+	$(PY) -m bench.schedule_overhead
+
+reproduce: venv
+	$(PY) -m bench.mnist_sweep --plan=tuning
+	$(PY) -m bench.mnist_sweep --plan=claim
+	$(PY) -m bench.mnist_sweep --plan=budget
+	$(PY) -m bench.mnist_plots
+
+OFFLINE_REPOS := rules_cc rules_java remote_coverage_tools
+
+.bazelrc.offline:
+	for r in $(OFFLINE_REPOS); do echo "build:offline --override_repository=$$r=$(abspath third_party/bazel_offline)/$$r"; done > $@
+
+bazel-test: venv .bazelrc.offline
+	bazel test --config=offline --incompatible_use_python_toolchains=false \
+	    --python_path=$(abspath $(PY)) //...
+
+clean:
+	rm -rf $(VENV) runs bazel-* lr.png

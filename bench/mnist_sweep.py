@@ -1,0 +1,151 @@
+"""MNIST-LSTM sweeps: batch size x schedule x seed x epoch budget.
+
+    python -m bench.mnist_sweep --plan=tuning      # base hyperparameters, batch 128
+    python -m bench.mnist_sweep --plan=claim       # issue 4: 128..8192, 4 schedules
+    python -m bench.mnist_sweep --plan=budget      # 128 vs 8192 at 2x and 4x epochs
+
+Each finished run is appended at once to its CSV (`--csv`), so a stop loses
+nothing; runs already in the CSV are skipped, so rerunning the command
+continues the sweep. Each run trains in its own process (a fresh TensorFlow)
+with `models.mnist_lstm.run`, in `--runs_dir/<name>` (a restarted run resumes
+from its checkpoint).
+
+Columns: schedule, batch_size, seed, epochs, test_accuracy, steps,
+wall_seconds (training seconds, evaluation excluded), seconds_to_98
+(training seconds until the test accuracy first reached 98%, empty if never);
+the tuning plan adds optimizer and base_learning_rate.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+# schedule label -> run() keyword arguments
+SCHEDULES = {
+    "legw": dict(schedule="legw"),
+    "goyal": dict(schedule="goyal"),
+    "sqrt_constant_warmup": dict(schedule="legw", warmup_scaling="none"),
+    "no_scaling": dict(schedule="legw", scaling="none", warmup_scaling="none"),
+}
+COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_accuracy",
+           "steps", "wall_seconds", "seconds_to_98"]
+TUNING_COLUMNS = COLUMNS + ["optimizer", "base_learning_rate"]
+
+
+def plan_runs(plan, epochs):
+    """The list of run specs (dicts) of a plan."""
+    if plan == "tuning":
+        return [dict(schedule="legw", batch_size=128, seed=0, epochs=epochs,
+                     optimizer="adam", base_learning_rate=lr)
+                for lr in (0.002, 0.001)]
+    if plan == "claim":
+        # At batch 128 (k = 1) every schedule is the same run: LEGW stands
+        # for all four there.
+        return [dict(schedule=label, batch_size=batch, seed=seed,
+                     epochs=epochs)
+                for seed in (0, 1) for batch in (128, 8192, 2048, 512)
+                for label in SCHEDULES
+                if (batch != 128 or label == "legw")
+                and (seed == 0 or batch in (128, 8192))]
+    if plan == "budget":
+        return [dict(schedule=label, batch_size=batch, seed=0,
+                     epochs=epochs * factor)
+                for factor in (2, 4) for batch in (128, 8192)
+                for label in ("legw", "sqrt_constant_warmup")
+                if batch != 128 or label == "legw"]
+    raise ValueError(f"unknown plan {plan!r}")
+
+
+def run_name(spec):
+    extra = "".join(f"_{k}{spec[k]}" for k in ("optimizer", "base_learning_rate")
+                    if k in spec)
+    return (f"{spec['schedule']}_b{spec['batch_size']}_s{spec['seed']}"
+            f"_e{float(spec['epochs']):g}{extra}")
+
+
+def _done(csv_path):
+    """Names of the runs already in the CSV."""
+    if not os.path.exists(csv_path):
+        return set()
+    with open(csv_path) as f:
+        return {run_name({k: v for k, v in row.items() if v != ""
+                          or k not in ("optimizer", "base_learning_rate")})
+                for row in csv.DictReader(f)}
+
+
+def seconds_to(history, threshold):
+    for entry in history:
+        if entry["metrics"]["test_accuracy"] >= threshold:
+            return entry["train_seconds"]
+    return None
+
+
+def run_one(spec, runs_dir, data_dir):
+    """Trains one run in a child process and returns its results dict."""
+    kwargs = dict(SCHEDULES.get(spec["schedule"], {}),
+                  batch_size=spec["batch_size"], seed=spec["seed"],
+                  epochs=spec["epochs"], model_dir=os.path.join(
+                      runs_dir, run_name(spec)),
+                  data_dir=data_dir, verbose=0)
+    for key in ("optimizer", "base_learning_rate"):
+        if key in spec:
+            kwargs[key] = spec[key]
+    code = ("import json, sys; from models import mnist_lstm; "
+            "r = mnist_lstm.run(**json.loads(sys.argv[1])); "
+            "print('RESULTS' + json.dumps(r))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"run {run_name(spec)} failed:\n{out.stderr[-3000:]}")
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS"))
+    return json.loads(line[len("RESULTS"):])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--plan", choices=["tuning", "claim", "budget"],
+                        required=True)
+    parser.add_argument("--epochs", type=float, default=25)
+    parser.add_argument("--csv", default=None)
+    parser.add_argument("--runs_dir", default="runs/sweep")
+    parser.add_argument("--data_dir", default=None)
+    args = parser.parse_args()
+    csv_path = args.csv or {
+        "tuning": "docs/results/mnist_lstm_base_tuning.csv",
+    }.get(args.plan, "docs/results/mnist_lstm_sweep.csv")
+    os.makedirs(os.path.dirname(csv_path), exist_ok=True)
+    done = _done(csv_path)
+    for spec in plan_runs(args.plan, args.epochs):
+        name = run_name(spec)
+        if name in done:
+            continue
+        results = run_one(spec, args.runs_dir, args.data_dir)
+        to_98 = seconds_to(results["history"], 0.98)
+        row = dict(schedule=spec["schedule"], batch_size=spec["batch_size"],
+                   seed=spec["seed"], epochs=spec["epochs"],
+                   test_accuracy=results["test_accuracy"],
+                   steps=results["steps"],
+                   wall_seconds=round(results["train_seconds"], 1),
+                   seconds_to_98="" if to_98 is None else round(to_98, 1))
+        columns = COLUMNS
+        if args.plan == "tuning":
+            columns = TUNING_COLUMNS
+            row.update(optimizer=spec["optimizer"],
+                       base_learning_rate=spec["base_learning_rate"])
+        new = not os.path.exists(csv_path)
+        with open(csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        done.add(name)
+        print(f"{name}: test_accuracy {results['test_accuracy']:.4f}, "
+              f"{results['steps']} steps, {results['train_seconds']:.0f} s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
