@@ -7,12 +7,15 @@ the peak learning rate by sqrt(k) and the warmup length, in epochs, by k.
 Public API:
     LEGW                      the learning-rate schedule
     LARS                      layer-wise adaptive rate scaling optimizer
+    noise_scale_estimates, NoiseScaleEstimator
+                              the gradient noise scale (largest useful batch)
     batch_scale_factor, scale_learning_rate, scale_warmup_epochs,
     epochs_to_steps, steps_to_epochs
                               the scaling rules and unit conversion
 """
 
 from keras_legw.lars import LARS
+from keras_legw.noise_scale import NoiseScaleEstimator, noise_scale_estimates
 from keras_legw.scaling import (
     batch_scale_factor,
     epochs_to_steps,
@@ -27,8 +30,10 @@ __version__ = "0.1.0"
 __all__ = [
     "LARS",
     "LEGW",
+    "NoiseScaleEstimator",
     "batch_scale_factor",
     "epochs_to_steps",
+    "noise_scale_estimates",
     "scale_learning_rate",
     "scale_warmup_epochs",
     "steps_to_epochs",

@@ -77,6 +77,9 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                          "Steps per call of the compiled training loop.")
     flags.DEFINE_boolean("jit_compile", False,
                          "Compile the training step with XLA.")
+    flags.DEFINE_boolean("noise_scale", False,
+                         "Measure the gradient noise scale B_simple (logged "
+                         "to TensorBoard and results.json).")
     for name in ("batch_size", "base_batch_size", "steps_per_loop",
                  "num_cpu_devices"):
         flags.register_validator(name, lambda v: v is not None and v > 0,
@@ -98,7 +101,8 @@ def common_run_kwargs(values):
              "base_warmup_epochs", "schedule", "scaling", "warmup_scaling",
              "decay", "epochs", "max_steps", "model_dir", "data_dir",
              "strategy", "tpu", "num_cpu_devices", "seed", "deterministic",
-             "checkpoint_every_steps", "steps_per_loop", "jit_compile")
+             "checkpoint_every_steps", "steps_per_loop", "jit_compile",
+             "noise_scale")
     return {name: getattr(values, name) for name in names}
 
 

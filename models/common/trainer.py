@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from keras_legw import scaling
+from keras_legw.noise_scale import NoiseScaleEstimator
 from models.common import distribute
 
 RESULTS_FILE = "results.json"
@@ -70,6 +71,11 @@ def epoch_end_steps(num_examples, global_batch_size, total_steps):
         epoch += 1
 
 
+def _squared_norm(tensors):
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float32)))
+                     for t in tensors])
+
+
 def _current_learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
@@ -90,7 +96,8 @@ def _write_json(path, value):
 
 def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
           total_steps, model_dir, max_steps=None, checkpoint_every_steps=0,
-          steps_per_loop=100, jit_compile=False, verbose=1):
+          steps_per_loop=100, jit_compile=False, noise_scale=False,
+          noise_scale_decay=0.99, verbose=1):
     """Trains `task` to `total_steps` (or `max_steps`), resuming from
     `model_dir`; the stats are also written to `model_dir/results.json`.
 
@@ -106,7 +113,12 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         checkpoint_every_steps: also checkpoint every this many steps (0: at
             epoch ends only).
         steps_per_loop: steps per call of the compiled loop.
-        jit_compile: compile the training step with XLA.
+        jit_compile: compile the forward and backward pass with XLA.
+        noise_scale: measure the gradient noise scale B_simple (see
+            `keras_legw.noise_scale`): with several replicas the small batch
+            is a replica's share and the big one the global batch; with one
+            replica the batch is split into two halves inside the step.
+        noise_scale_decay: decay of its moving averages, per step.
         verbose: 1 for a progress bar per epoch, 0 for none.
 
     Returns:
@@ -124,6 +136,14 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             f"share. Use a multiple of {replicas}.")
     if steps_per_loop < 1:
         raise ValueError(f"steps_per_loop must be >= 1. Received: {steps_per_loop}")
+    per_replica = global_batch_size // replicas
+    if noise_scale and replicas == 1 and global_batch_size % 2:
+        raise ValueError(
+            f"Flag --noise_scale on one replica splits the batch in two "
+            f"halves: --batch_size={global_batch_size} must be even.")
+    noise_batches = (per_replica, global_batch_size) if replicas > 1 else \
+        (global_batch_size // 2, global_batch_size)
+    estimator = NoiseScaleEstimator(noise_scale_decay) if noise_scale else None
     chief = distribute.is_chief(strategy)
     own_dir = distribute.worker_dir(model_dir, strategy)
     os.makedirs(own_dir, exist_ok=True)
@@ -152,28 +172,63 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     eval_data = strategy.distribute_datasets_from_function(task.eval_dataset)
     iterator = iter(train_data)
 
-    def replica_step(batch):
-        inputs, labels = batch
+    def loss_and_gradients(inputs, labels, regularization_weight):
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
             loss = tf.reduce_sum(task.per_example_loss(labels, outputs))
             loss = loss / global_batch_size
             if model.losses:
-                loss += tf.add_n(model.losses) / replicas
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
+                loss += tf.add_n(model.losses) * regularization_weight
+        return loss, tape.gradient(loss, model.trainable_variables)
 
-    step_fn = tf.function(replica_step, jit_compile=True) if jit_compile \
-        else replica_step
+    # XLA compiles the forward and backward pass; the optimizer's update
+    # (with its cross-replica all-reduce) stays outside the compiled region.
+    compute = tf.function(loss_and_gradients, jit_compile=True) \
+        if jit_compile else loss_and_gradients
+    apply = lambda grads: optimizer.apply_gradients(  # noqa: E731
+        zip(grads, model.trainable_variables))
+    zero = tf.constant(0.0)
+
+    def replica_step(batch):
+        """One step on one replica: (loss, |G_small|^2, |G_big|^2); the two
+        squared norms are 0 unless the noise scale is measured."""
+        inputs, labels = batch
+        if not noise_scale:
+            loss, grads = compute(inputs, labels, 1.0 / replicas)
+            apply(grads)
+            return loss, zero, zero
+        if replicas > 1:
+            # Small batch: this replica's mean gradient (R times its share);
+            # big batch: the all-reduced one. The optimizer sums what it is
+            # given over replicas again, hence the division by R.
+            loss, grads = compute(inputs, labels, 1.0 / replicas)
+            small = _squared_norm(grads) * replicas ** 2
+            reduced = tf.distribute.get_replica_context().all_reduce(
+                "SUM", grads)
+            apply([g / replicas for g in reduced])
+            return loss, small, _squared_norm(reduced)
+        # One replica: two half batches give the small-batch estimates.
+        half = tf.shape(tf.nest.flatten(labels)[0])[0] // 2
+        halves = [tf.nest.map_structure(lambda t: t[:half], (inputs, labels)),
+                  tf.nest.map_structure(lambda t: t[half:], (inputs, labels))]
+        (loss_a, grads_a), (loss_b, grads_b) = [
+            compute(x, y, 0.5) for x, y in halves]
+        small = (_squared_norm(grads_a) + _squared_norm(grads_b)) * 2.0
+        grads = [a + b for a, b in zip(grads_a, grads_b)]
+        apply(grads)
+        return loss_a + loss_b, small, _squared_norm(grads)
 
     @tf.function
     def train_loop(iterator, num_steps):
         total = tf.constant(0.0)
-        for _ in tf.range(num_steps):
-            losses = strategy.run(step_fn, args=(next(iterator),))
-            total += strategy.reduce("SUM", losses, axis=None)
-        return total / tf.cast(num_steps, tf.float32)
+        small = tf.TensorArray(tf.float32, size=num_steps)
+        big = tf.TensorArray(tf.float32, size=num_steps)
+        for i in tf.range(num_steps):
+            loss, s, b = strategy.run(replica_step, args=(next(iterator),))
+            total += strategy.reduce("SUM", loss, axis=None)
+            small = small.write(i, strategy.reduce("MEAN", s, axis=None))
+            big = big.write(i, strategy.reduce("MEAN", b, axis=None))
+        return total / tf.cast(num_steps, tf.float32), small.stack(), big.stack()
 
     @tf.function
     def eval_step(batch):
@@ -209,7 +264,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                 stop = min(stop, (step // checkpoint_every_steps + 1)
                            * checkpoint_every_steps)
             start = time.perf_counter()
-            loss = float(train_loop(iterator, tf.constant(stop - step)))
+            loss, small, big = train_loop(iterator, tf.constant(stop - step))
+            loss = float(loss)
             seconds = time.perf_counter() - start
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
@@ -224,16 +280,23 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             rate = (stop - step) * global_batch_size / seconds
             step = stop
             learning_rate = _current_learning_rate(optimizer)
+            if estimator:
+                for small_sq, big_sq in zip(small.numpy(), big.numpy()):
+                    estimator.update(small_sq, big_sq, *noise_batches)
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("learning_rate", learning_rate)
                 tf.summary.scalar("examples_per_second", rate)
+                if estimator:
+                    tf.summary.scalar("noise_scale", estimator.noise_scale)
             progbar.update(step - (epoch_end - progbar.target),
                            [("loss", loss), ("lr", learning_rate)])
             if checkpoint_every_steps and step % checkpoint_every_steps == 0 \
                     and step < epoch_end:
                 manager.save(checkpoint_number=step)
         metrics = evaluate()
+        if estimator:
+            metrics["noise_scale"] = estimator.noise_scale
         with writer.as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(f"eval/{name}", value)

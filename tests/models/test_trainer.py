@@ -1,0 +1,91 @@
+"""The trainer on small synthetic tasks: NaN handling and the noise scale."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.common import input_pipeline, trainer
+from tests.keras_legw.test_noise_scale import least_squares_noise_scale
+
+
+def test_non_finite_loss_stops_with_clear_message(tmp_path):
+    """A loss that turns NaN stops training with a message; the checkpoint of
+    the epoch before stays the latest."""
+
+    def batches(context, start_step):
+        # Labels 0 in the first epoch (steps 0-3), then 1: log(1 - 2y) = NaN.
+        return tf.data.Dataset.range(start_step, 1000).map(
+            lambda i: (tf.ones([4, 1]),
+                       tf.fill([4, 1], tf.cast(i >= 4, tf.float32))))
+
+    task = trainer.Task(
+        build_model=lambda: keras.Sequential([keras.Input((1,)),
+                                              keras.layers.Dense(1)]),
+        per_example_loss=lambda y, out: (tf.math.log(1.0 - 2.0 * y[:, 0])
+                                         + 0.0 * out[:, 0]),
+        train_dataset=batches,
+        eval_dataset=lambda context: batches(context, 0).take(1).map(
+            lambda x, y: (x, y[:, 0], tf.ones([4]))),
+        eval_sums=lambda model, b: trainer.accuracy_eval(model, b, lambda v: v),
+        eval_metrics=lambda sums: {"accuracy": sums["correct"] / sums["count"]})
+    with pytest.raises(trainer.NonFiniteLossError,
+                       match=r"training loss became nan in steps 4-8.*"
+                             r"ckpt-4.*--base_learning_rate"):
+        trainer.train(task, strategy=tf.distribute.get_strategy(),
+                      make_optimizer=lambda: keras.optimizers.SGD(0.1),
+                      global_batch_size=4, num_examples=16, total_steps=12,
+                      model_dir=str(tmp_path), verbose=0)
+
+
+DIM, NOISE_STD, NUM_EXAMPLES = 10, 0.5, 100_000
+
+
+def _least_squares_task(delta, seed=0):
+    """Loss 0.5 (w.x - y)^2 with x ~ N(0, I), y ~ N(0, s^2) (so w* = 0), the
+    weights frozen at `delta` (the optimizer's rate is negligible)."""
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.normal(size=(NUM_EXAMPLES, DIM)).astype(np.float32))
+    y = tf.constant((NOISE_STD * rng.normal(size=NUM_EXAMPLES))
+                    .astype(np.float32))
+
+    def train_dataset(context, start_step):
+        return input_pipeline.replica_index_batches(
+            NUM_EXAMPLES, 128, seed, start_step, context).map(
+                lambda i: (tf.gather(x, i), tf.gather(y, i)))
+
+    def eval_dataset(context):
+        return input_pipeline.padded_eval_batches(256, 256, context).map(
+            lambda i, m: (tf.gather(x, i), tf.gather(y, i), m))
+
+    return trainer.Task(
+        build_model=lambda: keras.Sequential([
+            keras.Input((DIM,)),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer=(
+                keras.initializers.Constant(delta.reshape(DIM, 1))))]),
+        per_example_loss=lambda labels, out: 0.5 * tf.square(
+            out[:, 0] - labels),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
+        eval_metrics=lambda sums: {"count": sums["count"]})
+
+
+@pytest.mark.parametrize("strategy_name", ["mirrored", "one_replica"])
+def test_noise_scale_recovers_least_squares_closed_form(tmp_path,
+                                                        strategy_name):
+    """Two replicas (per-replica vs all-reduced gradients) or one replica
+    (two half batches): B_simple within 10% of the closed form."""
+    delta = np.random.default_rng(1).normal(size=DIM).astype(np.float32)
+    expected = least_squares_noise_scale(DIM, float(delta @ delta), NOISE_STD)
+    strategy = (tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+        if strategy_name == "mirrored" else tf.distribute.get_strategy())
+    results, model = trainer.train(
+        _least_squares_task(delta), strategy=strategy,
+        make_optimizer=lambda: keras.optimizers.SGD(1e-12),
+        global_batch_size=128, num_examples=NUM_EXAMPLES, total_steps=1500,
+        model_dir=str(tmp_path), steps_per_loop=500, noise_scale=True,
+        noise_scale_decay=0.998, verbose=0)
+    np.testing.assert_allclose(model.get_weights()[0][:, 0], delta, rtol=1e-5)
+    assert results["noise_scale"] == pytest.approx(expected, rel=0.1)
