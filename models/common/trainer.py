@@ -48,6 +48,8 @@ class Task:
         eval_sums: (model, batch) -> dict of per-replica sums (e.g. correct
             predictions and example count), summed over replicas.
         eval_metrics: (dict of summed floats) -> dict of metrics.
+        example_name: what one example is ("images", "tokens"): results
+            also hold `<example_name>_per_second`.
     """
 
     build_model: Callable
@@ -56,6 +58,7 @@ class Task:
     eval_dataset: Callable
     eval_sums: Callable
     eval_metrics: Callable
+    example_name: str = "examples"
 
 
 def epoch_end_steps(num_examples, global_batch_size, total_steps):
@@ -156,6 +159,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     # model.variables explicitly: Keras 3 models track their variables for
     # tf.train.Checkpoint only partly; this list holds every one of them
     # (non-trainable statistics and random-seed states included).
+    if noise_scale and isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        raise ValueError(
+            "--noise_scale cannot read gradients scaled by float16 loss "
+            "scaling; use --dtype=bfloat16 or float32 to measure it.")
     checkpoint = tf.train.Checkpoint(model_variables=list(model.variables),
                                      optimizer=optimizer)
     manager = tf.train.CheckpointManager(
@@ -179,7 +186,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             loss = loss / global_batch_size
             if model.losses:
                 loss += tf.add_n(model.losses) * regularization_weight
-        return loss, tape.gradient(loss, model.trainable_variables)
+            # Multiplied by the loss scale under float16 (LossScaleOptimizer),
+            # which apply_gradients divides out again; else unchanged.
+            scaled_loss = optimizer.scale_loss(loss)
+        return loss, tape.gradient(scaled_loss, model.trainable_variables)
 
     # XLA compiles the forward and backward pass; the optimizer's update
     # (with its cross-replica all-reduce) stays outside the compiled region.
@@ -320,6 +330,9 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         "resumed_from_step": start_step,
         "examples_per_second": (session_steps * global_batch_size
                                 / session_seconds) if session_seconds else None,
+        f"{task.example_name}_per_second": (
+            session_steps * global_batch_size / session_seconds)
+        if session_seconds else None,
         "final_learning_rate": _current_learning_rate(optimizer),
         "final_loss": loss if session_steps else
         (history[-1]["loss"] if history else None),

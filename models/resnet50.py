@@ -1,0 +1,268 @@
+"""ResNet-50 v1.5 on ImageNet with LEGW and LARS: the paper's CNN result.
+
+The paper's Table 4 (90 epochs) is LEGW with base batch 512, base learning
+rate 4 (2^2) and base warmup 10/64 = 0.15625 epochs, polynomial decay (power
+2) to 0: at batch 32768 that is rate 32 (2^5) and 10 warmup epochs. These are
+the defaults, so
+
+    python -m models.resnet50 --batch_size=32768 --data_dir=/path/to/tfrecords
+
+uses the paper's numbers with no other flag (on a TPU pod add
+`--strategy=tpu --tpu=NAME --dtype=bfloat16 --jit_compile`). Expected
+result: the paper reports about 76% top-1 at every batch up to 32K. Not run
+here: this repository's machine has two CPU cores and no ImageNet.
+
+Throughput only (random tensors on the device):
+
+    python -m models.resnet50 --data=synthetic --batch_size=256 \\
+        --dtype=bfloat16 --jit_compile --max_steps=100
+
+Model: ResNet-50 v1.5 (stride 2 in the 3x3 convolution of the first block of
+each stage, as in the MLPerf and NVIDIA references; 25,557,032 parameters),
+written here rather than taken from `keras.applications.ResNet50`, which is
+v1 (stride in the 1x1 convolution), so that the v1.5 layout and the layer
+names that LARS's exclusions match are explicit. The last batch norm of each
+residual block starts at zero (Goyal et al. 2017). Label smoothing 0.1;
+weight decay and LARS's layer adaptation skip batch-norm and bias variables.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+from models.common import distribute, imagenet_input, trainer
+from models.common import flags as common_flags
+
+BASE = dict(base_batch_size=512, base_learning_rate=4.0,
+            base_warmup_epochs=10 / 64, epochs=90)
+DTYPES = ("float32", "bfloat16", "float16")
+DATA_SOURCES = ("tfrecord", "tfds", "synthetic")
+EXCLUDED = ["batch_norm", "bias"]
+
+common_flags.define_common_flags(**BASE)
+flags.DEFINE_enum("data", "tfrecord", list(DATA_SOURCES),
+                  "tfrecord (TPU reference format in --data_dir), tfds "
+                  "(imagenet2012), or synthetic (random tensors).")
+flags.DEFINE_enum("dtype", "float32", list(DTYPES),
+                  "Compute dtype; float16 adds dynamic loss scaling.")
+flags.DEFINE_integer("image_size", 224, "Input resolution.")
+flags.DEFINE_float("weight_decay", 1e-4, "LARS weight decay.")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
+flags.DEFINE_integer("label_offset", 1,
+                     "Subtracted from TFRecord labels (1..1000 in the TPU "
+                     "reference format).")
+flags.DEFINE_integer("num_train_examples", imagenet_input.NUM_TRAIN_EXAMPLES,
+                     "Training examples per epoch.")
+flags.DEFINE_integer("num_eval_examples", imagenet_input.NUM_EVAL_EXAMPLES,
+                     "Evaluation examples.")
+flags.DEFINE_integer("eval_batch_size", 1024, "Global evaluation batch.")
+FLAGS = flags.FLAGS
+
+
+def _bottleneck(x, filters, stride, name):
+    """Bottleneck block v1.5: 1x1, 3x3 (strided), 1x1 x4, projection
+    shortcut when the shape changes; the last batch norm starts at zero."""
+    import keras
+    from keras import layers
+
+    def conv_bn(y, channels, kernel, conv_stride, suffix, zero_gamma=False):
+        y = layers.Conv2D(channels, kernel, strides=conv_stride, padding="same",
+                          use_bias=False, kernel_initializer="he_normal",
+                          name=f"{name}_{suffix}_conv")(y)
+        return layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-5,
+            gamma_initializer="zeros" if zero_gamma else "ones",
+            name=f"{name}_{suffix}_batch_norm")(y)
+
+    shortcut = x
+    if stride != 1 or x.shape[-1] != 4 * filters:
+        shortcut = conv_bn(x, 4 * filters, 1, stride, "shortcut")
+    y = layers.ReLU()(conv_bn(x, filters, 1, 1, "1"))
+    y = layers.ReLU()(conv_bn(y, filters, 3, stride, "2"))
+    y = conv_bn(y, 4 * filters, 1, 1, "3", zero_gamma=True)
+    return layers.ReLU()(keras.ops.add(y, shortcut))
+
+
+def build_resnet50(image_size=224, num_classes=imagenet_input.NUM_CLASSES):
+    """ResNet-50 v1.5; logits in float32 whatever the dtype policy."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False,
+                      kernel_initializer="he_normal", name="stem_conv")(inputs)
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                  name="stem_batch_norm")(x)
+    x = layers.ReLU()(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    for stage, (filters, blocks) in enumerate(
+            zip((64, 128, 256, 512), (3, 4, 6, 3)), start=2):
+        for block in range(blocks):
+            stride = 2 if block == 0 and stage > 2 else 1
+            x = _bottleneck(x, filters, stride, f"stage{stage}_block{block + 1}")
+    x = layers.GlobalAveragePooling2D()(x)
+    logits = layers.Dense(num_classes, kernel_initializer=keras.initializers
+                          .RandomNormal(stddev=0.01), name="logits")(x)
+    outputs = layers.Activation("linear", dtype="float32")(logits)
+    return keras.Model(inputs, outputs, name="resnet50")
+
+
+def make_optimizer(schedule, weight_decay, dtype):
+    import keras
+
+    from keras_legw import LARS
+
+    optimizer = LARS(schedule, momentum=0.9, weight_decay=weight_decay,
+                     exclude_from_weight_decay=EXCLUDED,
+                     exclude_from_layer_adaptation=EXCLUDED)
+    if dtype == "float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def make_task(*, data, data_dir, image_size, global_batch_size,
+              eval_batch_size, num_eval_examples, label_smoothing,
+              label_offset, seed):
+    import keras
+    import tensorflow as tf
+
+    eval_steps = -(-num_eval_examples // eval_batch_size)
+    if data == "tfrecord":
+        train_files = imagenet_input.record_files(data_dir, "train")
+        eval_files = imagenet_input.record_files(data_dir, "validation")
+        imagenet_input.check_first_record(train_files, label_offset)
+
+    def dataset(context, training):
+        batch = context.get_per_replica_batch_size(
+            global_batch_size if training else eval_batch_size)
+        common = dict(image_size=image_size, per_replica_batch=batch, seed=seed,
+                      eval_steps=None if training else eval_steps)
+        if data == "synthetic":
+            return imagenet_input.synthetic_dataset(input_context=context,
+                                                    **common)
+        if data == "tfds":
+            return imagenet_input.tfds_dataset(
+                split="train" if training else "validation", training=training,
+                input_context=context, data_dir=data_dir, **common)
+        return imagenet_input.tfrecord_dataset(
+            train_files if training else eval_files, training=training,
+            input_context=context, label_offset=label_offset, **common)
+
+    cross_entropy = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=label_smoothing, reduction=None)
+    return trainer.Task(
+        build_model=lambda: build_resnet50(image_size),
+        per_example_loss=lambda labels, logits: cross_entropy(
+            tf.one_hot(labels, imagenet_input.NUM_CLASSES), logits),
+        # The stream of a TFRecord/TFDS input restarts its shuffle on resume
+        # rather than replaying the exact order (as MNIST does).
+        train_dataset=lambda context, start_step: dataset(context, True),
+        eval_dataset=lambda context: dataset(context, False),
+        eval_sums=lambda model, batch: trainer.accuracy_eval(
+            model, batch, lambda b: b),
+        eval_metrics=lambda sums: {
+            "top1_accuracy": sums["correct"] / max(sums["count"], 1.0),
+            "eval_examples": sums["count"]},
+        example_name="images",
+    )
+
+
+def default_model_dir(batch_size, seed):
+    return os.path.join("runs", f"resnet50_b{batch_size}_s{seed}")
+
+
+def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
+        base_learning_rate=BASE["base_learning_rate"],
+        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
+        scaling=None, warmup_scaling=None, decay="polynomial",
+        epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
+        strategy="default", tpu=None, num_cpu_devices=1, seed=0,
+        deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
+        jit_compile=False, noise_scale=False, data="tfrecord",
+        dtype="float32", image_size=224, weight_decay=1e-4,
+        label_smoothing=0.1, label_offset=1,
+        num_train_examples=imagenet_input.NUM_TRAIN_EXAMPLES,
+        num_eval_examples=imagenet_input.NUM_EVAL_EXAMPLES,
+        eval_batch_size=1024, verbose=1):
+    """Trains ResNet-50 and returns the stats dict (also in
+    `model_dir/results.json`) with `images_per_second` and `top1_accuracy`."""
+    import keras
+    import tensorflow as tf
+
+    if dtype not in DTYPES:
+        raise ValueError(f"Flag --dtype must be one of {', '.join(DTYPES)}. "
+                         f"Received: {dtype!r}")
+    if data not in DATA_SOURCES:
+        raise ValueError(f"Flag --data must be one of "
+                         f"{', '.join(DATA_SOURCES)}. Received: {data!r}")
+    if data == "tfrecord" and not data_dir:
+        raise ValueError("--data=tfrecord needs --data_dir, the folder of the "
+                         "train-* and validation-* TFRecord files.")
+    distribute.configure_cpu_devices(num_cpu_devices)
+    tf_strategy = distribute.get_strategy(strategy, tpu)
+    replicas = tf_strategy.num_replicas_in_sync
+    if eval_batch_size % replicas:
+        raise ValueError(f"Flag --eval_batch_size={eval_batch_size} must be "
+                         f"divisible by the number of replicas, {replicas}.")
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_dtype_policy(
+        "float32" if dtype == "float32" else f"mixed_{dtype}")
+    model_dir = model_dir or default_model_dir(batch_size, seed)
+    schedule_fn = common_flags.make_schedule(
+        schedule=schedule, base_learning_rate=base_learning_rate,
+        base_batch_size=base_batch_size, batch_size=batch_size,
+        base_warmup_epochs=base_warmup_epochs, num_examples=num_train_examples,
+        epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
+        decay=decay)
+    task = make_task(data=data, data_dir=data_dir, image_size=image_size,
+                     global_batch_size=batch_size,
+                     eval_batch_size=eval_batch_size,
+                     num_eval_examples=num_eval_examples,
+                     label_smoothing=label_smoothing,
+                     label_offset=label_offset, seed=seed)
+    if distribute.is_chief(tf_strategy):
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "schedule.json"), "w") as f:
+            json.dump({**schedule_fn.get_config(),
+                       "peak_learning_rate": schedule_fn.peak_learning_rate,
+                       "warmup_epochs": schedule_fn.warmup_epochs,
+                       "total_steps": schedule_fn.total_steps}, f, indent=2)
+    try:
+        results, _ = trainer.train(
+            task, strategy=tf_strategy,
+            make_optimizer=lambda: make_optimizer(schedule_fn, weight_decay,
+                                                  dtype),
+            global_batch_size=batch_size, num_examples=num_train_examples,
+            total_steps=schedule_fn.total_steps, model_dir=model_dir,
+            max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
+            steps_per_loop=steps_per_loop, jit_compile=jit_compile,
+            noise_scale=noise_scale, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    return results
+
+
+def main(argv):
+    del argv
+    kwargs = dict(common_flags.common_run_kwargs(FLAGS), data=FLAGS.data,
+                  dtype=FLAGS.dtype, image_size=FLAGS.image_size,
+                  weight_decay=FLAGS.weight_decay,
+                  label_smoothing=FLAGS.label_smoothing,
+                  label_offset=FLAGS.label_offset,
+                  num_train_examples=FLAGS.num_train_examples,
+                  num_eval_examples=FLAGS.num_eval_examples,
+                  eval_batch_size=FLAGS.eval_batch_size)
+    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir(
+        FLAGS.batch_size, FLAGS.seed)
+    common_flags.write_flags(kwargs["model_dir"])
+    results = common_flags.exit_on_error(run, **kwargs)
+    print(f"top1_accuracy {results['top1_accuracy']:.4f}, "
+          f"{results['images_per_second']:.1f} images/s, {results['steps']} "
+          f"steps; results in {os.path.join(kwargs['model_dir'], 'results.json')}")
+
+
+if __name__ == "__main__":
+    app.run(main)
