@@ -19,9 +19,10 @@ Other examples:
         --num_cpu_devices=2 --max_steps=20
 """
 
-import json
 import os
 
+import keras
+import tensorflow as tf
 from absl import app, flags
 
 from models.common import data as data_lib
@@ -34,17 +35,22 @@ BASE = dict(base_batch_size=128, base_learning_rate=0.002,
 OPTIMIZERS = ("adam", "momentum")
 EVAL_BATCH_PER_REPLICA = 1000
 
-common_flags.define_common_flags(**BASE)
-flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS),
-                  "adam, or momentum (SGD with momentum 0.9).")
-flags.DEFINE_integer("units", 128, "LSTM units.")
-flags.DEFINE_integer("num_train_examples", None,
-                     "Train on the first N training images only (smoke runs).")
 FLAGS = flags.FLAGS
 
 
+def define_flags():
+    """The script's flags: the common ones with this application's defaults,
+    and its own. Called by `__main__` only, so that several scripts can be
+    imported in one process (tests, benchmarks)."""
+    common_flags.define_common_flags(**BASE)
+    flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS),
+                      "adam, or momentum (SGD with momentum 0.9).")
+    flags.DEFINE_integer("units", 128, "LSTM units.")
+    flags.DEFINE_integer("num_train_examples", None,
+                         "Train on the first N training images only (smoke runs).")
+
+
 def build_model(units):
-    import keras
 
     return keras.Sequential([
         keras.Input((28, 28)),
@@ -54,7 +60,6 @@ def build_model(units):
 
 
 def make_optimizer(name, schedule):
-    import keras
 
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=schedule)
@@ -66,8 +71,6 @@ def make_optimizer(name, schedule):
 
 def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed):
     """The trainer's view of MNIST: in-memory uint8 images, indexed batches."""
-    import keras
-    import tensorflow as tf
 
     train_images = tf.constant(train[0])
     train_labels = tf.constant(train[1])
@@ -120,14 +123,9 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         num_train_examples=None, verbose=1):
     """Trains MNIST-LSTM and returns the stats dict (also in
     `model_dir/results.json`), with `test_accuracy`."""
-    import keras
-    import tensorflow as tf
 
-    distribute.configure_cpu_devices(num_cpu_devices)
-    tf_strategy = distribute.get_strategy(strategy, tpu)
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
+    common_flags.set_seed(seed, deterministic)
     model_dir = model_dir or default_model_dir(schedule, batch_size, seed)
     train, test = data_lib.load_mnist(data_dir)
     if num_train_examples is not None:
@@ -149,13 +147,7 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         eval_batch_size=EVAL_BATCH_PER_REPLICA
         * tf_strategy.num_replicas_in_sync, seed=seed)
     if distribute.is_chief(tf_strategy):
-        os.makedirs(model_dir, exist_ok=True)
-        with open(os.path.join(model_dir, "schedule.json"), "w") as f:
-            json.dump({**schedule_fn.get_config(),
-                       "peak_learning_rate": schedule_fn.peak_learning_rate,
-                       "warmup_epochs": schedule_fn.warmup_epochs,
-                       "warmup_steps": schedule_fn.warmup_steps,
-                       "total_steps": schedule_fn.total_steps}, f, indent=2)
+        common_flags.write_schedule(model_dir, schedule_fn)
     results, _ = trainer.train(
         task, strategy=tf_strategy,
         make_optimizer=lambda: make_optimizer(optimizer, schedule_fn),
@@ -182,4 +174,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -26,11 +26,14 @@ residual block starts at zero (Goyal et al. 2017). Label smoothing 0.1;
 weight decay and LARS's layer adaptation skip batch-norm and bias variables.
 """
 
-import json
 import os
 
+import keras
+import tensorflow as tf
 from absl import app, flags
+from keras import layers
 
+from keras_legw import LARS
 from models.common import distribute, imagenet_input, trainer
 from models.common import flags as common_flags
 
@@ -40,31 +43,35 @@ DTYPES = ("float32", "bfloat16", "float16")
 DATA_SOURCES = ("tfrecord", "tfds", "synthetic")
 EXCLUDED = ["batch_norm", "bias"]
 
-common_flags.define_common_flags(**BASE)
-flags.DEFINE_enum("data", "tfrecord", list(DATA_SOURCES),
-                  "tfrecord (TPU reference format in --data_dir), tfds "
-                  "(imagenet2012), or synthetic (random tensors).")
-flags.DEFINE_enum("dtype", "float32", list(DTYPES),
-                  "Compute dtype; float16 adds dynamic loss scaling.")
-flags.DEFINE_integer("image_size", 224, "Input resolution.")
-flags.DEFINE_float("weight_decay", 1e-4, "LARS weight decay.")
-flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
-flags.DEFINE_integer("label_offset", 1,
-                     "Subtracted from TFRecord labels (1..1000 in the TPU "
-                     "reference format).")
-flags.DEFINE_integer("num_train_examples", imagenet_input.NUM_TRAIN_EXAMPLES,
-                     "Training examples per epoch.")
-flags.DEFINE_integer("num_eval_examples", imagenet_input.NUM_EVAL_EXAMPLES,
-                     "Evaluation examples.")
-flags.DEFINE_integer("eval_batch_size", 1024, "Global evaluation batch.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The script's flags: the common ones with this application's defaults,
+    and its own. Called by `__main__` only, so that several scripts can be
+    imported in one process (tests, benchmarks)."""
+    common_flags.define_common_flags(**BASE)
+    flags.DEFINE_enum("data", "tfrecord", list(DATA_SOURCES),
+                      "tfrecord (TPU reference format in --data_dir), tfds "
+                      "(imagenet2012), or synthetic (random tensors).")
+    flags.DEFINE_enum("dtype", "float32", list(DTYPES),
+                      "Compute dtype; float16 adds dynamic loss scaling.")
+    flags.DEFINE_integer("image_size", 224, "Input resolution.")
+    flags.DEFINE_float("weight_decay", 1e-4, "LARS weight decay.")
+    flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
+    flags.DEFINE_integer("label_offset", 1,
+                         "Subtracted from TFRecord labels (1..1000 in the TPU "
+                         "reference format).")
+    flags.DEFINE_integer("num_train_examples", imagenet_input.NUM_TRAIN_EXAMPLES,
+                         "Training examples per epoch.")
+    flags.DEFINE_integer("num_eval_examples", imagenet_input.NUM_EVAL_EXAMPLES,
+                         "Evaluation examples.")
+    flags.DEFINE_integer("eval_batch_size", 1024, "Global evaluation batch.")
 
 
 def _bottleneck(x, filters, stride, name):
     """Bottleneck block v1.5: 1x1, 3x3 (strided), 1x1 x4, projection
     shortcut when the shape changes; the last batch norm starts at zero."""
-    import keras
-    from keras import layers
 
     def conv_bn(y, channels, kernel, conv_stride, suffix, zero_gamma=False):
         y = layers.Conv2D(channels, kernel, strides=conv_stride, padding="same",
@@ -86,8 +93,6 @@ def _bottleneck(x, filters, stride, name):
 
 def build_resnet50(image_size=224, num_classes=imagenet_input.NUM_CLASSES):
     """ResNet-50 v1.5; logits in float32 whatever the dtype policy."""
-    import keras
-    from keras import layers
 
     inputs = keras.Input((image_size, image_size, 3))
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False,
@@ -109,9 +114,6 @@ def build_resnet50(image_size=224, num_classes=imagenet_input.NUM_CLASSES):
 
 
 def make_optimizer(schedule, weight_decay, dtype):
-    import keras
-
-    from keras_legw import LARS
 
     optimizer = LARS(schedule, momentum=0.9, weight_decay=weight_decay,
                      exclude_from_weight_decay=EXCLUDED,
@@ -124,8 +126,6 @@ def make_optimizer(schedule, weight_decay, dtype):
 def make_task(*, data, data_dir, image_size, global_batch_size,
               eval_batch_size, num_eval_examples, label_smoothing,
               label_offset, seed):
-    import keras
-    import tensorflow as tf
 
     eval_steps = -(-num_eval_examples // eval_batch_size)
     if data == "tfrecord":
@@ -187,8 +187,6 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         eval_batch_size=1024, verbose=1):
     """Trains ResNet-50 and returns the stats dict (also in
     `model_dir/results.json`) with `images_per_second` and `top1_accuracy`."""
-    import keras
-    import tensorflow as tf
 
     if dtype not in DTYPES:
         raise ValueError(f"Flag --dtype must be one of {', '.join(DTYPES)}. "
@@ -199,15 +197,12 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
     if data == "tfrecord" and not data_dir:
         raise ValueError("--data=tfrecord needs --data_dir, the folder of the "
                          "train-* and validation-* TFRecord files.")
-    distribute.configure_cpu_devices(num_cpu_devices)
-    tf_strategy = distribute.get_strategy(strategy, tpu)
+    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
     replicas = tf_strategy.num_replicas_in_sync
     if eval_batch_size % replicas:
         raise ValueError(f"Flag --eval_batch_size={eval_batch_size} must be "
                          f"divisible by the number of replicas, {replicas}.")
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+    common_flags.set_seed(seed, deterministic)
     keras.mixed_precision.set_dtype_policy(
         "float32" if dtype == "float32" else f"mixed_{dtype}")
     model_dir = model_dir or default_model_dir(batch_size, seed)
@@ -224,12 +219,7 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
                      label_smoothing=label_smoothing,
                      label_offset=label_offset, seed=seed)
     if distribute.is_chief(tf_strategy):
-        os.makedirs(model_dir, exist_ok=True)
-        with open(os.path.join(model_dir, "schedule.json"), "w") as f:
-            json.dump({**schedule_fn.get_config(),
-                       "peak_learning_rate": schedule_fn.peak_learning_rate,
-                       "warmup_epochs": schedule_fn.warmup_epochs,
-                       "total_steps": schedule_fn.total_steps}, f, indent=2)
+        common_flags.write_schedule(model_dir, schedule_fn)
     try:
         results, _ = trainer.train(
             task, strategy=tf_strategy,
@@ -265,4 +255,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

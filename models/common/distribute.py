@@ -99,6 +99,12 @@ def get_strategy(name, tpu_address=None):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def make_strategy(name, tpu_address=None, num_cpu_devices=1):
+    """`configure_cpu_devices(num_cpu_devices)`, then `get_strategy`."""
+    configure_cpu_devices(num_cpu_devices)
+    return get_strategy(name, tpu_address)
+
+
 def is_chief(strategy):
     """True on the process that writes summaries, results and checkpoints."""
     resolver = getattr(strategy, "cluster_resolver", None)

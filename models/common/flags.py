@@ -13,10 +13,11 @@ Schedules (`--schedule`):
 warmup.
 """
 
+import json
 import os
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 import keras_legw
 from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
@@ -35,6 +36,8 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                         base_warmup_epochs, epochs, batch_size=None,
                         decay="polynomial"):
     """Defines the common flags with the application's defaults."""
+    # TensorFlow's INFO messages (one per checkpoint) drown the progress bar.
+    flags.FLAGS.set_default("verbosity", logging.WARNING)
     flags.DEFINE_integer("batch_size", batch_size or base_batch_size,
                          "Global batch size (examples per step, all replicas).")
     flags.DEFINE_integer("base_batch_size", base_batch_size,
@@ -125,6 +128,29 @@ def make_schedule(*, schedule, base_learning_rate, base_batch_size,
         decay="constant" if constant else decay,
         scaling=scaling or preset_scaling,
         warmup_scaling=warmup_scaling or preset_warmup)
+
+
+def write_schedule(model_dir, schedule):
+    """Writes the schedule's arguments and derived values (peak rate, warmup
+    epochs and steps, total steps) to `model_dir/schedule.json`."""
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, "schedule.json"), "w") as f:
+        json.dump({**schedule.get_config(),
+                   "peak_learning_rate": schedule.peak_learning_rate,
+                   "warmup_epochs": schedule.warmup_epochs,
+                   "warmup_steps": schedule.warmup_steps,
+                   "total_steps": schedule.total_steps}, f, indent=2)
+
+
+def set_seed(seed, deterministic):
+    """Seeds Python, NumPy, TensorFlow and Keras; optionally turns on
+    TensorFlow op determinism (bit-exact reruns and resumes)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def write_flags(model_dir, values=None):

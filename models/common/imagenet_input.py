@@ -34,18 +34,20 @@ def _normalize(image):
     return (tf.cast(image, tf.float32) - MEAN_RGB) / STDDEV_RGB
 
 
-def preprocess_train(jpeg, image_size):
+def preprocess_train(jpeg, image_size, seed=1):
     """Random crop of the encoded JPEG (decoded inside the crop only), random
-    flip, resize, normalise. Returns float32 [image_size, image_size, 3]."""
+    flip, resize, normalise. Returns float32 [image_size, image_size, 3].
+    `seed` is the ops' seed (with the global one: a reproducible sequence;
+    op determinism requires it non-zero)."""
     shape = tf.io.extract_jpeg_shape(jpeg)
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
         min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
         area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
+        use_image_if_no_bounding_boxes=True, seed=seed)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
-    image = tf.image.random_flip_left_right(image)
+    image = tf.image.random_flip_left_right(image, seed=seed)
     image = tf.image.resize(image, [image_size, image_size])
     return _normalize(image)
 

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import keras
 import tensorflow as tf

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from keras_legw import LEGW
 from models import mnist_lstm
-from models.common import trainer
 
 SMALL = dict(num_train_examples=1024, units=16, num_cpu_devices=2,
              verbose=0, deterministic=True)
