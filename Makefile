@@ -15,6 +15,9 @@ LEGW_DATA_DIR ?= $(abspath ../shared/data)
 export LEGW_DATA_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_WORKERS ?= 2
+# The tests also run the schedule on Keras' PyTorch backend. 2.13.0 is the CPU
+# build that this project's machines keep on disk; set TORCH= to skip it.
+TORCH ?= torch==2.13.0
 
 .PHONY: venv demo test plan bench reproduce bazel-test clean
 
@@ -22,6 +25,7 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(if $(TORCH),$(PY) -m pip install -q '$(TORCH)')
 	touch $@
 
 venv: $(VENV)/.installed

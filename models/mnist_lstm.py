@@ -119,7 +119,8 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
         strategy="default", tpu=None, num_cpu_devices=1, seed=0,
         deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
-        jit_compile=False, noise_scale=False, optimizer="adam", units=128,
+        jit_compile=False, noise_scale=False, noise_scale_decay=0.99,
+        optimizer="adam", units=128,
         num_train_examples=None, verbose=1):
     """Trains MNIST-LSTM and returns the stats dict (also in
     `model_dir/results.json`), with `test_accuracy`."""
@@ -155,7 +156,8 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         total_steps=schedule_fn.total_steps, model_dir=model_dir,
         max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
         steps_per_loop=steps_per_loop, jit_compile=jit_compile,
-        noise_scale=noise_scale, verbose=verbose)
+        noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
+        verbose=verbose)
     return results
 
 

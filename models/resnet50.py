@@ -179,8 +179,8 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
         strategy="default", tpu=None, num_cpu_devices=1, seed=0,
         deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
-        jit_compile=False, noise_scale=False, data="tfrecord",
-        dtype="float32", image_size=224, weight_decay=1e-4,
+        jit_compile=False, noise_scale=False, noise_scale_decay=0.99,
+        data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
         label_smoothing=0.1, label_offset=1,
         num_train_examples=imagenet_input.NUM_TRAIN_EXAMPLES,
         num_eval_examples=imagenet_input.NUM_EVAL_EXAMPLES,
@@ -229,7 +229,8 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
             total_steps=schedule_fn.total_steps, model_dir=model_dir,
             max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
             steps_per_loop=steps_per_loop, jit_compile=jit_compile,
-            noise_scale=noise_scale, verbose=verbose)
+            noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
+            verbose=verbose)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     return results

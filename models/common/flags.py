@@ -83,6 +83,10 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
     flags.DEFINE_boolean("noise_scale", False,
                          "Measure the gradient noise scale B_simple (logged "
                          "to TensorBoard and results.json).")
+    flags.DEFINE_float("noise_scale_decay", 0.99,
+                       "Per-step decay of the noise scale's moving averages; "
+                       "closer to 1 averages longer (late in training the "
+                       "gradient is small against its noise and needs it).")
     for name in ("batch_size", "base_batch_size", "steps_per_loop",
                  "num_cpu_devices"):
         flags.register_validator(name, lambda v: v is not None and v > 0,
@@ -105,7 +109,7 @@ def common_run_kwargs(values):
              "decay", "epochs", "max_steps", "model_dir", "data_dir",
              "strategy", "tpu", "num_cpu_devices", "seed", "deterministic",
              "checkpoint_every_steps", "steps_per_loop", "jit_compile",
-             "noise_scale")
+             "noise_scale", "noise_scale_decay")
     return {name: getattr(values, name) for name in names}
 
 

@@ -1,6 +1,9 @@
 """LEGW against a NumPy transcription, Keras' own schedules and closed forms."""
 
+import importlib.util
+import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -232,3 +235,31 @@ def test_bad_arguments_raise_value_error_naming_them(overrides, argument):
         keras_legw.LEGW(**kwargs)
     assert "Received:" in str(info.value)
     assert f"{argument}=" in str(info.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="PyTorch is not installed (make test installs it)")
+def test_schedule_and_lars_run_on_the_pytorch_backend():
+    """Written in keras.ops only: the same values on Keras' torch backend, and
+    LARS trains there (a fresh process, since the backend is fixed at
+    import)."""
+    kwargs = _kwargs(128, 8192, CASES[3][2])
+    script = textwrap.dedent(f"""
+        import json, keras, numpy as np, keras_legw
+        assert keras.backend.backend() == "torch"
+        schedule = keras_legw.LEGW(**{kwargs!r})
+        steps = {_probe_steps(keras_legw.LEGW(**kwargs)).tolist()!r}
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(keras_legw.LARS(schedule, weight_decay=1e-4,
+                                      exclude_from_weight_decay=["bias"]),
+                      "mse")
+        model.fit(np.ones((8, 3)), np.ones((8, 2)), epochs=2, verbose=0)
+        print(json.dumps([float(schedule(s)) for s in steps]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                            text=True, env=dict(os.environ,
+                                                KERAS_BACKEND="torch"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    want = legw_numpy(_probe_steps(keras_legw.LEGW(**kwargs)), **kwargs)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
