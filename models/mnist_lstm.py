@@ -9,8 +9,10 @@ Command (the README's `make demo`; 64x the base batch):
 
     python -m models.mnist_lstm --batch_size=8192
 
-Expected result: see the README's results table (`docs/results/`), which is
-produced by `make reproduce` on this repository's two-core CPU machine.
+Expected result (seed 0, measured by `make reproduce` on a two-core CPU,
+`docs/results/mnist_lstm_sweep.csv`): test accuracy 0.983 after 25 epochs =
+184 steps, in about 4 minutes of training; the same command at
+`--batch_size=128` reaches 0.990 in 11,719 steps.
 
 Other examples:
 

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -133,34 +134,53 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _multi_worker(model_dir, max_steps):
+MULTI_WORKER_STEPS = 150
+
+
+def _start_workers(model_dir):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    procs = [subprocess.Popen(
+    return [subprocess.Popen(
         [sys.executable, "-m", "models.mnist_lstm", "--strategy=multi_worker",
-         "--batch_size=64", "--epochs=2", f"--max_steps={max_steps}",
+         "--batch_size=64", "--epochs=100", f"--max_steps={MULTI_WORKER_STEPS}",
+         "--checkpoint_every_steps=10", "--steps_per_loop=10",
          "--num_train_examples=256", "--units=16", "--deterministic",
          f"--model_dir={model_dir}"],
         env=dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": i}})),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
-    outputs = [p.communicate(timeout=240) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    return [json.loads(open(os.path.join(d, "results.json")).read())
-            for d in (model_dir, os.path.join(model_dir, "worker_1"))]
 
 
-def test_multi_worker_two_processes_agree_and_resume(tmp_path):
-    """Two local worker processes (TF_CONFIG) end with equal weights; the job
-    restarted on the same model_dir resumes from the last checkpoint."""
+def test_multi_worker_killed_worker_restarts_from_last_checkpoint(tmp_path):
+    """Two local worker processes (TF_CONFIG). Worker 1 is killed after the
+    first checkpoints; the job is restarted (as a cluster manager restarts a
+    MultiWorkerMirroredStrategy job) and both workers resume from the last
+    checkpoint and end with equal weights."""
     model_dir = str(tmp_path)
-    chief, worker = _multi_worker(model_dir, max_steps=3)
-    assert chief["steps"] == worker["steps"] == 3
+    workers = _start_workers(model_dir)
+    index = os.path.join(model_dir, "checkpoints", "ckpt-20.index")
+    deadline = time.time() + 180
+    while not os.path.exists(index):
+        assert time.time() < deadline, "no checkpoint within 180 s"
+        assert workers[1].poll() is None, workers[1].communicate()[1][-3000:]
+        time.sleep(0.05)
+    workers[1].kill()
+    try:  # the chief fails or blocks in a collective without its peer
+        workers[0].wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        workers[0].kill()
+    for worker in workers:
+        worker.communicate()
+    assert not os.path.exists(os.path.join(model_dir, "results.json"))
+
+    workers = _start_workers(model_dir)
+    for worker in workers:
+        _, err = worker.communicate(timeout=240)
+        assert worker.returncode == 0, err[-3000:]
+    chief, other = [json.loads(open(os.path.join(d, "results.json")).read())
+                    for d in (model_dir, os.path.join(model_dir, "worker_1"))]
     assert chief["num_replicas"] == 2
-    _assert_same_weights(model_dir, os.path.join(model_dir, "worker_1"))
-    chief, worker = _multi_worker(model_dir, max_steps=6)
-    assert chief["resumed_from_step"] == worker["resumed_from_step"] == 3
-    assert chief["steps"] == 6
+    assert chief["resumed_from_step"] == other["resumed_from_step"] >= 20
+    assert chief["steps"] == other["steps"] == MULTI_WORKER_STEPS
     _assert_same_weights(model_dir, os.path.join(model_dir, "worker_1"))
