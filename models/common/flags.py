@@ -34,9 +34,12 @@ FLAGS_FILE = "flags.txt"
 
 def define_common_flags(*, base_batch_size, base_learning_rate,
                         base_warmup_epochs, epochs, batch_size=None,
-                        decay="polynomial"):
-    """Defines the common flags with the application's defaults."""
-    # TensorFlow's INFO messages (one per checkpoint) drown the progress bar.
+                        decay="polynomial", extra_schedules=()):
+    """Defines the common flags with the application's defaults;
+    `extra_schedules` adds application schedules to --schedule."""
+    # TensorFlow's INFO messages (one per checkpoint) drown the progress bar;
+    # --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
     flags.FLAGS.set_default("verbosity", logging.WARNING)
     flags.DEFINE_integer("batch_size", batch_size or base_batch_size,
                          "Global batch size (examples per step, all replicas).")
@@ -46,7 +49,7 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                        "Peak learning rate at --base_batch_size.")
     flags.DEFINE_float("base_warmup_epochs", base_warmup_epochs,
                        "Warmup epochs at --base_batch_size.")
-    flags.DEFINE_enum("schedule", "legw", list(SCHEDULES),
+    flags.DEFINE_enum("schedule", "legw", [*SCHEDULES, *extra_schedules],
                       "Learning-rate schedule preset.")
     flags.DEFINE_enum("scaling", None, list(LEARNING_RATE_SCALINGS),
                       "Peak-rate scaling rule; default: the preset's.")

@@ -68,3 +68,46 @@ def padded_eval_batches(num_examples, global_batch_size, input_context):
     return tf.data.Dataset.from_tensor_slices(
         (tf.reshape(index, [-1, per_replica]),
          tf.reshape(mask, [-1, per_replica])))
+
+
+def stream_rows(ids, num_rows, num_steps):
+    """The Zaremba et al. / TF PTB tutorial layout of a token stream: `ids`
+    cut into `num_rows` rows read left to right, `num_steps` tokens at a
+    time. Returns (rows [num_rows, length], steps per pass)."""
+    length = len(ids) // num_rows
+    steps = (length - 1) // num_steps
+    if steps < 1:
+        raise ValueError(
+            f"{len(ids)} tokens are too few for {num_rows} rows of "
+            f"{num_steps} + 1 tokens; use a smaller batch or --num_steps.")
+    return ids[:num_rows * length].reshape(num_rows, length), steps
+
+
+def sequence_batches(ids, global_rows, num_steps, start_step, input_context,
+                     repeat=True):
+    """Per-replica ((tokens, reset), targets) batches of a token stream.
+
+    Global step `s` reads columns `[i T, (i + 1) T)` of every row, `i = s mod
+    steps_per_pass`, targets shifted by one; replica `r` owns rows
+    `[r b, (r + 1) b)` for the whole run, so a state carried from step to
+    step on each replica continues its own rows. `reset` is 1 at the first
+    step of each pass (where the reference zeroes the state), shape [b, 1].
+    """
+    rows, steps_per_pass = stream_rows(ids, global_rows, num_steps)
+    replicas = input_context.num_replicas_in_sync
+    per_replica = input_context.get_per_replica_batch_size(global_rows)
+    local = replicas // input_context.num_input_pipelines
+    first = input_context.input_pipeline_id * local
+    mine = tf.constant(rows[first * per_replica:(first + local) * per_replica]
+                       .reshape(local, per_replica, -1))
+
+    def batches_of_step(step):
+        i = step % steps_per_pass
+        window = mine[:, :, i * num_steps:(i + 1) * num_steps + 1]
+        reset = tf.fill([local, per_replica, 1],
+                        tf.cast(tf.equal(i, 0), tf.float32))
+        return tf.data.Dataset.from_tensor_slices(
+            ((window[:, :, :-1], reset), window[:, :, 1:]))
+
+    end = _MAX_PASSES if repeat else steps_per_pass
+    return tf.data.Dataset.range(start_step, end).flat_map(batches_of_step)

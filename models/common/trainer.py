@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
@@ -48,8 +48,20 @@ class Task:
         eval_sums: (model, batch) -> dict of per-replica sums (e.g. correct
             predictions and example count), summed over replicas.
         eval_metrics: (dict of summed floats) -> dict of metrics.
-        example_name: what one example is ("images", "tokens"): results
+        example_name: what throughput counts ("images", "tokens"): results
             also hold `<example_name>_per_second`.
+        example_size: how many of those one example holds (tokens per
+            sequence, say).
+        initial_state: for models that carry a state from batch to batch
+            (truncated backpropagation through time): (training) -> list of
+            zero tensors, one replica's state for its training or evaluation
+            batches. The model then takes `[inputs, *state]` and returns
+            `[outputs, *new_state]`, and `eval_sums` takes and returns the
+            state too: `(model, batch, state) -> (sums, new_state)`. The
+            trainer carries each replica's state from step to step and starts
+            every evaluation from zeros; resets (at epoch starts, say) are the
+            model's business, driven by its inputs. Not checkpointed: a run
+            resumed mid-epoch restarts the state from zeros.
     """
 
     build_model: Callable
@@ -59,6 +71,8 @@ class Task:
     eval_sums: Callable
     eval_metrics: Callable
     example_name: str = "examples"
+    example_size: int = 1
+    initial_state: Optional[Callable] = None
 
 
 def epoch_end_steps(num_examples, global_batch_size, total_steps):
@@ -75,8 +89,20 @@ def epoch_end_steps(num_examples, global_batch_size, total_steps):
 
 
 def _squared_norm(tensors):
-    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float32)))
-                     for t in tensors])
+    # convert_to_tensor densifies IndexedSlices (embedding gradients), whose
+    # indices may repeat.
+    return tf.add_n([
+        tf.reduce_sum(tf.square(tf.cast(tf.convert_to_tensor(t), tf.float32)))
+        for t in tensors])
+
+
+def _divide(gradients, divisor):
+    """Gradients / divisor, IndexedSlices (embedding gradients) included."""
+    if divisor == 1:
+        return gradients
+    return [tf.IndexedSlices(g.values / divisor, g.indices, g.dense_shape)
+            if isinstance(g, tf.IndexedSlices) else g / divisor
+            for g in gradients]
 
 
 def _current_learning_rate(optimizer):
@@ -100,7 +126,7 @@ def _write_json(path, value):
 def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
           total_steps, model_dir, max_steps=None, checkpoint_every_steps=0,
           steps_per_loop=100, jit_compile=False, noise_scale=False,
-          noise_scale_decay=0.99, verbose=1):
+          noise_scale_decay=0.99, global_clipnorm=None, verbose=1):
     """Trains `task` to `total_steps` (or `max_steps`), resuming from
     `model_dir`; the stats are also written to `model_dir/results.json`.
 
@@ -122,6 +148,9 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             is a replica's share and the big one the global batch; with one
             replica the batch is split into two halves inside the step.
         noise_scale_decay: decay of its moving averages, per step.
+        global_clipnorm: clip the global batch's gradient to this norm. Done
+            here, after the all-reduce: a Keras optimizer's own
+            `global_clipnorm` clips each replica's partial gradient.
         verbose: 1 for a progress bar per epoch, 0 for none.
 
     Returns:
@@ -147,6 +176,13 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     noise_batches = (per_replica, global_batch_size) if replicas > 1 else \
         (global_batch_size // 2, global_batch_size)
     estimator = NoiseScaleEstimator(noise_scale_decay) if noise_scale else None
+    stateful = task.initial_state is not None
+    if noise_scale and global_clipnorm:
+        raise ValueError("--noise_scale and gradient clipping cannot be "
+                         "combined.")
+    if noise_scale and stateful:
+        raise ValueError("--noise_scale is not available for models that "
+                         "carry a state between batches.")
     chief = distribute.is_chief(strategy)
     own_dir = distribute.worker_dir(model_dir, strategy)
     os.makedirs(own_dir, exist_ok=True)
@@ -156,13 +192,13 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         model = task.build_model()
         optimizer = make_optimizer()
         optimizer.build(model.trainable_variables)
-    # model.variables explicitly: Keras 3 models track their variables for
-    # tf.train.Checkpoint only partly; this list holds every one of them
-    # (non-trainable statistics and random-seed states included).
     if noise_scale and isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         raise ValueError(
             "--noise_scale cannot read gradients scaled by float16 loss "
             "scaling; use --dtype=bfloat16 or float32 to measure it.")
+    # model.variables explicitly: Keras 3 models track their variables for
+    # tf.train.Checkpoint only partly; this list holds every one of them
+    # (non-trainable statistics and random-seed states included).
     checkpoint = tf.train.Checkpoint(model_variables=list(model.variables),
                                      optimizer=optimizer)
     manager = tf.train.CheckpointManager(
@@ -179,9 +215,16 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     eval_data = strategy.distribute_datasets_from_function(task.eval_dataset)
     iterator = iter(train_data)
 
-    def loss_and_gradients(inputs, labels, regularization_weight):
+    def forward(inputs, state, training):
+        """(outputs, new_state); the state is [] for stateless models."""
+        if not stateful:
+            return model(inputs, training=training), []
+        outputs = model([inputs, *state], training=training)
+        return outputs[0], [tf.stop_gradient(t) for t in outputs[1:]]
+
+    def loss_and_gradients(inputs, labels, regularization_weight, state):
         with tf.GradientTape() as tape:
-            outputs = model(inputs, training=True)
+            outputs, state = forward(inputs, state, training=True)
             loss = tf.reduce_sum(task.per_example_loss(labels, outputs))
             loss = loss / global_batch_size
             if model.losses:
@@ -189,7 +232,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             # Multiplied by the loss scale under float16 (LossScaleOptimizer),
             # which apply_gradients divides out again; else unchanged.
             scaled_loss = optimizer.scale_loss(loss)
-        return loss, tape.gradient(scaled_loss, model.trainable_variables)
+        grads = tape.gradient(scaled_loss, model.trainable_variables)
+        return loss, grads, state
 
     # XLA compiles the forward and backward pass; the optimizer's update
     # (with its cross-replica all-reduce) stays outside the compiled region.
@@ -199,56 +243,79 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         zip(grads, model.trainable_variables))
     zero = tf.constant(0.0)
 
-    def replica_step(batch):
-        """One step on one replica: (loss, |G_small|^2, |G_big|^2); the two
-        squared norms are 0 unless the noise scale is measured."""
+    def replica_step(batch, state):
+        """One step on one replica: (loss, |G_small|^2, |G_big|^2, state);
+        the two squared norms are 0 unless the noise scale is measured."""
         inputs, labels = batch
+        if global_clipnorm:
+            loss, grads, state = compute(inputs, labels, 1.0 / replicas, state)
+            if replicas > 1:
+                grads = tf.distribute.get_replica_context().all_reduce(
+                    "SUM", grads)
+            grads, _ = tf.clip_by_global_norm(grads, global_clipnorm)
+            apply(_divide(grads, replicas))
+            return loss, zero, zero, state
         if not noise_scale:
-            loss, grads = compute(inputs, labels, 1.0 / replicas)
+            loss, grads, state = compute(inputs, labels, 1.0 / replicas, state)
             apply(grads)
-            return loss, zero, zero
+            return loss, zero, zero, state
         if replicas > 1:
             # Small batch: this replica's mean gradient (R times its share);
             # big batch: the all-reduced one. The optimizer sums what it is
             # given over replicas again, hence the division by R.
-            loss, grads = compute(inputs, labels, 1.0 / replicas)
+            loss, grads, _ = compute(inputs, labels, 1.0 / replicas, state)
             small = _squared_norm(grads) * replicas ** 2
             reduced = tf.distribute.get_replica_context().all_reduce(
                 "SUM", grads)
-            apply([g / replicas for g in reduced])
-            return loss, small, _squared_norm(reduced)
+            apply(_divide(reduced, replicas))
+            return loss, small, _squared_norm(reduced), state
         # One replica: two half batches give the small-batch estimates.
         half = tf.shape(tf.nest.flatten(labels)[0])[0] // 2
         halves = [tf.nest.map_structure(lambda t: t[:half], (inputs, labels)),
                   tf.nest.map_structure(lambda t: t[half:], (inputs, labels))]
-        (loss_a, grads_a), (loss_b, grads_b) = [
-            compute(x, y, 0.5) for x, y in halves]
+        (loss_a, grads_a, _), (loss_b, grads_b, _) = [
+            compute(x, y, 0.5, state) for x, y in halves]
         small = (_squared_norm(grads_a) + _squared_norm(grads_b)) * 2.0
         grads = [a + b for a, b in zip(grads_a, grads_b)]
         apply(grads)
-        return loss_a + loss_b, small, _squared_norm(grads)
+        return loss_a + loss_b, small, _squared_norm(grads), state
 
     @tf.function
-    def train_loop(iterator, num_steps):
+    def train_loop(iterator, num_steps, state):
         total = tf.constant(0.0)
         small = tf.TensorArray(tf.float32, size=num_steps)
         big = tf.TensorArray(tf.float32, size=num_steps)
         for i in tf.range(num_steps):
-            loss, s, b = strategy.run(replica_step, args=(next(iterator),))
+            loss, s, b, state = strategy.run(replica_step,
+                                             args=(next(iterator), state))
             total += strategy.reduce("SUM", loss, axis=None)
             small = small.write(i, strategy.reduce("MEAN", s, axis=None))
             big = big.write(i, strategy.reduce("MEAN", b, axis=None))
-        return total / tf.cast(num_steps, tf.float32), small.stack(), big.stack()
+        mean_loss = total / tf.cast(num_steps, tf.float32)
+        return mean_loss, small.stack(), big.stack(), state
+
+    def zero_state(training):
+        if not stateful:
+            return []
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: task.initial_state(training))
+
+    def replica_eval(batch, state):
+        if stateful:
+            return task.eval_sums(model, batch, state)
+        return task.eval_sums(model, batch), state
 
     @tf.function
-    def eval_step(batch):
-        sums = strategy.run(lambda b: task.eval_sums(model, b), args=(batch,))
-        return {k: strategy.reduce("SUM", v, axis=None) for k, v in sums.items()}
+    def eval_step(batch, state):
+        sums, state = strategy.run(replica_eval, args=(batch, state))
+        return ({k: strategy.reduce("SUM", v, axis=None)
+                 for k, v in sums.items()}, state)
 
     def evaluate():
-        totals = {}
+        totals, state = {}, zero_state(training=False)
         for batch in eval_data:
-            for key, value in eval_step(batch).items():
+            sums, state = eval_step(batch, state)
+            for key, value in sums.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
         return task.eval_metrics(totals)
 
@@ -259,6 +326,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     step, session_steps, session_seconds = start_step, 0, 0.0
     metrics, loss = (history[-1]["metrics"] if history else {}), float("nan")
     wall_start = time.perf_counter()
+    state = zero_state(training=True)
     while step < end_step:
         epoch_index = next(i for i, e in enumerate(ends) if e > step)
         epoch_end = min(ends[epoch_index], end_step)
@@ -274,7 +342,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                 stop = min(stop, (step // checkpoint_every_steps + 1)
                            * checkpoint_every_steps)
             start = time.perf_counter()
-            loss, small, big = train_loop(iterator, tf.constant(stop - step))
+            loss, small, big, state = train_loop(
+                iterator, tf.constant(stop - step), state)
             loss = float(loss)
             seconds = time.perf_counter() - start
             if not math.isfinite(loss):
@@ -331,8 +400,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         "examples_per_second": (session_steps * global_batch_size
                                 / session_seconds) if session_seconds else None,
         f"{task.example_name}_per_second": (
-            session_steps * global_batch_size / session_seconds)
-        if session_seconds else None,
+            session_steps * global_batch_size * task.example_size
+            / session_seconds) if session_seconds else None,
         "final_learning_rate": _current_learning_rate(optimizer),
         "final_loss": loss if session_steps else
         (history[-1]["loss"] if history else None),

@@ -1,0 +1,219 @@
+"""PTB word-level language model (Zaremba et al. 2014), with LEGW.
+
+The reference is the TensorFlow PTB tutorial: `--config=small` (2 LSTM
+layers of 200 units, 20 unrolled steps, batch 20, SGD at rate 1.0, gradient
+clipped to global norm 5, 13 epochs, the rate halved after each epoch from
+the fifth on, weights uniform in +-0.1, no dropout; test perplexity about
+115) and `--config=medium` (650 units, 35 steps, dropout 0.5, 39 epochs,
+halving by 0.8 after epoch 6, weights +-0.05; about 82). The LSTM state is
+carried from batch to batch on every replica, and zeroed at the start of each
+epoch, as in the reference. `--schedule=reference` is the tutorial's rate;
+`--schedule=legw` replaces it with LEGW from base batch 20 (warmup
+`--base_warmup_epochs` x k, polynomial decay).
+
+    python -m models.ptb_lstm --config=small --schedule=reference
+    python -m models.ptb_lstm --config=small --batch_size=320   # LEGW, 16x
+
+Expected result: not measured yet (issue 5): the reference reports test
+perplexity about 115 for the small config at batch 20.
+
+Evaluation reads the test split as 10 rows per replica with the state
+carried across batches (the tutorial uses one row of one step; the numbers
+differ slightly). Perplexity is exp(total cross-entropy / tokens), checked
+against `keras_hub.metrics.Perplexity` in the tests.
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+from absl import app, flags
+
+import keras_legw
+
+from models.common import data as data_lib
+from models.common import distribute, input_pipeline, trainer
+from models.common import flags as common_flags
+
+CONFIGS = {
+    "small": dict(layers=2, units=200, num_steps=20, epochs=13,
+                  decay_start=4, decay=0.5, init_scale=0.1, dropout=0.0),
+    "medium": dict(layers=2, units=650, num_steps=35, epochs=39,
+                   decay_start=6, decay=0.8, init_scale=0.05, dropout=0.5),
+}
+BASE = dict(base_batch_size=20, base_learning_rate=1.0,
+            base_warmup_epochs=0.1, epochs=13)
+CLIP_NORM = 5.0
+EVAL_ROWS_PER_REPLICA = 10
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The script's flags (see `models.mnist_lstm.define_flags`)."""
+    common_flags.define_common_flags(**BASE, extra_schedules=("reference",))
+    flags.DEFINE_enum("config", "small", list(CONFIGS), "Model size.")
+
+
+def reference_schedule(config, base_learning_rate, batch_size, num_examples,
+                       epochs):
+    """The tutorial's rate: constant, then multiplied by `decay` after each
+    epoch from `decay_start` on (no warmup, no batch scaling)."""
+    boundaries = [float(e) for e in range(config["decay_start"], int(epochs))]
+    return keras_legw.LEGW(
+        base_learning_rate=base_learning_rate, base_batch_size=batch_size,
+        batch_size=batch_size, base_warmup_epochs=0.0,
+        num_examples=num_examples, total_epochs=epochs, decay="piecewise",
+        scaling="none", boundaries=boundaries,
+        multipliers=[config["decay"] ** i for i in range(len(boundaries) + 1)])
+
+
+def build_model(config, vocabulary_size, batch_size):
+    """Inputs [tokens, reset, h1, c1, h2, c2, ...]; outputs [logits, new
+    states...]. `reset` (1 at an epoch's first batch) zeroes the state."""
+    init = keras.initializers.RandomUniform(-config["init_scale"],
+                                            config["init_scale"])
+    units, steps = config["units"], config["num_steps"]
+    tokens = keras.Input((steps,), batch_size=batch_size, dtype="int32")
+    reset = keras.Input((1,), batch_size=batch_size)
+    states = [keras.Input((units,), batch_size=batch_size)
+              for _ in range(2 * config["layers"])]
+    x = keras.layers.Embedding(vocabulary_size, units,
+                               embeddings_initializer=init)(tokens)
+    x = keras.layers.Dropout(config["dropout"])(x)
+    keep = 1.0 - reset
+    new_states = []
+    for layer in range(config["layers"]):
+        h, c = states[2 * layer] * keep, states[2 * layer + 1] * keep
+        x, h, c = keras.layers.LSTM(
+            units, return_sequences=True, return_state=True,
+            kernel_initializer=init, recurrent_initializer=init,
+            bias_initializer=init, unit_forget_bias=False,
+            name=f"lstm_{layer + 1}")(x, initial_state=[h, c])
+        x = keras.layers.Dropout(config["dropout"])(x)
+        new_states += [h, c]
+    logits = keras.layers.Dense(vocabulary_size, kernel_initializer=init,
+                                bias_initializer=init, name="logits")(x)
+    return keras.Model([tokens, reset, *states], [logits, *new_states],
+                       name="ptb_lstm")
+
+
+def make_task(train_ids, test_ids, config, vocabulary_size, global_batch_size,
+              replicas):
+    per_replica = global_batch_size // replicas
+    units = config["units"]
+    eval_rows = EVAL_ROWS_PER_REPLICA * replicas
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None)
+
+    def initial_state(training):
+        rows = per_replica if training else EVAL_ROWS_PER_REPLICA
+        return [tf.zeros([rows, units]) for _ in range(2 * config["layers"])]
+
+    def eval_sums(model, batch, state):
+        (tokens, reset), targets = batch
+        outputs = model([tokens, reset, *state], training=False)
+        loss = cross_entropy(targets, outputs[0])
+        return ({"cross_entropy": tf.reduce_sum(loss),
+                 "tokens": tf.cast(tf.size(targets), tf.float32)},
+                list(outputs[1:]))
+
+    return trainer.Task(
+        build_model=lambda: build_model(config, vocabulary_size, None),
+        # Zaremba et al.: cross-entropy summed over the unrolled steps.
+        per_example_loss=lambda targets, logits: tf.reduce_sum(
+            cross_entropy(targets, logits), axis=-1),
+        train_dataset=lambda context, start_step:
+            input_pipeline.sequence_batches(
+                train_ids, global_batch_size, config["num_steps"], start_step,
+                context).prefetch(tf.data.AUTOTUNE),
+        eval_dataset=lambda context: input_pipeline.sequence_batches(
+            test_ids, eval_rows, config["num_steps"], 0, context,
+            repeat=False),
+        eval_sums=eval_sums,
+        eval_metrics=lambda sums: {
+            "test_perplexity": float(
+                tf.exp(sums["cross_entropy"] / sums["tokens"]))},
+        example_name="tokens",
+        example_size=config["num_steps"],
+        initial_state=initial_state,
+    )
+
+
+def default_model_dir(config, schedule, batch_size, seed):
+    return os.path.join("runs",
+                        f"ptb_{config}_{schedule}_b{batch_size}_s{seed}")
+
+
+def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
+        base_learning_rate=BASE["base_learning_rate"],
+        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
+        scaling=None, warmup_scaling=None, decay="polynomial", epochs=None,
+        max_steps=None, model_dir=None, data_dir=None, strategy="default",
+        tpu=None, num_cpu_devices=1, seed=0, deterministic=False,
+        checkpoint_every_steps=0, steps_per_loop=100, jit_compile=False,
+        noise_scale=False, noise_scale_decay=0.99, config="small",
+        num_train_tokens=None, num_test_tokens=None, verbose=1):
+    """Trains the PTB language model and returns the stats dict (also in
+    `model_dir/results.json`) with `test_perplexity` and `tokens_per_second`
+    (`examples_per_second` counts sequences of `num_steps` tokens).
+    `epochs` defaults to the config's; `num_*_tokens` cut the splits (smoke
+    runs)."""
+    if config not in CONFIGS:
+        raise ValueError(f"Flag --config must be one of {', '.join(CONFIGS)}."
+                         f" Received: {config!r}")
+    settings = CONFIGS[config]
+    epochs = epochs or settings["epochs"]
+    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
+    common_flags.set_seed(seed, deterministic)
+    model_dir = model_dir or default_model_dir(config, schedule, batch_size,
+                                               seed)
+    train_ids, _, test_ids, vocabulary = data_lib.load_ptb(data_dir)
+    train_ids, test_ids = train_ids[:num_train_tokens], test_ids[:num_test_tokens]
+    replicas = tf_strategy.num_replicas_in_sync
+    _, steps_per_epoch = input_pipeline.stream_rows(
+        train_ids, batch_size, settings["num_steps"])
+    num_examples = steps_per_epoch * batch_size  # sequences per epoch
+    if schedule == "reference":
+        schedule_fn = reference_schedule(settings, base_learning_rate,
+                                         batch_size, num_examples, epochs)
+    else:
+        schedule_fn = common_flags.make_schedule(
+            schedule=schedule, base_learning_rate=base_learning_rate,
+            base_batch_size=base_batch_size, batch_size=batch_size,
+            base_warmup_epochs=base_warmup_epochs, num_examples=num_examples,
+            epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
+            decay=decay)
+    task = make_task(train_ids, test_ids, settings, len(vocabulary),
+                     batch_size, replicas)
+    if distribute.is_chief(tf_strategy):
+        common_flags.write_schedule(model_dir, schedule_fn)
+    results, _ = trainer.train(
+        task, strategy=tf_strategy,
+        make_optimizer=lambda: keras.optimizers.SGD(learning_rate=schedule_fn),
+        global_batch_size=batch_size, num_examples=num_examples,
+        total_steps=schedule_fn.total_steps, model_dir=model_dir,
+        max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
+        steps_per_loop=steps_per_loop, jit_compile=jit_compile,
+        noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
+        global_clipnorm=CLIP_NORM, verbose=verbose)
+    return results
+
+
+def main(argv):
+    del argv
+    kwargs = dict(common_flags.common_run_kwargs(FLAGS), config=FLAGS.config)
+    if FLAGS["epochs"].using_default_value:
+        kwargs["epochs"] = None  # the config's
+    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir(
+        FLAGS.config, FLAGS.schedule, FLAGS.batch_size, FLAGS.seed)
+    common_flags.write_flags(kwargs["model_dir"])
+    results = common_flags.exit_on_error(run, **kwargs)
+    print(f"test_perplexity {results['test_perplexity']:.2f} after "
+          f"{results['steps']} steps ({results['epochs']:.2f} epochs); "
+          f"results in {os.path.join(kwargs['model_dir'], 'results.json')}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,127 @@
+"""PTB language model: loader, stream layout, carried state, perplexity,
+schedule, and small runs on the real data."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import ptb_lstm
+from models.common import data, input_pipeline
+
+TINY = dict(layers=2, units=8, num_steps=5, epochs=2, decay_start=1,
+            decay=0.5, init_scale=0.1, dropout=0.0)
+
+
+def test_loader_matches_the_tutorial_reader():
+    train, valid, test, vocabulary = data.load_ptb(download=False)
+    # Counts from ../shared/data/ptb/README.md (tokens + <eos> per line).
+    assert (len(train), len(valid), len(test)) == (929589, 73760, 82430)
+    assert len(vocabulary) == 10000
+    assert vocabulary[:4] == ["the", "<unk>", "<eos>", "N"]
+    assert train.max() == 9999 and train.dtype == np.int32
+
+
+def test_stream_layout_and_replica_rows():
+    ids = np.arange(100, dtype=np.int32)  # 4 rows of 25 tokens
+    context = tf.distribute.InputContext(1, 0, 2)  # replica 1 of 2
+    batches = list(input_pipeline.sequence_batches(ids, 4, 3, 0, context)
+                   .take(6).as_numpy_iterator())
+    rows = ids.reshape(4, 25)
+    # Elements alternate replica 0, replica 1; replica 1 owns rows 2-3.
+    (tokens, reset), targets = batches[1]
+    np.testing.assert_array_equal(tokens, rows[2:4, 0:3])
+    np.testing.assert_array_equal(targets, rows[2:4, 1:4])
+    assert reset.tolist() == [[1.0], [1.0]]
+    (tokens, reset), _ = batches[3]  # step 1: next columns, no reset
+    np.testing.assert_array_equal(tokens, rows[2:4, 3:6])
+    assert reset.tolist() == [[0.0], [0.0]]
+    # (25 - 1) // 3 = 8 steps per pass; resuming at step 9 = pass 2, step 1.
+    resumed = next(input_pipeline.sequence_batches(ids, 4, 3, 9, context)
+                   .skip(1).as_numpy_iterator())
+    np.testing.assert_array_equal(resumed[0][0], rows[2:4, 3:6])
+
+
+def test_carried_state_equals_one_long_sequence():
+    """Two batches of T tokens with the state carried give the logits of one
+    pass over the 2T tokens; reset = 1 restarts from zeros."""
+    keras.utils.set_random_seed(0)
+    model = ptb_lstm.build_model(TINY, 50, None)
+    long = ptb_lstm.build_model(dict(TINY, num_steps=10), 50, None)
+    long.set_weights(model.get_weights())
+    tokens = tf.constant(np.random.default_rng(0).integers(0, 50, (3, 10)))
+    zeros = [tf.zeros((3, 8))] * 4
+    ones, no_reset = tf.ones((3, 1)), tf.zeros((3, 1))
+    first = model([tokens[:, :5], ones, *zeros])
+    second = model([tokens[:, 5:], no_reset, *first[1:]])
+    whole = long([tokens, ones, *zeros])[0]
+    np.testing.assert_allclose(np.concatenate([first[0], second[0]], axis=1),
+                               whole, rtol=1e-5, atol=1e-6)
+    restarted = model([tokens[:, :5], ones, *first[1:]])[0]
+    np.testing.assert_allclose(restarted, first[0], rtol=1e-6)
+
+
+def test_perplexity_matches_keras_hub():
+    keras.utils.set_random_seed(1)
+    task = ptb_lstm.make_task(np.arange(200) % 50, np.arange(200) % 50, TINY,
+                              50, 4, 1)
+    model = task.build_model()
+    context = tf.distribute.InputContext()
+    batch = next(iter(task.eval_dataset(context)))
+    sums, _ = task.eval_sums(model, batch, task.initial_state(False))
+    ours = task.eval_metrics({k: float(v) for k, v in sums.items()})
+    metric = keras_hub.metrics.Perplexity(from_logits=True)
+    (tokens, reset), targets = batch
+    logits = model([tokens, reset, *task.initial_state(False)])[0]
+    metric.update_state(targets, logits)
+    assert ours["test_perplexity"] == pytest.approx(float(metric.result()),
+                                                    rel=1e-5)
+
+
+def test_reference_schedule_is_the_tutorials():
+    config = ptb_lstm.CONFIGS["small"]
+    schedule = ptb_lstm.reference_schedule(config, 1.0, 20, 46460, 13)
+    for epoch in range(13):
+        step = epoch * 2323  # steps per epoch at batch 20
+        want = 1.0 * 0.5 ** max(epoch + 1 - 4, 0)  # tutorial's lr_decay
+        assert float(schedule(step)) == pytest.approx(want), epoch
+
+
+def _run(tmp_path, name, **kwargs):
+    kwargs = dict(dict(batch_size=8, epochs=1, max_steps=6, config="small",
+                       num_train_tokens=4000, num_test_tokens=2000,
+                       num_cpu_devices=2, deterministic=True, verbose=0),
+                  **kwargs)
+    return ptb_lstm.run(model_dir=str(tmp_path / name), **kwargs)
+
+
+def test_two_replicas_carry_their_rows_like_one(tmp_path):
+    """Each replica carries the state of its own rows: two replicas give the
+    weights of one (same global batches, clipping after the all-reduce)."""
+    mirrored = _run(tmp_path, "m", strategy="mirrored")
+    single = _run(tmp_path, "d", strategy="default")
+    assert mirrored["steps"] == single["steps"] == 6
+    # (Evaluation uses 10 rows per replica, so the perplexities differ.)
+    assert 1 < single["test_perplexity"] < 10000
+    assert single["tokens_per_second"] == pytest.approx(
+        single["examples_per_second"] * 20)
+    for name in ("m", "d"):
+        assert (tmp_path / name / "results.json").exists()
+    reader = [tf.train.load_checkpoint(str(tmp_path / n / "checkpoints"))
+              for n in ("m", "d")]
+    names = [n for n in reader[0].get_variable_to_shape_map()
+             if n.startswith("model_variables/")]
+    assert names
+    for name in names:
+        np.testing.assert_allclose(reader[0].get_tensor(name),
+                                   reader[1].get_tensor(name),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_bad_config_and_too_little_data(tmp_path):
+    with pytest.raises(ValueError, match="--config must be one of"):
+        _run(tmp_path, "a", config="large")
+    with pytest.raises(ValueError, match="too few for 8 rows"):
+        ptb_lstm.run(batch_size=8, num_train_tokens=100, num_cpu_devices=2,
+                     model_dir=str(tmp_path / "b"), verbose=0)
