@@ -134,7 +134,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-MULTI_WORKER_STEPS = 150
+MULTI_WORKER_STEPS = 80
 
 
 def _start_workers(model_dir):
@@ -159,10 +159,10 @@ def test_multi_worker_killed_worker_restarts_from_last_checkpoint(tmp_path):
     checkpoint and end with equal weights."""
     model_dir = str(tmp_path)
     workers = _start_workers(model_dir)
-    index = os.path.join(model_dir, "checkpoints", "ckpt-20.index")
-    deadline = time.time() + 180
+    index = os.path.join(model_dir, "checkpoints", "ckpt-10.index")
+    deadline = time.time() + 300
     while not os.path.exists(index):
-        assert time.time() < deadline, "no checkpoint within 180 s"
+        assert time.time() < deadline, "no checkpoint within 300 s"
         assert workers[1].poll() is None, workers[1].communicate()[1][-3000:]
         time.sleep(0.05)
     workers[1].kill()
@@ -172,15 +172,16 @@ def test_multi_worker_killed_worker_restarts_from_last_checkpoint(tmp_path):
         workers[0].kill()
     for worker in workers:
         worker.communicate()
-    assert not os.path.exists(os.path.join(model_dir, "results.json"))
+    assert not os.path.exists(os.path.join(model_dir, "results.json")), (
+        "the job finished before worker 1 could be killed")
 
     workers = _start_workers(model_dir)
     for worker in workers:
-        _, err = worker.communicate(timeout=240)
+        _, err = worker.communicate(timeout=400)
         assert worker.returncode == 0, err[-3000:]
     chief, other = [json.loads(open(os.path.join(d, "results.json")).read())
                     for d in (model_dir, os.path.join(model_dir, "worker_1"))]
     assert chief["num_replicas"] == 2
-    assert chief["resumed_from_step"] == other["resumed_from_step"] >= 20
+    assert chief["resumed_from_step"] == other["resumed_from_step"] >= 10
     assert chief["steps"] == other["steps"] == MULTI_WORKER_STEPS
     _assert_same_weights(model_dir, os.path.join(model_dir, "worker_1"))
