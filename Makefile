@@ -2,7 +2,7 @@
 #   make demo       MNIST-LSTM at batch 8192 (64x) with LEGW, no other flag
 #   make test       the whole test suite (what CI runs)
 #   make plan       preview the demo's schedule (and plot it to lr.png)
-#   make bench      the schedule-overhead benchmark
+#   make bench      the benchmarks: schedule and noise-scale overhead, ResNet-50 images/s
 #   make reproduce  the MNIST-LSTM sweeps of docs/results (hours on a CPU)
 #   make bazel-test the test suite under Bazel, offline (needs bazel-bootstrap)
 
@@ -42,11 +42,14 @@ plan: venv
 
 bench: venv
 	$(PY) -m bench.schedule_overhead
+	$(PY) -m bench.noise_scale_overhead
+	$(PY) -m bench.resnet50_throughput --batch_size=32 --steps=4 --repeats=2
 
 reproduce: venv
 	$(PY) -m bench.mnist_sweep --plan=tuning
 	$(PY) -m bench.mnist_sweep --plan=claim
 	$(PY) -m bench.mnist_sweep --plan=budget
+	$(PY) -m bench.mnist_noise_scale
 	$(PY) -m bench.mnist_plots
 
 OFFLINE_REPOS := rules_cc rules_java remote_coverage_tools
