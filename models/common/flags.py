@@ -21,6 +21,7 @@ from absl import flags, logging
 
 import keras_legw
 from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
+from models.common.data import DataError
 from models.common.distribute import STRATEGIES
 
 SCHEDULES = {
@@ -173,8 +174,6 @@ def write_flags(model_dir, values=None):
 def exit_on_error(function, **kwargs):
     """Calls `function(**kwargs)`; a ValueError or data error ends the
     process with status 2 and one line on stderr."""
-    from models.common.data import DataError
-
     try:
         return function(**kwargs)
     except (ValueError, DataError) as error:

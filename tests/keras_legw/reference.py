@@ -1,6 +1,6 @@
-"""An independent NumPy transcription of the LEGW formulas (paper and issue
-text), used as the reference in the tests. Written in float64 and without
-the library's code."""
+"""Independent references for the tests: a NumPy transcription of the LEGW
+formulas (paper and issue text, float64, none of the library's code) and the
+closed-form noise scale of Gaussian least squares."""
 
 import math
 
@@ -37,3 +37,10 @@ def legw_numpy(step, *, base_learning_rate, base_batch_size, batch_size,
     if warmup == 0:
         return after
     return np.where(epoch < warmup, peak * epoch / warmup, after)
+
+
+def least_squares_noise_scale(dim, delta_sq_norm, noise_std):
+    """Closed form for loss 0.5 (w.x - y)^2, x ~ N(0, I_d),
+    y = w*.x + N(0, s^2), at w = w* + delta: G = delta and
+    tr(Sigma) = (d + 1) |delta|^2 + d s^2."""
+    return ((dim + 1) * delta_sq_norm + dim * noise_std ** 2) / delta_sq_norm

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_legw
+from tests.keras_legw.reference import least_squares_noise_scale
 
 
 @pytest.mark.parametrize("grad_sq, trace, b_small, b_big", [
@@ -58,13 +59,6 @@ def test_ratio_of_averages_not_average_of_ratios():
     assert estimator.trace_covariance == pytest.approx(ema_t)
     assert estimator.noise_scale == pytest.approx(ema_t / ema_g)
     assert estimator.num_updates == 3
-
-
-def least_squares_noise_scale(dim, delta_sq_norm, noise_std):
-    """Closed form for loss 0.5 (w.x - y)^2, x ~ N(0, I_d),
-    y = w*.x + N(0, s^2), at w = w* + delta: G = delta and
-    tr(Sigma) = (d + 1) |delta|^2 + d s^2."""
-    return ((dim + 1) * delta_sq_norm + dim * noise_std ** 2) / delta_sq_norm
 
 
 def test_recovers_least_squares_noise_scale_from_replica_gradients():

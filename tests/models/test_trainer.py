@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from models.common import input_pipeline, trainer
-from tests.keras_legw.test_noise_scale import least_squares_noise_scale
+from tests.keras_legw.reference import least_squares_noise_scale
 
 
 def test_non_finite_loss_stops_with_clear_message(tmp_path):
