@@ -192,10 +192,12 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         model = task.build_model()
         optimizer = make_optimizer()
         optimizer.build(model.trainable_variables)
-    if noise_scale and isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    if (noise_scale or global_clipnorm) and isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer):
         raise ValueError(
-            "--noise_scale cannot read gradients scaled by float16 loss "
-            "scaling; use --dtype=bfloat16 or float32 to measure it.")
+            "--noise_scale and gradient clipping need unscaled gradients; "
+            "float16 loss scaling hands them scaled. Use --dtype=bfloat16 or "
+            "float32.")
     # model.variables explicitly: Keras 3 models track their variables for
     # tf.train.Checkpoint only partly; this list holds every one of them
     # (non-trainable statistics and random-seed states included).
