@@ -21,3 +21,13 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS
 )
+
+
+def two_cpu_mirrored_strategy():
+    """MirroredStrategy over the two logical CPUs, reducing through one
+    device: the default collective all-reduce numbers its instances per
+    strategy, and a second strategy in one process collides with the first
+    ("Shape mismatch in the collective instance 100")."""
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"],
+        cross_device_ops=tf.distribute.ReductionToOneDevice())

@@ -205,8 +205,12 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                                      optimizer=optimizer)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(own_dir, "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+    # Every worker restores the chief's latest checkpoint: a worker killed
+    # mid-save may hold an older one of its own, and workers that resume at
+    # different steps would pair up the wrong collective ops.
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if latest:
+        checkpoint.restore(latest).assert_consumed()
     start_step = int(optimizer.iterations.numpy())
     history_path = os.path.join(own_dir, HISTORY_FILE)
     history = [h for h in _read_history(history_path) if h["step"] <= start_step]

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_legw
+from tests.conftest import two_cpu_mirrored_strategy
 
 
 def lars_numpy(weights, grads_per_step, *, lr, momentum, weight_decay,
@@ -103,7 +104,7 @@ def test_fit_under_mirrored_strategy_matches_one_device():
     """model.fit with LARS(LEGW) on two replicas trains and gives the weights
     of a one-device run (the all-reduced gradient is the global one)."""
     mirrored_loss, mirrored = _fit(
-        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), False)
+        two_cpu_mirrored_strategy(), False)
     _, single = _fit(tf.distribute.OneDeviceStrategy("/cpu:0"), False)
     assert mirrored_loss[-1] < 0.5 * mirrored_loss[0]
     for a, b in zip(mirrored, single):

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import keras_legw
+from tests.conftest import two_cpu_mirrored_strategy
 from tests.keras_legw.reference import legw_numpy
 
 MNIST = dict(base_learning_rate=0.1, base_warmup_epochs=0.2,
@@ -171,7 +172,7 @@ def test_xla_matches_eager():
 def test_mirrored_strategy_two_replicas_trains_with_schedule():
     """Under MirroredStrategy the optimizer's step drives the schedule: after
     n steps both replicas' weights moved by the same LEGW-scaled amount."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_mirrored_strategy()
     assert strategy.num_replicas_in_sync == 2
     schedule = keras_legw.LEGW(base_learning_rate=0.1, base_batch_size=2,
                                batch_size=8, base_warmup_epochs=0.5,

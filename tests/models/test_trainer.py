@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from models.common import input_pipeline, trainer
+from tests.conftest import two_cpu_mirrored_strategy
 from tests.keras_legw.reference import least_squares_noise_scale
 
 
@@ -78,8 +79,7 @@ def test_noise_scale_recovers_least_squares_closed_form(tmp_path,
     (two half batches): B_simple within 10% of the closed form."""
     delta = np.random.default_rng(1).normal(size=DIM).astype(np.float32)
     expected = least_squares_noise_scale(DIM, float(delta @ delta), NOISE_STD)
-    strategy = (tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    strategy = (two_cpu_mirrored_strategy()
         if strategy_name == "mirrored" else tf.distribute.get_strategy())
     results, model = trainer.train(
         _least_squares_task(delta), strategy=strategy,
@@ -98,9 +98,7 @@ def test_xla_compiled_step_matches_the_plain_one(tmp_path, strategy_name):
     delta = np.random.default_rng(2).normal(size=DIM).astype(np.float32)
     weights = []
     for jit_compile in (True, False):
-        strategy = (tf.distribute.MirroredStrategy(
-            ["/cpu:0", "/cpu:1"],
-            cross_device_ops=tf.distribute.ReductionToOneDevice())
+        strategy = (two_cpu_mirrored_strategy()
             if strategy_name == "mirrored" else tf.distribute.get_strategy())
         _, model = trainer.train(
             _least_squares_task(delta), strategy=strategy,
