@@ -168,13 +168,11 @@ def main(argv):
     kwargs = dict(common_flags.common_run_kwargs(FLAGS),
                   optimizer=FLAGS.optimizer, units=FLAGS.units,
                   num_train_examples=FLAGS.num_train_examples)
-    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir(
-        FLAGS.schedule, FLAGS.batch_size, FLAGS.seed)
-    common_flags.write_flags(kwargs["model_dir"])
-    results = common_flags.exit_on_error(run, **kwargs)
-    print(f"test_accuracy {results['test_accuracy']:.4f} after "
-          f"{results['steps']} steps ({results['epochs']:.2f} epochs); "
-          f"results in {os.path.join(kwargs['model_dir'], 'results.json')}")
+    common_flags.run_script(
+        run, kwargs,
+        default_model_dir(FLAGS.schedule, FLAGS.batch_size, FLAGS.seed),
+        lambda r: f"test_accuracy {r['test_accuracy']:.4f} after {r['steps']} "
+                  f"steps ({r['epochs']:.2f} epochs)")
 
 
 if __name__ == "__main__":

@@ -205,13 +205,12 @@ def main(argv):
     kwargs = dict(common_flags.common_run_kwargs(FLAGS), config=FLAGS.config)
     if FLAGS["epochs"].using_default_value:
         kwargs["epochs"] = None  # the config's
-    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir(
-        FLAGS.config, FLAGS.schedule, FLAGS.batch_size, FLAGS.seed)
-    common_flags.write_flags(kwargs["model_dir"])
-    results = common_flags.exit_on_error(run, **kwargs)
-    print(f"test_perplexity {results['test_perplexity']:.2f} after "
-          f"{results['steps']} steps ({results['epochs']:.2f} epochs); "
-          f"results in {os.path.join(kwargs['model_dir'], 'results.json')}")
+    common_flags.run_script(
+        run, kwargs,
+        default_model_dir(FLAGS.config, FLAGS.schedule, FLAGS.batch_size,
+                          FLAGS.seed),
+        lambda r: f"test_perplexity {r['test_perplexity']:.2f} after "
+                  f"{r['steps']} steps ({r['epochs']:.2f} epochs)")
 
 
 if __name__ == "__main__":

@@ -246,13 +246,10 @@ def main(argv):
                   num_train_examples=FLAGS.num_train_examples,
                   num_eval_examples=FLAGS.num_eval_examples,
                   eval_batch_size=FLAGS.eval_batch_size)
-    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir(
-        FLAGS.batch_size, FLAGS.seed)
-    common_flags.write_flags(kwargs["model_dir"])
-    results = common_flags.exit_on_error(run, **kwargs)
-    print(f"top1_accuracy {results['top1_accuracy']:.4f}, "
-          f"{results['images_per_second']:.1f} images/s, {results['steps']} "
-          f"steps; results in {os.path.join(kwargs['model_dir'], 'results.json')}")
+    common_flags.run_script(
+        run, kwargs, default_model_dir(FLAGS.batch_size, FLAGS.seed),
+        lambda r: f"top1_accuracy {r['top1_accuracy']:.4f}, "
+                  f"{r['images_per_second']:.1f} images/s, {r['steps']} steps")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,19 @@ def write_flags(model_dir, values=None):
         f.write(f"# {module.name if module else 'flags'}\n{lines}")
 
 
+def run_script(run, kwargs, default_model_dir, summary):
+    """A script's `main` after flag parsing: fills in the default model_dir,
+    writes the resolved flags there, calls `run(**kwargs)` (a ValueError or
+    data error ends the process with status 2 and one line) and prints
+    `summary(results)` with where the results are."""
+    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir
+    write_flags(kwargs["model_dir"])
+    results = exit_on_error(run, **kwargs)
+    print(f"{summary(results)}; results in "
+          f"{os.path.join(kwargs['model_dir'], 'results.json')}")
+    return results
+
+
 def exit_on_error(function, **kwargs):
     """Calls `function(**kwargs)`; a ValueError or data error ends the
     process with status 2 and one line on stderr."""
