@@ -103,8 +103,7 @@ def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed):
         per_example_loss=loss,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        eval_sums=lambda model, batch: trainer.accuracy_eval(
-            model, batch, lambda b: b),
+        eval_sums=trainer.accuracy_eval,
         eval_metrics=lambda sums: {
             "test_accuracy": sums["correct"] / sums["count"]},
     )

@@ -159,8 +159,7 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
         # rather than replaying the exact order (as MNIST does).
         train_dataset=lambda context, start_step: dataset(context, True),
         eval_dataset=lambda context: dataset(context, False),
-        eval_sums=lambda model, batch: trainer.accuracy_eval(
-            model, batch, lambda b: b),
+        eval_sums=trainer.accuracy_eval,
         eval_metrics=lambda sums: {
             "top1_accuracy": sums["correct"] / max(sums["count"], 1.0),
             "eval_examples": sums["count"]},

@@ -420,10 +420,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     return results, model
 
 
-def accuracy_eval(model, batch, inputs_fn):
-    """Eval sums for classification: correct predictions and examples,
-    counting only entries whose mask is 1."""
-    inputs, labels, mask = inputs_fn(batch)
+def accuracy_eval(model, batch):
+    """Eval sums for classification on an (inputs, labels, mask) batch:
+    correct predictions and examples, counting only entries whose mask is 1."""
+    inputs, labels, mask = batch
     logits = model(inputs, training=False)
     correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int64),
                                tf.cast(labels, tf.int64)), tf.float32)

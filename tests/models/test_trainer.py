@@ -28,7 +28,7 @@ def test_non_finite_loss_stops_with_clear_message(tmp_path):
         train_dataset=batches,
         eval_dataset=lambda context: batches(context, 0).take(1).map(
             lambda x, y: (x, y[:, 0], tf.ones([4]))),
-        eval_sums=lambda model, b: trainer.accuracy_eval(model, b, lambda v: v),
+        eval_sums=trainer.accuracy_eval,
         eval_metrics=lambda sums: {"accuracy": sums["correct"] / sums["count"]})
     with pytest.raises(trainer.NonFiniteLossError,
                        match=r"training loss became nan in steps 4-8.*"
