@@ -1,0 +1,377 @@
+"""GNMT (Wu et al. 2016) translation, the LEGW paper's third LSTM application.
+
+The model as used by the paper and by MLPerf: an LSTM encoder whose first
+layer is bidirectional, an LSTM decoder whose first layer's output queries a
+Bahdanau (additive, learned-scale) attention over the encoder outputs, the
+attention context fed to every higher decoder layer, and residual connections
+from the third layer on, in both stacks. `--config=gnmt4` is the MLPerf size
+(4 layers of 1024 units) for accelerators; `--config=small` (2 layers of 256)
+is for this CPU. Subword vocabularies (case-preserving WordPiece, one per
+language) are built with keras-hub and cached in `model_dir`; the test split
+is translated with keras-hub's `BeamSampler` and scored with keras-hub's
+`Bleu` (SacreBLEU's 13a tokenization) on detokenized text.
+
+Data: `--dataset=multi30k` (29,000 training pairs; German to English by
+default; `../shared/data/translation` or downloaded) or `--dataset=wmt16`
+(WMT16 through tensorflow-datasets, for real runs).
+
+    python -m models.gnmt --config=small                    # base batch 128
+    python -m models.gnmt --config=small --batch_size=1024  # LEGW, 8x
+    python -m models.gnmt --config=gnmt4 --dataset=wmt16 --strategy=mirrored
+
+Expected result: see the README, "GNMT on Multi30k" (`make reproduce-nmt`,
+`docs/results/gnmt_sweep.csv`).
+"""
+
+import json
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from models.common import data as data_lib
+from models.common import distribute, trainer, translation_input
+from models.common import flags as common_flags
+
+CONFIGS = {
+    "small": dict(layers=2, units=256, dropout=0.2, vocabulary_size=8000,
+                  max_length=64),
+    "gnmt4": dict(layers=4, units=1024, dropout=0.2, vocabulary_size=32000,
+                  max_length=80),
+}
+DATASETS = ("multi30k", "wmt16")
+# Base hyperparameters: Adam at MLPerf's GNMT rate, batch 128; the warmup and
+# epochs are this repository's choice for Multi30k (README).
+BASE = dict(base_batch_size=128, base_learning_rate=2e-3,
+            base_warmup_epochs=0.25, epochs=8)
+CLIP_NORM = 5.0
+EVAL_BATCH_PER_REPLICA = 100
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The script's flags (see `models.mnist_lstm.define_flags`)."""
+    common_flags.define_common_flags(**BASE)
+    flags.DEFINE_enum("config", "small", list(CONFIGS), "Model size.")
+    flags.DEFINE_enum("dataset", "multi30k", list(DATASETS), "Sentence pairs.")
+    flags.DEFINE_enum("source", "de", ["de", "en"],
+                      "Source language (the other one is the target).")
+    flags.DEFINE_integer("beam_width", 4, "Beams of the test translation.")
+    flags.DEFINE_integer("num_train_pairs", None,
+                         "Train on the first N pairs only (smoke runs).")
+    flags.DEFINE_integer("num_test_pairs", None,
+                         "Evaluate on the first N test pairs only.")
+
+
+class GNMT(keras.Model):
+    """Encoder, attention and decoder; `call((source, target_in))` gives the
+    logits of every target position (teacher forcing), `encode` and
+    `decode` serve step-by-step beam search."""
+
+    def __init__(self, source_vocabulary_size, target_vocabulary_size, *,
+                 layers, units, dropout, **kwargs):
+        super().__init__(**kwargs)
+        if layers < 2 or units % 2:
+            raise ValueError("GNMT needs at least 2 layers and an even number "
+                             f"of units. Received: layers={layers}, "
+                             f"units={units}")
+        self.units = units
+        self.source_embedding = keras.layers.Embedding(
+            source_vocabulary_size, units, name="source_embedding")
+        self.target_embedding = keras.layers.Embedding(
+            target_vocabulary_size, units, name="target_embedding")
+        self.encoder_layers = [keras.layers.Bidirectional(
+            keras.layers.LSTM(units // 2, return_sequences=True),
+            name="encoder_1")] + [
+            keras.layers.LSTM(units, return_sequences=True,
+                              name=f"encoder_{i + 1}")
+            for i in range(1, layers)]
+        self.decoder_layers = [
+            keras.layers.LSTM(units, return_sequences=True, return_state=True,
+                              name=f"decoder_{i + 1}") for i in range(layers)]
+        self.query_projection = keras.layers.Dense(units, use_bias=False,
+                                                   name="attention_query")
+        self.key_projection = keras.layers.Dense(units, use_bias=False,
+                                                 name="attention_key")
+        self.attention = keras.layers.AdditiveAttention(use_scale=True,
+                                                        name="attention")
+        self.dropout = keras.layers.Dropout(dropout)
+        self.logits = keras.layers.Dense(target_vocabulary_size, name="logits")
+
+    def encode(self, source, training=False):
+        """(outputs [b, s, units], attention keys [b, s, units], source mask
+        [b, s] as 1.0 / 0.0)."""
+        mask = tf.not_equal(source, translation_input.PAD_ID)
+        x = self.dropout(self.source_embedding(source), training=training)
+        for i, layer in enumerate(self.encoder_layers):
+            y = self.dropout(layer(x, mask=mask, training=training),
+                             training=training)
+            x = x + y if i >= 2 else y  # residual from the third layer on
+        return x, self.key_projection(x), tf.cast(mask, x.dtype)
+
+    def decode(self, target_in, encoded, keys, source_mask, states=None,
+               training=False):
+        """(logits [b, t, vocabulary], new states [h1, c1, h2, c2, ...]);
+        `states` None starts every layer from zeros."""
+        x = self.dropout(self.target_embedding(target_in), training=training)
+        new_states, context = [], None
+        for i, layer in enumerate(self.decoder_layers):
+            initial = None if states is None else states[2 * i:2 * i + 2]
+            inputs = x if i == 0 else tf.concat([x, context], axis=-1)
+            y, h, c = layer(inputs, initial_state=initial, training=training)
+            new_states += [h, c]
+            if i == 0:  # the bottom layer's output queries the attention
+                context = self.attention(
+                    [self.query_projection(y), encoded, keys],
+                    mask=[None, tf.cast(source_mask, tf.bool)])
+            y = self.dropout(y, training=training)
+            x = x + y if i >= 2 else y
+        return self.logits(x), new_states
+
+    def call(self, inputs, training=False):
+        source, target_in = inputs
+        encoded, keys, mask = self.encode(source, training=training)
+        return self.decode(target_in, encoded, keys, mask,
+                           training=training)[0]
+
+
+def build_model(config, source_vocabulary_size, target_vocabulary_size):
+    """A built GNMT (its variables exist, so checkpoints can restore)."""
+    model = GNMT(source_vocabulary_size, target_vocabulary_size,
+                 layers=config["layers"], units=config["units"],
+                 dropout=config["dropout"], name="gnmt")
+    model((tf.ones((1, 2), tf.int32), tf.ones((1, 2), tf.int32)))
+    return model
+
+
+def translate(model, source, *, beam_width, max_length):
+    """Beam search with keras-hub's BeamSampler: target ids [b, max_length]
+    starting with `[START]`. A beam that has produced `[END]` is only
+    extended with padding at log-probability 0, so its score stays that of
+    the finished sentence."""
+    import keras_hub
+
+    encoded, keys, mask = model.encode(source)
+    batch = tf.shape(source)[0]
+    zeros = tf.zeros([batch, model.units])
+    cache = (encoded, keys, mask, *[zeros] * (2 * len(model.decoder_layers)))
+    prompt = tf.concat([tf.fill([batch, 1], translation_input.START_ID),
+                        tf.zeros([batch, max_length - 1], tf.int32)], axis=1)
+    prompt_mask = tf.concat([tf.ones([batch, 1], tf.bool),
+                             tf.zeros([batch, max_length - 1], tf.bool)], 1)
+    vocabulary_size = model.logits.units
+    only_padding = tf.where(tf.range(vocabulary_size) == translation_input.PAD_ID,
+                            0.0, -1e9)
+
+    def next_token_logits(prompt, cache, index):
+        token = tf.gather(prompt, [index - 1], axis=1)
+        encoded, keys, mask, *states = cache
+        logits, states = model.decode(token, encoded, keys, mask, states)
+        finished = tf.logical_or(
+            tf.equal(token, translation_input.END_ID),
+            tf.logical_and(tf.equal(token, translation_input.PAD_ID),
+                           index > 1))
+        logits = tf.where(finished, only_padding[None], logits[:, 0])
+        return logits, None, (encoded, keys, mask, *states)
+
+    sampler = keras_hub.samplers.BeamSampler(num_beams=beam_width)
+    return sampler(next_token_logits, prompt, cache=cache, index=1,
+                   mask=prompt_mask,
+                   stop_token_ids=[translation_input.END_ID])
+
+
+def detokenize(target_tokenizer, ids):
+    """Sentences of target ids (cut at `[END]`, without `[START]`): WordPiece
+    detokenization, then hyphens and apostrophes rejoined (WordPiece splits
+    them, SacreBLEU's 13a tokenization does not)."""
+    rows = []
+    for row in np.asarray(ids):
+        row = row[row != translation_input.START_ID]
+        ends = np.flatnonzero(row == translation_input.END_ID)
+        row = row[:ends[0]] if len(ends) else row
+        rows.append([int(t) for t in row if t != translation_input.PAD_ID])
+    texts = target_tokenizer.detokenize(rows) if rows else []
+    texts = [t.decode() if isinstance(t, bytes) else str(t) for t in texts]
+    return [re.sub(r" ?([-']) ?", r"\1", t) for t in texts]
+
+
+def bleu(references, translations):
+    """Corpus BLEU (0-100) with keras-hub's Bleu (SacreBLEU 13a tokenizer,
+    4-grams, no smoothing)."""
+    import keras_hub
+
+    metric = keras_hub.metrics.Bleu()
+    metric.update_state(tf.constant(references)[:, None],
+                        tf.constant(translations))
+    return 100.0 * float(metric.result())
+
+
+def evaluate_bleu(model, source_ids, references, target_tokenizer, *,
+                  beam_width, max_length, batch_size=100):
+    """Translates `source_ids` in batches; returns (BLEU, translations)."""
+    step = tf.function(lambda source: translate(
+        model, source, beam_width=beam_width, max_length=max_length))
+    translations = []
+    for start in range(0, len(source_ids), batch_size):
+        source = source_ids[start:start + batch_size]
+        source = source[:, :max(int((source != 0).sum(1).max()), 1)]
+        translations += detokenize(target_tokenizer, step(tf.constant(source)))
+    return bleu(references, translations), translations
+
+
+def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
+              global_batch_size, eval_batch_size, seed):
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None)
+
+    def per_example_loss(target_out, logits):
+        """Cross-entropy summed over each sentence's tokens."""
+        mask = tf.cast(tf.not_equal(target_out, translation_input.PAD_ID),
+                       tf.float32)
+        return tf.reduce_sum(cross_entropy(target_out, logits) * mask, axis=-1)
+
+    def eval_sums(model, batch):
+        inputs, target_out, pair_mask = batch
+        logits = model(inputs, training=False)
+        mask = tf.cast(tf.not_equal(target_out, translation_input.PAD_ID),
+                       tf.float32) * pair_mask[:, None]
+        return {"cross_entropy": tf.reduce_sum(
+                    cross_entropy(target_out, logits) * mask),
+                "tokens": tf.reduce_sum(mask)}
+
+    return trainer.Task(
+        build_model=lambda: build_model(config, *vocabulary_sizes),
+        per_example_loss=per_example_loss,
+        train_dataset=lambda context, start_step:
+            translation_input.train_batches(train_pairs, global_batch_size,
+                                            seed, start_step, context),
+        eval_dataset=lambda context: translation_input.eval_batches(
+            test_pairs, eval_batch_size, context),
+        eval_sums=eval_sums,
+        eval_metrics=lambda sums: {"test_perplexity": float(
+            np.exp(sums["cross_entropy"] / sums["tokens"]))},
+        example_name="sentence_pairs",
+    )
+
+
+def load_pairs(dataset, source, data_dir):
+    """{train, test: (source sentences, target sentences)}."""
+    target = "en" if source == "de" else "de"
+    if dataset == "multi30k":
+        splits = data_lib.load_multi30k(source, target, data_dir)
+        return {"train": splits["train"], "test": splits["test_2016_flickr"]}
+    if dataset == "wmt16":
+        splits = data_lib.load_wmt16(source, target, data_dir)
+        return {"train": splits["train"], "test": splits["test"]}
+    raise ValueError(f"Flag --dataset must be one of {', '.join(DATASETS)}. "
+                     f"Received: {dataset!r}")
+
+
+def default_model_dir(config, schedule, batch_size, seed):
+    return os.path.join("runs", f"gnmt_{config}_{schedule}_b{batch_size}_s{seed}")
+
+
+def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
+        base_learning_rate=BASE["base_learning_rate"],
+        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
+        scaling=None, warmup_scaling=None, decay="polynomial",
+        epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
+        strategy="default", tpu=None, num_cpu_devices=1, seed=0,
+        deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
+        jit_compile=False, noise_scale=False, noise_scale_decay=0.99,
+        config="small", dataset="multi30k", source="de", beam_width=4,
+        num_train_pairs=None, num_test_pairs=None, verbose=1):
+    """Trains GNMT, translates the test split with beam search and returns
+    the stats dict (also in `model_dir/results.json`) with `test_bleu`,
+    `test_perplexity` and `tokens_per_second` (source and target tokens,
+    `[END]` included, per second of training)."""
+    if config not in CONFIGS:
+        raise ValueError(f"Flag --config must be one of {', '.join(CONFIGS)}."
+                         f" Received: {config!r}")
+    if beam_width < 1:
+        raise ValueError(f"Flag --beam_width must be >= 1. Received: "
+                         f"{beam_width}")
+    settings = CONFIGS[config]
+    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
+    common_flags.set_seed(seed, deterministic)
+    model_dir = model_dir or default_model_dir(config, schedule, batch_size,
+                                               seed)
+    text = load_pairs(dataset, source, data_dir)
+    train_text = [side[:num_train_pairs] for side in text["train"]]
+    test_text = [side[:num_test_pairs] for side in text["test"]]
+    target = "en" if source == "de" else "de"
+    tokenizers, train_pairs, test_pairs = [], [], []
+    for side, language in enumerate((source, target)):
+        tokens = translation_input.vocabulary(
+            train_text[side], settings["vocabulary_size"],
+            os.path.join(model_dir, f"vocabulary.{language}.txt"))
+        tokenizers.append(translation_input.tokenizer(tokens))
+        for text_split, pairs in ((train_text, train_pairs),
+                                  (test_text, test_pairs)):
+            ids, lengths, _ = translation_input.encode(
+                tokenizers[side], text_split[side], settings["max_length"],
+                wrap=side == 1)
+            pairs += [ids, lengths]
+    num_examples = len(train_pairs[0])
+    schedule_fn = common_flags.make_schedule(
+        schedule=schedule, base_learning_rate=base_learning_rate,
+        base_batch_size=base_batch_size, batch_size=batch_size,
+        base_warmup_epochs=base_warmup_epochs, num_examples=num_examples,
+        epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
+        decay=decay)
+    task = make_task(
+        train_pairs, test_pairs, settings,
+        [tokenizers[0].vocabulary_size(), tokenizers[1].vocabulary_size()],
+        batch_size, EVAL_BATCH_PER_REPLICA * tf_strategy.num_replicas_in_sync,
+        seed)
+    if distribute.is_chief(tf_strategy):
+        common_flags.write_schedule(model_dir, schedule_fn)
+    results, model = trainer.train(
+        task, strategy=tf_strategy,
+        make_optimizer=lambda: keras.optimizers.Adam(learning_rate=schedule_fn),
+        global_batch_size=batch_size, num_examples=num_examples,
+        total_steps=schedule_fn.total_steps, model_dir=model_dir,
+        max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
+        steps_per_loop=steps_per_loop, jit_compile=jit_compile,
+        noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
+        global_clipnorm=CLIP_NORM, verbose=verbose)
+    # Throughput in tokens: the mean pair length (source + target without
+    # [START]) times the measured pairs per second.
+    tokens_per_pair = (train_pairs[1].mean() + train_pairs[3].mean() - 1)
+    results["tokens_per_second"] = (results["examples_per_second"] or 0.0) \
+        * float(tokens_per_pair) or None
+    if distribute.is_chief(tf_strategy):
+        results["test_bleu"], translations = evaluate_bleu(
+            model, test_pairs[0], test_text[1], tokenizers[1],
+            beam_width=beam_width, max_length=settings["max_length"])
+        with open(os.path.join(model_dir, "translations.txt"), "w",
+                  encoding="utf-8") as f:
+            f.write("\n".join(translations) + "\n")
+        with open(os.path.join(model_dir, trainer.RESULTS_FILE), "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+    return results
+
+
+def main(argv):
+    del argv
+    kwargs = dict(common_flags.common_run_kwargs(FLAGS), config=FLAGS.config,
+                  dataset=FLAGS.dataset, source=FLAGS.source,
+                  beam_width=FLAGS.beam_width,
+                  num_train_pairs=FLAGS.num_train_pairs,
+                  num_test_pairs=FLAGS.num_test_pairs)
+    common_flags.run_script(
+        run, kwargs,
+        default_model_dir(FLAGS.config, FLAGS.schedule, FLAGS.batch_size,
+                          FLAGS.seed),
+        lambda r: f"test_bleu {r['test_bleu']:.2f}, test_perplexity "
+                  f"{r['test_perplexity']:.2f} after {r['steps']} steps "
+                  f"({r['epochs']:.2f} epochs)")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,228 @@
+"""GNMT: Multi30k loader, subword pipeline, decoder cache, beam search, BLEU,
+and small runs on the real data."""
+
+import collections
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import gnmt
+from models.common import data, translation_input
+
+TINY = dict(layers=3, units=8, dropout=0.0, vocabulary_size=200,
+            max_length=24)
+SENTENCES = ["a man rides a bike .", "two dogs play in the snow .",
+             "a woman sings on a t-shirt stage .", "the man's dog runs ."] * 5
+
+
+@pytest.fixture(autouse=True)
+def tiny_config(monkeypatch):
+    monkeypatch.setitem(gnmt.CONFIGS, "tiny", TINY)
+
+
+def test_multi30k_loader_counts_and_alignment():
+    splits = data.load_multi30k("de", "en", download=False)
+    counts = {split: (len(s), len(t)) for split, (s, t) in splits.items()}
+    # Line counts from ../shared/data/translation/README.md.
+    assert counts == {"train": (29000, 29000), "val": (1014, 1014),
+                      "test_2016_flickr": (1000, 1000)}
+    source, target = splits["test_2016_flickr"]
+    assert target[0] == "A man in an orange hat starring at something."
+    assert source[0].startswith("Ein Mann mit einem orangefarbenen Hut")
+    with pytest.raises(ValueError, match="between de and en"):
+        data.load_multi30k("de", "fr", download=False)
+
+
+def test_vocabulary_is_cached_and_checked(tmp_path):
+    path = str(tmp_path / "vocabulary.en.txt")
+    tokens = translation_input.vocabulary(SENTENCES, 100, path)
+    assert tokens[:4] == translation_input.RESERVED_TOKENS
+    assert "man" in tokens and "the" in tokens  # the most frequent words
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("cached\n")  # a second call reads the file, not the text
+    assert translation_input.vocabulary([], 100, path)[-1] == "cached"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("x\ny\n")
+    with pytest.raises(ValueError, match="not a vocabulary of this model"):
+        translation_input.vocabulary(SENTENCES, 100, path)
+
+
+def test_encode_wraps_pads_and_cuts(tmp_path):
+    tokens = translation_input.vocabulary(SENTENCES, 100,
+                                          str(tmp_path / "v.txt"))
+    tokenizer = translation_input.tokenizer(tokens)
+    plain = [list(tokenizer(tf.constant([s]))[0]) for s in SENTENCES[:3]]
+    ids, lengths, cut = translation_input.encode(tokenizer, SENTENCES[:3],
+                                                 8, wrap=True)
+    assert cut == sum(len(p) + 2 > 8 for p in plain) > 0
+    for row, length, want in zip(ids, lengths, plain):
+        wrapped = [translation_input.START_ID, *want,
+                   translation_input.END_ID]
+        if len(wrapped) > 8:
+            wrapped = wrapped[:7] + [translation_input.END_ID]
+        assert list(row[:length]) == wrapped
+        assert not row[length:].any()
+    assert ids.shape == (3, lengths.max())
+
+
+def test_batches_are_cut_to_their_longest_pair():
+    source = np.array([[5, 6, 0, 0], [5, 6, 7, 0], [5, 0, 0, 0]], np.int32)
+    target = np.array([[2, 9, 3, 0, 0], [2, 9, 9, 9, 3], [2, 3, 0, 0, 0]],
+                      np.int32)
+    pairs = (source, (source > 0).sum(1), target, (target > 0).sum(1))
+    context = tf.distribute.InputContext()
+    batches = list(translation_input.eval_batches(pairs, 2, context)
+                   .as_numpy_iterator())
+    (src, target_in), target_out, mask = batches[0]
+    assert src.shape == (2, 3) and target_in.shape == (2, 4)
+    np.testing.assert_array_equal(target_in, target[:2, :-1])
+    np.testing.assert_array_equal(target_out, target[:2, 1:])
+    (src, target_in), _, mask = batches[1]  # pair 2 and a padding pair
+    assert mask.tolist() == [1.0, 0.0] and src.shape == (2, 2)
+
+
+def _tiny_model(seed=0, vocabulary=30):
+    keras.utils.set_random_seed(seed)
+    return gnmt.build_model(TINY, vocabulary, vocabulary)
+
+
+def test_step_by_step_decoding_equals_teacher_forcing():
+    """The cached states of the beam search give the logits of the full
+    teacher-forced pass; padding in the source changes nothing."""
+    model = _tiny_model()
+    rng = np.random.default_rng(0)
+    source = tf.constant(rng.integers(4, 30, (3, 6)), tf.int32)
+    target = tf.constant(rng.integers(4, 30, (3, 5)), tf.int32)
+    whole = model((source, target))
+    encoded, keys, mask = model.encode(source)
+    states = [tf.zeros((3, TINY["units"]))] * (2 * TINY["layers"])
+    for t in range(5):
+        logits, states = model.decode(target[:, t:t + 1], encoded, keys, mask,
+                                      states)
+        np.testing.assert_allclose(logits[:, 0], whole[:, t], rtol=1e-5,
+                                   atol=1e-5)
+    padded = tf.concat([source, tf.zeros((3, 4), tf.int32)], axis=1)
+    np.testing.assert_allclose(model((padded, target)), whole, rtol=1e-5,
+                               atol=1e-5)
+
+
+def _greedy(model, source, max_length):
+    """Greedy decoding by hand: argmax of each step's logits."""
+    encoded, keys, mask = model.encode(source)
+    states = [tf.zeros((source.shape[0], TINY["units"]))] * (2 * TINY["layers"])
+    token = tf.fill((source.shape[0], 1), translation_input.START_ID)
+    out = [token[:, 0].numpy()]
+    for _ in range(max_length - 1):
+        logits, states = model.decode(token, encoded, keys, mask, states)
+        token = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        out.append(token[:, 0].numpy())
+    return np.stack(out, axis=1)
+
+
+def test_beam_of_one_is_greedy_and_finished_beams_pad():
+    model = _tiny_model(vocabulary=12)
+    # A strong [END] bias makes sentences finish early.
+    bias = model.logits.bias.numpy()
+    bias[translation_input.END_ID] += 0.02
+    model.logits.bias.assign(bias)
+    source = tf.constant(np.random.default_rng(1).integers(4, 12, (4, 5)),
+                         tf.int32)
+    beam = gnmt.translate(model, source, beam_width=1, max_length=7).numpy()
+    greedy = _greedy(model, source, 7)
+    for row_beam, row_greedy in zip(beam, greedy):
+        ends = np.flatnonzero(row_greedy == translation_input.END_ID)
+        stop = ends[0] + 1 if len(ends) else 7
+        np.testing.assert_array_equal(row_beam[:stop], row_greedy[:stop])
+        assert not row_beam[stop:].any()  # padding after [END]
+    wide = gnmt.translate(model, source, beam_width=3, max_length=7).numpy()
+    assert wide.shape == (4, 7) and (wide[:, 0] == 2).all()
+
+
+def _reference_bleu(references, translations):
+    """Corpus BLEU-4 (Papineni et al. 2002) over whitespace tokens."""
+    matches, possible = np.zeros(4), np.zeros(4)
+    ref_length = hyp_length = 0
+    for ref, hyp in zip(references, translations):
+        ref, hyp = ref.split(), hyp.split()
+        ref_length, hyp_length = ref_length + len(ref), hyp_length + len(hyp)
+        for n in range(1, 5):
+            r = collections.Counter(tuple(ref[i:i + n])
+                                    for i in range(len(ref) - n + 1))
+            h = collections.Counter(tuple(hyp[i:i + n])
+                                    for i in range(len(hyp) - n + 1))
+            matches[n - 1] += sum(min(c, r[g]) for g, c in h.items())
+            possible[n - 1] += max(len(hyp) - n + 1, 0)
+    precision = np.exp(np.mean(np.log(matches / possible)))
+    penalty = min(1.0, math.exp(1 - ref_length / hyp_length))
+    return 100 * precision * penalty
+
+
+def test_bleu_matches_the_formula():
+    references = ["a man is riding a red bike down the street",
+                  "two dogs are playing in the white snow"]
+    translations = ["a man is riding a bike down the street",
+                    "two dogs play in the snow together"]
+    assert gnmt.bleu(references, translations) == pytest.approx(
+        _reference_bleu(references, translations), rel=1e-5)
+    assert gnmt.bleu(references, references) == pytest.approx(100.0)
+
+
+def test_detokenize_cuts_at_end_and_rejoins(tmp_path):
+    tokens = translation_input.vocabulary(SENTENCES, 100,
+                                          str(tmp_path / "v.txt"))
+    tokenizer = translation_input.tokenizer(tokens)
+    ids, _, cut = translation_input.encode(tokenizer, SENTENCES[2:4], 64,
+                                           wrap=True)
+    assert cut == 0
+    ids = np.concatenate([ids, np.full((2, 2), 7, np.int32)], axis=1)
+    ids[ids == 0] = 9  # tokens after [END] are ignored
+    assert gnmt.detokenize(tokenizer, ids) == SENTENCES[2:4]
+
+
+def _run(tmp_path, name, **kwargs):
+    kwargs = dict(dict(batch_size=16, epochs=1, max_steps=4, config="tiny",
+                       num_train_pairs=512, num_test_pairs=24, beam_width=2,
+                       steps_per_loop=2, num_cpu_devices=2, deterministic=True, verbose=0),
+                  **kwargs)
+    return gnmt.run(model_dir=str(tmp_path / name), **kwargs)
+
+
+def test_small_run_resumes_and_matches_two_replicas(tmp_path):
+    first = _run(tmp_path, "d", max_steps=2)
+    assert first["steps"] == 2
+    resumed = _run(tmp_path, "d")
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+    mirrored = _run(tmp_path, "m", strategy="mirrored")
+    assert 0 <= resumed["test_bleu"] <= 100
+    assert 1 < resumed["test_perplexity"] < 1000
+    assert resumed["tokens_per_second"] > resumed["examples_per_second"] > 0
+    saved = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert saved["test_bleu"] == resumed["test_bleu"]
+    lines = (tmp_path / "d" / "translations.txt").read_text().splitlines()
+    assert len(lines) == 24
+    assert (tmp_path / "d" / "vocabulary.de.txt").exists()
+    # Same global batches: two replicas (each cutting its half to its own
+    # longest pair) train like one device. Adam's per-element normalisation
+    # turns float round-off in near-zero gradients into lr-sized weight
+    # differences, so the losses (of steps 3-4) are compared, not weights.
+    assert mirrored["final_loss"] == pytest.approx(resumed["final_loss"],
+                                                   rel=1e-4)
+    assert mirrored["test_perplexity"] == pytest.approx(
+        resumed["test_perplexity"], rel=1e-3)
+
+
+def test_bad_arguments_and_missing_data(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="--config must be one of"):
+        _run(tmp_path, "a", config="huge")
+    with pytest.raises(ValueError, match="--beam_width must be >= 1"):
+        _run(tmp_path, "b", beam_width=0)
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        gnmt.GNMT(10, 10, layers=1, units=8, dropout=0.0)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nothing"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(data.DataError, match="train.de.gz of translation"):
+        data.load_multi30k(download=False)
