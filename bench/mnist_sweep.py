@@ -17,11 +17,9 @@ the tuning plan adds optimizer and base_learning_rate.
 """
 
 import argparse
-import csv
-import json
 import os
-import subprocess
-import sys
+
+from bench import sweep_runner
 
 # schedule label -> run() keyword arguments
 SCHEDULES = {
@@ -69,12 +67,9 @@ def run_name(spec):
 
 def _done(csv_path):
     """Names of the runs already in the CSV."""
-    if not os.path.exists(csv_path):
-        return set()
-    with open(csv_path) as f:
-        return {run_name({k: v for k, v in row.items() if v != ""
-                          or k not in ("optimizer", "base_learning_rate")})
-                for row in csv.DictReader(f)}
+    return {run_name({k: v for k, v in row.items() if v != ""
+                      or k not in ("optimizer", "base_learning_rate")})
+            for row in sweep_runner.read_rows(csv_path)}
 
 
 def seconds_to(history, threshold):
@@ -94,15 +89,7 @@ def run_one(spec, runs_dir, data_dir):
     for key in ("optimizer", "base_learning_rate"):
         if key in spec:
             kwargs[key] = spec[key]
-    code = ("import json, sys; from models import mnist_lstm; "
-            "r = mnist_lstm.run(**json.loads(sys.argv[1])); "
-            "print('RESULTS' + json.dumps(r))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"run {run_name(spec)} failed:\n{out.stderr[-3000:]}")
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS"))
-    return json.loads(line[len("RESULTS"):])
+    return sweep_runner.run_in_child("mnist_lstm", kwargs)
 
 
 def main():
@@ -117,7 +104,6 @@ def main():
     csv_path = args.csv or {
         "tuning": "docs/results/mnist_lstm_base_tuning.csv",
     }.get(args.plan, "docs/results/mnist_lstm_sweep.csv")
-    os.makedirs(os.path.dirname(csv_path), exist_ok=True)
     done = _done(csv_path)
     for spec in plan_runs(args.plan, args.epochs):
         name = run_name(spec)
@@ -136,12 +122,7 @@ def main():
             columns = TUNING_COLUMNS
             row.update(optimizer=spec["optimizer"],
                        base_learning_rate=spec["base_learning_rate"])
-        new = not os.path.exists(csv_path)
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        sweep_runner.append_row(csv_path, columns, row)
         done.add(name)
         print(f"{name}: test_accuracy {results['test_accuracy']:.4f}, "
               f"{results['steps']} steps, {results['train_seconds']:.0f} s",

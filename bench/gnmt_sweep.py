@@ -1,0 +1,69 @@
+"""GNMT small-config LEGW sweep on Multi30k German to English (issue 5): the
+base batch 128 and 8x (1024), one equal epoch budget, no retuning.
+
+    python -m bench.gnmt_sweep --epochs=5
+
+Each finished run is appended at once to `docs/results/gnmt_sweep.csv`
+(schedule, batch_size, seed, epochs, test_bleu on test_2016_flickr with beam
+width 4, test_perplexity, steps, wall_seconds = training seconds,
+tokens_per_second); rerunning continues the sweep. The base run's vocabulary
+(built once, cached in its model_dir) is copied to the others, so every run
+uses the same subwords.
+"""
+
+import argparse
+import glob
+import os
+import shutil
+
+from bench import sweep_runner
+
+COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_bleu",
+           "test_perplexity", "steps", "wall_seconds", "tokens_per_second"]
+BATCH_SIZES = (128, 1024)
+
+
+def run_name(batch_size, seed, epochs):
+    return f"gnmt_small_legw_b{batch_size}_s{seed}_e{float(epochs):g}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=float, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", default="docs/results/gnmt_sweep.csv")
+    parser.add_argument("--runs_dir", default="runs/gnmt_sweep")
+    parser.add_argument("--data_dir", default=None)
+    args = parser.parse_args()
+    done = {run_name(r["batch_size"], r["seed"], r["epochs"])
+            for r in sweep_runner.read_rows(args.csv)}
+    base_dir = os.path.join(args.runs_dir,
+                            run_name(BATCH_SIZES[0], args.seed, args.epochs))
+    for batch_size in BATCH_SIZES:
+        name = run_name(batch_size, args.seed, args.epochs)
+        if name in done:
+            continue
+        model_dir = os.path.join(args.runs_dir, name)
+        os.makedirs(model_dir, exist_ok=True)
+        for path in glob.glob(os.path.join(base_dir, "vocabulary.*.txt")):
+            if not os.path.exists(os.path.join(model_dir,
+                                               os.path.basename(path))):
+                shutil.copy(path, model_dir)
+        results = sweep_runner.run_in_child("gnmt", dict(
+            config="small", batch_size=batch_size, seed=args.seed,
+            epochs=args.epochs, data_dir=args.data_dir, model_dir=model_dir,
+            verbose=0))
+        sweep_runner.append_row(args.csv, COLUMNS, dict(
+            schedule="legw", batch_size=batch_size, seed=args.seed,
+            epochs=args.epochs, test_bleu=round(results["test_bleu"], 2),
+            test_perplexity=round(results["test_perplexity"], 2),
+            steps=results["steps"],
+            wall_seconds=round(results["train_seconds"], 1),
+            tokens_per_second=round(results["tokens_per_second"] or 0)))
+        print(f"{name}: test_bleu {results['test_bleu']:.2f}, "
+              f"{results['steps']} steps, {results['train_seconds']:.0f} s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""PTB small-config sweep (issue 5): the tutorial's schedule at batch 20 and
+LEGW at 20, 80 and 320 (16x), one equal epoch budget, no retuning.
+
+    python -m bench.ptb_sweep --epochs=3
+
+The tutorial trains 13 epochs; on a two-core CPU one epoch at batch 20 takes
+minutes, so the sweep uses a smaller budget (`--epochs`, the same for every
+run; the README gives the one used). At that budget the `reference` run is
+the tutorial's first epochs (rate 1.0; its halving starts after epoch 4).
+Each finished run is appended at once to `docs/results/ptb_sweep.csv`
+(schedule, batch_size, seed, epochs, test_perplexity, steps, wall_seconds =
+training seconds, tokens_per_second); rerunning continues the sweep.
+"""
+
+import argparse
+import os
+
+from bench import sweep_runner
+
+COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_perplexity",
+           "steps", "wall_seconds", "tokens_per_second"]
+RUNS = [("reference", 20), ("legw", 20), ("legw", 80), ("legw", 320)]
+
+
+def run_name(schedule, batch_size, seed, epochs):
+    return f"ptb_small_{schedule}_b{batch_size}_s{seed}_e{float(epochs):g}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", default="docs/results/ptb_sweep.csv")
+    parser.add_argument("--runs_dir", default="runs/ptb_sweep")
+    parser.add_argument("--data_dir", default=None)
+    args = parser.parse_args()
+    done = {run_name(r["schedule"], r["batch_size"], r["seed"], r["epochs"])
+            for r in sweep_runner.read_rows(args.csv)}
+    for schedule, batch_size in RUNS:
+        name = run_name(schedule, batch_size, args.seed, args.epochs)
+        if name in done:
+            continue
+        results = sweep_runner.run_in_child("ptb_lstm", dict(
+            config="small", schedule=schedule, batch_size=batch_size,
+            seed=args.seed, epochs=args.epochs, data_dir=args.data_dir,
+            model_dir=os.path.join(args.runs_dir, name), verbose=0))
+        sweep_runner.append_row(args.csv, COLUMNS, dict(
+            schedule=schedule, batch_size=batch_size, seed=args.seed,
+            epochs=args.epochs,
+            test_perplexity=round(results["test_perplexity"], 2),
+            steps=results["steps"],
+            wall_seconds=round(results["train_seconds"], 1),
+            tokens_per_second=round(results["tokens_per_second"] or 0)))
+        print(f"{name}: test_perplexity {results['test_perplexity']:.2f}, "
+              f"{results['steps']} steps, {results['train_seconds']:.0f} s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""What every sweep in bench/ shares: one run per child process, one CSV row
+per finished run, appended at once, and runs already in the CSV skipped (so
+rerunning a sweep's command continues it)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+
+def run_in_child(module, kwargs):
+    """`models.<module>.run(**kwargs)` in a fresh Python process (a fresh
+    TensorFlow); returns its results dict."""
+    code = (f"import json, sys; from models import {module}; "
+            f"r = {module}.run(**json.loads(sys.argv[1])); "
+            "print('RESULTS' + json.dumps(r))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{module}.run({kwargs}) failed:\n"
+                           f"{out.stderr[-3000:]}")
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS"))
+    return json.loads(line[len("RESULTS"):])
+
+
+def read_rows(csv_path):
+    """The CSV's rows as dicts ([] if it does not exist yet)."""
+    if not os.path.exists(csv_path):
+        return []
+    with open(csv_path) as f:
+        return list(csv.DictReader(f))
+
+
+def append_row(csv_path, columns, row):
+    """Appends one row, writing the header first if the file is new."""
+    os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
+    new = not os.path.exists(csv_path)
+    with open(csv_path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
