@@ -4,6 +4,7 @@
 #   make plan       preview the demo's schedule (and plot it to lr.png)
 #   make bench      the benchmarks: schedule and noise-scale overhead, ResNet-50 images/s
 #   make reproduce  the MNIST-LSTM sweeps of docs/results (hours on a CPU)
+#   make reproduce-sequence  the PTB and GNMT sweeps and throughput (about 2 h)
 #   make bazel-test the test suite under Bazel, offline (needs bazel-bootstrap)
 
 PYTHON ?= python3
@@ -19,7 +20,7 @@ PYTEST_WORKERS ?= 2
 # build that this project's machines keep on disk; set TORCH= to skip it.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test plan bench reproduce bazel-test clean
+.PHONY: venv demo test plan bench reproduce reproduce-sequence bazel-test clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,12 @@ reproduce: venv
 	$(PY) -m bench.mnist_sweep --plan=budget
 	$(PY) -m bench.mnist_noise_scale
 	$(PY) -m bench.mnist_plots
+
+reproduce-sequence: venv
+	$(PY) -m bench.ptb_sweep --epochs=3
+	$(PY) -m bench.gnmt_sweep --epochs=5
+	$(PY) -m bench.sequence_throughput
+	$(PY) -m bench.sequence_plots
 
 OFFLINE_REPOS := rules_cc rules_java remote_coverage_tools
 

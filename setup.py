@@ -24,13 +24,17 @@ setup(
         # Checked together here: TF 2.21, Keras 3.15, keras-hub 0.32.
         "tensorflow>=2.16,<2.22",
         "keras>=3.6,<4",
-        "keras-hub>=0.32,<0.33",
+        "keras-hub>=0.32,<0.33",  # brings tensorflow-text (WordPiece)
         "absl-py>=2.0",
         "tensorboard>=2.16",  # tf.summary needs it; TF 2.21 no longer pulls it in
         "numpy>=1.26",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # models.gnmt --dataset=wmt16
+        "wmt16": ["tensorflow-datasets>=4.9"],
+    },
     entry_points={"console_scripts": ["keras-legw=keras_legw.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

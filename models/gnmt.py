@@ -19,7 +19,7 @@ default; `../shared/data/translation` or downloaded) or `--dataset=wmt16`
     python -m models.gnmt --config=small --batch_size=1024  # LEGW, 8x
     python -m models.gnmt --config=gnmt4 --dataset=wmt16 --strategy=mirrored
 
-Expected result: see the README, "GNMT on Multi30k" (`make reproduce-nmt`,
+Expected result: see the README, "GNMT on Multi30k" (`make reproduce-sequence`,
 `docs/results/gnmt_sweep.csv`).
 """
 
@@ -46,7 +46,7 @@ DATASETS = ("multi30k", "wmt16")
 # Base hyperparameters: Adam at MLPerf's GNMT rate, batch 128; the warmup and
 # epochs are this repository's choice for Multi30k (README).
 BASE = dict(base_batch_size=128, base_learning_rate=2e-3,
-            base_warmup_epochs=0.25, epochs=8)
+            base_warmup_epochs=0.25, epochs=5)
 CLIP_NORM = 5.0
 EVAL_BATCH_PER_REPLICA = 100
 

@@ -154,7 +154,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         verbose: 1 for a progress bar per epoch, 0 for none.
 
     Returns:
-        (results, model): the stats dict and the trained model.
+        (results, model): the stats dict and the trained model. Its
+        `examples_per_second` (and `<example_name>_per_second`) leaves out
+        the session's first loop, which includes tracing, unless it was the
+        only one.
 
     Raises:
         ValueError: if the global batch does not divide among the replicas.
@@ -329,7 +332,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         os.path.join(own_dir, "tensorboard")) if chief else \
         tf.summary.create_noop_writer()
     ends = epoch_end_steps(num_examples, global_batch_size, total_steps)
-    step, session_steps, session_seconds = start_step, 0, 0.0
+    step, session_steps = start_step, 0
+    # Throughput leaves out the session's first loop (it includes tracing)
+    # when later loops ran.
+    loops, timed_steps, timed_seconds = 0, 0, 0.0
     metrics, loss = (history[-1]["metrics"] if history else {}), float("nan")
     wall_start = time.perf_counter()
     state = zero_state(training=True)
@@ -359,7 +365,11 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                     "Training stopped; the last checkpoint "
                     f"({manager.latest_checkpoint}) is intact. Lower "
                     "--base_learning_rate or check the input data.")
-            session_seconds += seconds
+            if loops == 1:  # drop the first loop from the throughput
+                timed_steps, timed_seconds = 0, 0.0
+            loops += 1
+            timed_steps += stop - step
+            timed_seconds += seconds
             train_seconds += seconds
             session_steps += stop - step
             rate = (stop - step) * global_batch_size / seconds
@@ -403,11 +413,11 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         "global_batch_size": global_batch_size,
         "num_replicas": replicas,
         "resumed_from_step": start_step,
-        "examples_per_second": (session_steps * global_batch_size
-                                / session_seconds) if session_seconds else None,
+        "examples_per_second": (timed_steps * global_batch_size
+                                / timed_seconds) if timed_seconds else None,
         f"{task.example_name}_per_second": (
-            session_steps * global_batch_size * task.example_size
-            / session_seconds) if session_seconds else None,
+            timed_steps * global_batch_size * task.example_size
+            / timed_seconds) if timed_seconds else None,
         "final_learning_rate": _current_learning_rate(optimizer),
         "final_loss": loss if session_steps else
         (history[-1]["loss"] if history else None),

@@ -1,0 +1,102 @@
+"""Plots and tables of the PTB and GNMT sweeps (docs/results/).
+
+    python -m bench.sequence_plots
+
+Reads docs/results/ptb_sweep.csv and gnmt_sweep.csv and, where the runs are
+still on disk (runs/ptb_sweep, runs/gnmt_sweep), their per-epoch histories,
+copied into docs/results/sequence_curves.csv so the curves survive. Writes
+
+  ptb_perplexity_curves.png   test perplexity against epoch, one line a run
+  gnmt_perplexity_curves.png  the same for GNMT
+
+and prints the Markdown tables used in the README.
+"""
+
+import collections
+import csv
+import glob
+import json
+import os
+
+from bench.sweep_runner import read_rows
+
+RESULTS = "docs/results"
+CURVES_CSV = os.path.join(RESULTS, "sequence_curves.csv")
+SWEEPS = {"ptb": ("runs/ptb_sweep", os.path.join(RESULTS, "ptb_sweep.csv")),
+          "gnmt": ("runs/gnmt_sweep", os.path.join(RESULTS, "gnmt_sweep.csv"))}
+
+
+def export_curves():
+    """Copies the runs' per-epoch test perplexities into CURVES_CSV (runs
+    no longer on disk keep their earlier rows)."""
+    rows = {}
+    if os.path.exists(CURVES_CSV):
+        for row in read_rows(CURVES_CSV):
+            rows.setdefault((row["sweep"], row["run"]), []).append(row)
+    for sweep, (runs_dir, _) in SWEEPS.items():
+        for path in sorted(glob.glob(os.path.join(runs_dir, "*",
+                                                  "history.json"))):
+            name = os.path.basename(os.path.dirname(path))
+            with open(path) as f:
+                rows[(sweep, name)] = [dict(
+                    sweep=sweep, run=name, epoch=round(e["epoch"], 4),
+                    step=e["step"], train_seconds=round(e["train_seconds"], 1),
+                    test_perplexity=round(e["metrics"]["test_perplexity"], 3))
+                    for e in json.load(f)]
+    with open(CURVES_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["sweep", "run", "epoch", "step",
+                                               "train_seconds",
+                                               "test_perplexity"])
+        writer.writeheader()
+        for key in sorted(rows):
+            writer.writerows(rows[key])
+
+
+def plot_curves():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = collections.defaultdict(list)
+    for row in read_rows(CURVES_CSV):
+        curves[(row["sweep"], row["run"])].append(
+            (float(row["epoch"]), float(row["test_perplexity"])))
+    for sweep in SWEEPS:
+        runs = {run: points for (s, run), points in curves.items()
+                if s == sweep}
+        if not runs:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for run, points in sorted(runs.items()):
+            ax.plot(*zip(*points), marker="o", label=run)
+        ax.set(xlabel="epoch", ylabel="test perplexity", yscale="log",
+               title=f"{sweep.upper()}: test perplexity during training")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(RESULTS, f"{sweep}_perplexity_curves.png"),
+                    dpi=100)
+        plt.close(fig)
+
+
+def table(path, columns):
+    rows = read_rows(path)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row[c] for c in columns) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def main():
+    export_curves()
+    plot_curves()
+    for sweep, (_, path) in SWEEPS.items():
+        if os.path.exists(path):
+            metric = ["test_perplexity"] if sweep == "ptb" else \
+                ["test_bleu", "test_perplexity"]
+            print(f"{sweep}:")
+            print(table(path, ["schedule", "batch_size", "epochs", *metric,
+                               "steps", "wall_seconds", "tokens_per_second"]))
+
+
+if __name__ == "__main__":
+    main()
