@@ -341,9 +341,11 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         global_clipnorm=CLIP_NORM, verbose=verbose)
     # Throughput in tokens: the mean pair length (source + target without
     # [START]) times the measured pairs per second.
-    tokens_per_pair = (train_pairs[1].mean() + train_pairs[3].mean() - 1)
-    results["tokens_per_second"] = (results["examples_per_second"] or 0.0) \
-        * float(tokens_per_pair) or None
+    tokens_per_pair = float(train_pairs[1].mean() + train_pairs[3].mean() - 1)
+    pairs_per_second = results["examples_per_second"]
+    results["tokens_per_second"] = (pairs_per_second * tokens_per_pair
+                                    if pairs_per_second else None)
+    results["test_bleu"] = None  # translated by the chief only
     if distribute.is_chief(tf_strategy):
         results["test_bleu"], translations = evaluate_bleu(
             model, test_pairs[0], test_text[1], tokenizers[1],
@@ -354,6 +356,14 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         with open(os.path.join(model_dir, trainer.RESULTS_FILE), "w") as f:
             json.dump(results, f, indent=2, sort_keys=True)
     return results
+
+
+def summary(results):
+    bleu_text = ("test_bleu: see the chief's results.json"
+                 if results["test_bleu"] is None
+                 else f"test_bleu {results['test_bleu']:.2f}")
+    return (f"{bleu_text}, test_perplexity {results['test_perplexity']:.2f} "
+            f"after {results['steps']} steps ({results['epochs']:.2f} epochs)")
 
 
 def main(argv):
@@ -367,9 +377,7 @@ def main(argv):
         run, kwargs,
         default_model_dir(FLAGS.config, FLAGS.schedule, FLAGS.batch_size,
                           FLAGS.seed),
-        lambda r: f"test_bleu {r['test_bleu']:.2f}, test_perplexity "
-                  f"{r['test_perplexity']:.2f} after {r['steps']} steps "
-                  f"({r['epochs']:.2f} epochs)")
+        summary)
 
 
 if __name__ == "__main__":

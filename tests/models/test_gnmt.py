@@ -4,6 +4,9 @@ and small runs on the real data."""
 import collections
 import json
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -226,3 +229,23 @@ def test_bad_arguments_and_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(data.DataError, match="train.de.gz of translation"):
         data.load_multi30k(download=False)
+
+
+def test_wmt16_without_tensorflow_datasets_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(data.DataError, match="pip install tensorflow-datasets"):
+        data.load_wmt16()
+
+
+def test_script_without_data_exits_with_one_clear_error(tmp_path):
+    env = dict(os.environ, LEGW_DATA_DIR=str(tmp_path / "none"),
+               HOME=str(tmp_path), https_proxy="http://127.0.0.1:9",
+               HTTPS_PROXY="http://127.0.0.1:9")
+    result = subprocess.run(
+        [sys.executable, "-m", "models.gnmt", "--data_dir=/nonexistent",
+         f"--model_dir={tmp_path / 'run'}", "--max_steps=1"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    assert "train.de.gz of translation not found in /nonexistent/translation" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
