@@ -11,7 +11,6 @@ tokens_per_second); rerunning continues the sweep. The base run's vocabulary
 uses the same subwords.
 """
 
-import argparse
 import glob
 import os
 import shutil
@@ -28,13 +27,8 @@ def run_name(batch_size, seed, epochs):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=float, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", default="docs/results/gnmt_sweep.csv")
-    parser.add_argument("--runs_dir", default="runs/gnmt_sweep")
-    parser.add_argument("--data_dir", default=None)
-    args = parser.parse_args()
+    args = sweep_runner.sweep_arguments(
+        __doc__, epochs=5, csv_path="docs/results/gnmt_sweep.csv", runs_dir="runs/gnmt_sweep")
     done = {run_name(r["batch_size"], r["seed"], r["epochs"])
             for r in sweep_runner.read_rows(args.csv)}
     base_dir = os.path.join(args.runs_dir,

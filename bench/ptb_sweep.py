@@ -12,7 +12,6 @@ Each finished run is appended at once to `docs/results/ptb_sweep.csv`
 training seconds, tokens_per_second); rerunning continues the sweep.
 """
 
-import argparse
 import os
 
 from bench import sweep_runner
@@ -27,13 +26,8 @@ def run_name(schedule, batch_size, seed, epochs):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=float, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", default="docs/results/ptb_sweep.csv")
-    parser.add_argument("--runs_dir", default="runs/ptb_sweep")
-    parser.add_argument("--data_dir", default=None)
-    args = parser.parse_args()
+    args = sweep_runner.sweep_arguments(
+        __doc__, epochs=3, csv_path="docs/results/ptb_sweep.csv", runs_dir="runs/ptb_sweep")
     done = {run_name(r["schedule"], r["batch_size"], r["seed"], r["epochs"])
             for r in sweep_runner.read_rows(args.csv)}
     for schedule, batch_size in RUNS:

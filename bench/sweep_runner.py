@@ -2,6 +2,7 @@
 per finished run, appended at once, and runs already in the CSV skipped (so
 rerunning a sweep's command continues it)."""
 
+import argparse
 import csv
 import json
 import os
@@ -41,3 +42,15 @@ def append_row(csv_path, columns, row):
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def sweep_arguments(doc, *, epochs, csv_path, runs_dir):
+    """The arguments every sweep takes (parsed): --epochs (the equal budget),
+    --seed, --csv, --runs_dir, --data_dir."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--epochs", type=float, default=epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", default=csv_path)
+    parser.add_argument("--runs_dir", default=runs_dir)
+    parser.add_argument("--data_dir", default=None)
+    return parser.parse_args()
