@@ -275,20 +275,14 @@ def default_model_dir(config, schedule, batch_size, seed):
     return os.path.join("runs", f"gnmt_{config}_{schedule}_b{batch_size}_s{seed}")
 
 
-def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
-        base_learning_rate=BASE["base_learning_rate"],
-        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
-        scaling=None, warmup_scaling=None, decay="polynomial",
-        epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
-        strategy="default", tpu=None, num_cpu_devices=1, seed=0,
-        deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
-        jit_compile=False, noise_scale=False, noise_scale_decay=0.99,
-        config="small", dataset="multi30k", source="de", beam_width=4,
-        num_train_pairs=None, num_test_pairs=None, verbose=1):
+def run(*, config="small", dataset="multi30k", source="de", beam_width=4,
+        num_train_pairs=None, num_test_pairs=None, **options):
     """Trains GNMT, translates the test split with beam search and returns
     the stats dict (also in `model_dir/results.json`) with `test_bleu`,
     `test_perplexity` and `tokens_per_second` (source and target tokens,
-    `[END]` included, per second of training)."""
+    `[END]` included, per second of training). `options`: the common ones
+    (`common_flags.CommonOptions`), the base hyperparameters defaulting to
+    `BASE`."""
     if config not in CONFIGS:
         raise ValueError(f"Flag --config must be one of {', '.join(CONFIGS)}."
                          f" Received: {config!r}")
@@ -296,11 +290,13 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
         raise ValueError(f"Flag --beam_width must be >= 1. Received: "
                          f"{beam_width}")
     settings = CONFIGS[config]
-    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
-    common_flags.set_seed(seed, deterministic)
-    model_dir = model_dir or default_model_dir(config, schedule, batch_size,
-                                               seed)
-    text = load_pairs(dataset, source, data_dir)
+    options = common_flags.CommonOptions.of(BASE, options)
+    tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
+                                           options.num_cpu_devices)
+    common_flags.set_seed(options.seed, options.deterministic)
+    model_dir = options.model_dir or default_model_dir(
+        config, options.schedule, options.batch_size, options.seed)
+    text = load_pairs(dataset, source, options.data_dir)
     train_text = [side[:num_train_pairs] for side in text["train"]]
     test_text = [side[:num_test_pairs] for side in text["test"]]
     target = "en" if source == "de" else "de"
@@ -317,28 +313,18 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
                 wrap=side == 1)
             pairs += [ids, lengths]
     num_examples = len(train_pairs[0])
-    schedule_fn = common_flags.make_schedule(
-        schedule=schedule, base_learning_rate=base_learning_rate,
-        base_batch_size=base_batch_size, batch_size=batch_size,
-        base_warmup_epochs=base_warmup_epochs, num_examples=num_examples,
-        epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
-        decay=decay)
+    schedule = common_flags.schedule_of(options, num_examples)
     task = make_task(
         train_pairs, test_pairs, settings,
         [tokenizers[0].vocabulary_size(), tokenizers[1].vocabulary_size()],
-        batch_size, EVAL_BATCH_PER_REPLICA * tf_strategy.num_replicas_in_sync,
-        seed)
-    if distribute.is_chief(tf_strategy):
-        common_flags.write_schedule(model_dir, schedule_fn)
-    results, model = trainer.train(
-        task, strategy=tf_strategy,
-        make_optimizer=lambda: keras.optimizers.Adam(learning_rate=schedule_fn),
-        global_batch_size=batch_size, num_examples=num_examples,
-        total_steps=schedule_fn.total_steps, model_dir=model_dir,
-        max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
-        steps_per_loop=steps_per_loop, jit_compile=jit_compile,
-        noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
-        global_clipnorm=CLIP_NORM, verbose=verbose)
+        options.batch_size,
+        EVAL_BATCH_PER_REPLICA * tf_strategy.num_replicas_in_sync,
+        options.seed)
+    results, model = common_flags.train(
+        task, options, strategy=tf_strategy, schedule=schedule,
+        make_optimizer=lambda: keras.optimizers.Adam(learning_rate=schedule),
+        num_examples=num_examples, model_dir=model_dir,
+        global_clipnorm=CLIP_NORM)
     # Throughput in tokens: the mean pair length (source + target without
     # [START]) times the measured pairs per second.
     tokens_per_pair = float(train_pairs[1].mean() + train_pairs[3].mean() - 1)

@@ -113,23 +113,18 @@ def default_model_dir(schedule, batch_size, seed):
     return os.path.join("runs", f"mnist_lstm_{schedule}_b{batch_size}_s{seed}")
 
 
-def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
-        base_learning_rate=BASE["base_learning_rate"],
-        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
-        scaling=None, warmup_scaling=None, decay="polynomial",
-        epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
-        strategy="default", tpu=None, num_cpu_devices=1, seed=0,
-        deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
-        jit_compile=False, noise_scale=False, noise_scale_decay=0.99,
-        optimizer="adam", units=128,
-        num_train_examples=None, verbose=1):
+def run(*, optimizer="adam", units=128, num_train_examples=None, **options):
     """Trains MNIST-LSTM and returns the stats dict (also in
-    `model_dir/results.json`), with `test_accuracy`."""
-
-    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
-    common_flags.set_seed(seed, deterministic)
-    model_dir = model_dir or default_model_dir(schedule, batch_size, seed)
-    train, test = data_lib.load_mnist(data_dir)
+    `model_dir/results.json`), with `test_accuracy`. `options`: the common
+    ones (`common_flags.CommonOptions`), the base hyperparameters defaulting
+    to `BASE`."""
+    options = common_flags.CommonOptions.of(BASE, options)
+    tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
+                                           options.num_cpu_devices)
+    common_flags.set_seed(options.seed, options.deterministic)
+    model_dir = options.model_dir or default_model_dir(
+        options.schedule, options.batch_size, options.seed)
+    train, test = data_lib.load_mnist(options.data_dir)
     if num_train_examples is not None:
         if not 0 < num_train_examples <= len(train[1]):
             raise ValueError(
@@ -137,28 +132,16 @@ def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
                 f"Received: {num_train_examples}")
         train = (train[0][:num_train_examples], train[1][:num_train_examples])
     num_examples = len(train[1])
-    schedule_fn = common_flags.make_schedule(
-        schedule=schedule, base_learning_rate=base_learning_rate,
-        base_batch_size=base_batch_size, batch_size=batch_size,
-        base_warmup_epochs=base_warmup_epochs, num_examples=num_examples,
-        epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
-        decay=decay)
-    make_optimizer(optimizer, schedule_fn)  # validates the name early
+    schedule = common_flags.schedule_of(options, num_examples)
+    make_optimizer(optimizer, schedule)  # validates the name early
     task = make_task(
-        train, test, units=units, global_batch_size=batch_size,
+        train, test, units=units, global_batch_size=options.batch_size,
         eval_batch_size=EVAL_BATCH_PER_REPLICA
-        * tf_strategy.num_replicas_in_sync, seed=seed)
-    if distribute.is_chief(tf_strategy):
-        common_flags.write_schedule(model_dir, schedule_fn)
-    results, _ = trainer.train(
-        task, strategy=tf_strategy,
-        make_optimizer=lambda: make_optimizer(optimizer, schedule_fn),
-        global_batch_size=batch_size, num_examples=num_examples,
-        total_steps=schedule_fn.total_steps, model_dir=model_dir,
-        max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
-        steps_per_loop=steps_per_loop, jit_compile=jit_compile,
-        noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
-        verbose=verbose)
+        * tf_strategy.num_replicas_in_sync, seed=options.seed)
+    results, _ = common_flags.train(
+        task, options, strategy=tf_strategy, schedule=schedule,
+        make_optimizer=lambda: make_optimizer(optimizer, schedule),
+        num_examples=num_examples, model_dir=model_dir)
     return results
 
 

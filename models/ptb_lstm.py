@@ -145,58 +145,44 @@ def default_model_dir(config, schedule, batch_size, seed):
                         f"ptb_{config}_{schedule}_b{batch_size}_s{seed}")
 
 
-def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
-        base_learning_rate=BASE["base_learning_rate"],
-        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
-        scaling=None, warmup_scaling=None, decay="polynomial", epochs=None,
-        max_steps=None, model_dir=None, data_dir=None, strategy="default",
-        tpu=None, num_cpu_devices=1, seed=0, deterministic=False,
-        checkpoint_every_steps=0, steps_per_loop=100, jit_compile=False,
-        noise_scale=False, noise_scale_decay=0.99, config="small",
-        num_train_tokens=None, num_test_tokens=None, verbose=1):
+def run(*, config="small", num_train_tokens=None, num_test_tokens=None,
+        **options):
     """Trains the PTB language model and returns the stats dict (also in
     `model_dir/results.json`) with `test_perplexity` and `tokens_per_second`
     (`examples_per_second` counts sequences of `num_steps` tokens).
-    `epochs` defaults to the config's; `num_*_tokens` cut the splits (smoke
-    runs)."""
+    `options`: the common ones (`common_flags.CommonOptions`), the base
+    hyperparameters defaulting to `BASE` and `epochs` to the config's;
+    `schedule="reference"` is the tutorial's rate. `num_*_tokens` cut the
+    splits (smoke runs)."""
     if config not in CONFIGS:
         raise ValueError(f"Flag --config must be one of {', '.join(CONFIGS)}."
                          f" Received: {config!r}")
     settings = CONFIGS[config]
-    epochs = epochs or settings["epochs"]
-    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
-    common_flags.set_seed(seed, deterministic)
-    model_dir = model_dir or default_model_dir(config, schedule, batch_size,
-                                               seed)
-    train_ids, _, test_ids, vocabulary = data_lib.load_ptb(data_dir)
+    options = common_flags.CommonOptions.of(
+        dict(BASE, epochs=settings["epochs"]), options)
+    tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
+                                           options.num_cpu_devices)
+    common_flags.set_seed(options.seed, options.deterministic)
+    model_dir = options.model_dir or default_model_dir(
+        config, options.schedule, options.batch_size, options.seed)
+    train_ids, _, test_ids, vocabulary = data_lib.load_ptb(options.data_dir)
     train_ids, test_ids = train_ids[:num_train_tokens], test_ids[:num_test_tokens]
-    replicas = tf_strategy.num_replicas_in_sync
     _, steps_per_epoch = input_pipeline.stream_rows(
-        train_ids, batch_size, settings["num_steps"])
-    num_examples = steps_per_epoch * batch_size  # sequences per epoch
-    if schedule == "reference":
-        schedule_fn = reference_schedule(settings, base_learning_rate,
-                                         batch_size, num_examples, epochs)
+        train_ids, options.batch_size, settings["num_steps"])
+    num_examples = steps_per_epoch * options.batch_size  # sequences per epoch
+    if options.schedule == "reference":
+        schedule = reference_schedule(settings, options.base_learning_rate,
+                                      options.batch_size, num_examples,
+                                      options.epochs)
     else:
-        schedule_fn = common_flags.make_schedule(
-            schedule=schedule, base_learning_rate=base_learning_rate,
-            base_batch_size=base_batch_size, batch_size=batch_size,
-            base_warmup_epochs=base_warmup_epochs, num_examples=num_examples,
-            epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
-            decay=decay)
+        schedule = common_flags.schedule_of(options, num_examples)
     task = make_task(train_ids, test_ids, settings, len(vocabulary),
-                     batch_size, replicas)
-    if distribute.is_chief(tf_strategy):
-        common_flags.write_schedule(model_dir, schedule_fn)
-    results, _ = trainer.train(
-        task, strategy=tf_strategy,
-        make_optimizer=lambda: keras.optimizers.SGD(learning_rate=schedule_fn),
-        global_batch_size=batch_size, num_examples=num_examples,
-        total_steps=schedule_fn.total_steps, model_dir=model_dir,
-        max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
-        steps_per_loop=steps_per_loop, jit_compile=jit_compile,
-        noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
-        global_clipnorm=CLIP_NORM, verbose=verbose)
+                     options.batch_size, tf_strategy.num_replicas_in_sync)
+    results, _ = common_flags.train(
+        task, options, strategy=tf_strategy, schedule=schedule,
+        make_optimizer=lambda: keras.optimizers.SGD(learning_rate=schedule),
+        num_examples=num_examples, model_dir=model_dir,
+        global_clipnorm=CLIP_NORM)
     return results
 
 
@@ -204,7 +190,7 @@ def main(argv):
     del argv
     kwargs = dict(common_flags.common_run_kwargs(FLAGS), config=FLAGS.config)
     if FLAGS["epochs"].using_default_value:
-        kwargs["epochs"] = None  # the config's
+        del kwargs["epochs"]  # the config's
     common_flags.run_script(
         run, kwargs,
         default_model_dir(FLAGS.config, FLAGS.schedule, FLAGS.batch_size,

@@ -171,65 +171,50 @@ def default_model_dir(batch_size, seed):
     return os.path.join("runs", f"resnet50_b{batch_size}_s{seed}")
 
 
-def run(*, batch_size, base_batch_size=BASE["base_batch_size"],
-        base_learning_rate=BASE["base_learning_rate"],
-        base_warmup_epochs=BASE["base_warmup_epochs"], schedule="legw",
-        scaling=None, warmup_scaling=None, decay="polynomial",
-        epochs=BASE["epochs"], max_steps=None, model_dir=None, data_dir=None,
-        strategy="default", tpu=None, num_cpu_devices=1, seed=0,
-        deterministic=False, checkpoint_every_steps=0, steps_per_loop=100,
-        jit_compile=False, noise_scale=False, noise_scale_decay=0.99,
-        data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
+def run(*, data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
         label_smoothing=0.1, label_offset=1,
         num_train_examples=imagenet_input.NUM_TRAIN_EXAMPLES,
         num_eval_examples=imagenet_input.NUM_EVAL_EXAMPLES,
-        eval_batch_size=1024, verbose=1):
+        eval_batch_size=1024, **options):
     """Trains ResNet-50 and returns the stats dict (also in
-    `model_dir/results.json`) with `images_per_second` and `top1_accuracy`."""
-
+    `model_dir/results.json`) with `images_per_second` and `top1_accuracy`.
+    `options`: the common ones (`common_flags.CommonOptions`), the base
+    hyperparameters defaulting to `BASE` (the paper's Table 4)."""
+    options = common_flags.CommonOptions.of(BASE, options)
     if dtype not in DTYPES:
         raise ValueError(f"Flag --dtype must be one of {', '.join(DTYPES)}. "
                          f"Received: {dtype!r}")
     if data not in DATA_SOURCES:
         raise ValueError(f"Flag --data must be one of "
                          f"{', '.join(DATA_SOURCES)}. Received: {data!r}")
-    if data == "tfrecord" and not data_dir:
+    if data == "tfrecord" and not options.data_dir:
         raise ValueError("--data=tfrecord needs --data_dir, the folder of the "
                          "train-* and validation-* TFRecord files.")
-    tf_strategy = distribute.make_strategy(strategy, tpu, num_cpu_devices)
+    tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
+                                           options.num_cpu_devices)
     replicas = tf_strategy.num_replicas_in_sync
     if eval_batch_size % replicas:
         raise ValueError(f"Flag --eval_batch_size={eval_batch_size} must be "
                          f"divisible by the number of replicas, {replicas}.")
-    common_flags.set_seed(seed, deterministic)
+    common_flags.set_seed(options.seed, options.deterministic)
     keras.mixed_precision.set_dtype_policy(
         "float32" if dtype == "float32" else f"mixed_{dtype}")
-    model_dir = model_dir or default_model_dir(batch_size, seed)
-    schedule_fn = common_flags.make_schedule(
-        schedule=schedule, base_learning_rate=base_learning_rate,
-        base_batch_size=base_batch_size, batch_size=batch_size,
-        base_warmup_epochs=base_warmup_epochs, num_examples=num_train_examples,
-        epochs=epochs, scaling=scaling, warmup_scaling=warmup_scaling,
-        decay=decay)
-    task = make_task(data=data, data_dir=data_dir, image_size=image_size,
-                     global_batch_size=batch_size,
+    model_dir = options.model_dir or default_model_dir(options.batch_size,
+                                                       options.seed)
+    schedule = common_flags.schedule_of(options, num_train_examples)
+    task = make_task(data=data, data_dir=options.data_dir,
+                     image_size=image_size,
+                     global_batch_size=options.batch_size,
                      eval_batch_size=eval_batch_size,
                      num_eval_examples=num_eval_examples,
                      label_smoothing=label_smoothing,
-                     label_offset=label_offset, seed=seed)
-    if distribute.is_chief(tf_strategy):
-        common_flags.write_schedule(model_dir, schedule_fn)
+                     label_offset=label_offset, seed=options.seed)
     try:
-        results, _ = trainer.train(
-            task, strategy=tf_strategy,
-            make_optimizer=lambda: make_optimizer(schedule_fn, weight_decay,
+        results, _ = common_flags.train(
+            task, options, strategy=tf_strategy, schedule=schedule,
+            make_optimizer=lambda: make_optimizer(schedule, weight_decay,
                                                   dtype),
-            global_batch_size=batch_size, num_examples=num_train_examples,
-            total_steps=schedule_fn.total_steps, model_dir=model_dir,
-            max_steps=max_steps, checkpoint_every_steps=checkpoint_every_steps,
-            steps_per_loop=steps_per_loop, jit_compile=jit_compile,
-            noise_scale=noise_scale, noise_scale_decay=noise_scale_decay,
-            verbose=verbose)
+            num_examples=num_train_examples, model_dir=model_dir)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     return results

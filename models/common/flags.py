@@ -2,7 +2,8 @@
 
 Each script calls `define_common_flags(**defaults)` with its own tuned base
 hyperparameters, and in `main` turns the parsed flags into the plain keyword
-arguments of its `run(...)` with `common_run_kwargs(FLAGS)`.
+arguments of its `run(...)` with `common_run_kwargs(FLAGS)`. Inside, `run`
+holds those as `CommonOptions` and trains with `train(task, options, ...)`.
 
 Schedules (`--schedule`):
   legw      sqrt peak scaling, warmup epochs x k (You et al. 2019);
@@ -13,14 +14,17 @@ Schedules (`--schedule`):
 warmup.
 """
 
+import dataclasses
 import json
 import os
 import sys
+from typing import Optional
 
 from absl import flags, logging
 
 import keras_legw
 from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
+from models.common import distribute, trainer
 from models.common.data import DataError
 from models.common.distribute import STRATEGIES
 
@@ -106,15 +110,55 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                              message="--checkpoint_every_steps must be >= 0.")
 
 
+@dataclasses.dataclass(frozen=True)
+class CommonOptions:
+    """The common flags as plain values (see `define_common_flags` for what
+    each means), plus `verbose`. Every script's `run(**kwargs)` takes these
+    besides its own arguments; `batch_size` is required and the base
+    hyperparameters default to the script's tuned ones."""
+
+    batch_size: int
+    base_batch_size: int
+    base_learning_rate: float
+    base_warmup_epochs: float
+    epochs: float
+    schedule: str = "legw"
+    scaling: Optional[str] = None
+    warmup_scaling: Optional[str] = None
+    decay: str = "polynomial"
+    max_steps: Optional[int] = None
+    model_dir: Optional[str] = None
+    data_dir: Optional[str] = None
+    strategy: str = "default"
+    tpu: Optional[str] = None
+    num_cpu_devices: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_every_steps: int = 0
+    steps_per_loop: int = 100
+    jit_compile: bool = False
+    noise_scale: bool = False
+    noise_scale_decay: float = 0.99
+    verbose: int = 1
+
+    @classmethod
+    def of(cls, base, kwargs):
+        """The options of `run(**kwargs)`, the script's `base` defaults
+        filling what the caller leaves out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"run() got unknown arguments {unknown}; it takes "
+                            f"the script's own and {sorted(names)}.")
+        if "batch_size" not in kwargs:
+            raise TypeError("run() needs batch_size (the global batch).")
+        return cls(**{**base, **kwargs})
+
+
 def common_run_kwargs(values):
     """The common flags as plain keyword arguments of `run(...)`."""
-    names = ("batch_size", "base_batch_size", "base_learning_rate",
-             "base_warmup_epochs", "schedule", "scaling", "warmup_scaling",
-             "decay", "epochs", "max_steps", "model_dir", "data_dir",
-             "strategy", "tpu", "num_cpu_devices", "seed", "deterministic",
-             "checkpoint_every_steps", "steps_per_loop", "jit_compile",
-             "noise_scale", "noise_scale_decay")
-    return {name: getattr(values, name) for name in names}
+    return {f.name: getattr(values, f.name)
+            for f in dataclasses.fields(CommonOptions) if f.name != "verbose"}
 
 
 def make_schedule(*, schedule, base_learning_rate, base_batch_size,
@@ -148,6 +192,36 @@ def write_schedule(model_dir, schedule):
                    "warmup_epochs": schedule.warmup_epochs,
                    "warmup_steps": schedule.warmup_steps,
                    "total_steps": schedule.total_steps}, f, indent=2)
+
+
+def schedule_of(options, num_examples):
+    """The schedule that `options` describe, for `num_examples` per epoch."""
+    return make_schedule(
+        schedule=options.schedule, base_learning_rate=options.base_learning_rate,
+        base_batch_size=options.base_batch_size, batch_size=options.batch_size,
+        base_warmup_epochs=options.base_warmup_epochs,
+        num_examples=num_examples, epochs=options.epochs,
+        scaling=options.scaling, warmup_scaling=options.warmup_scaling,
+        decay=options.decay)
+
+
+def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
+          model_dir, global_clipnorm=None):
+    """Writes `schedule.json` (on the chief) and trains `task` for the
+    schedule's steps with the options' loop settings (`trainer.train`).
+    Returns (results, model)."""
+    if distribute.is_chief(strategy):
+        write_schedule(model_dir, schedule)
+    return trainer.train(
+        task, strategy=strategy, make_optimizer=make_optimizer,
+        global_batch_size=options.batch_size, num_examples=num_examples,
+        total_steps=schedule.total_steps, model_dir=model_dir,
+        max_steps=options.max_steps,
+        checkpoint_every_steps=options.checkpoint_every_steps,
+        steps_per_loop=options.steps_per_loop,
+        jit_compile=options.jit_compile, noise_scale=options.noise_scale,
+        noise_scale_decay=options.noise_scale_decay,
+        global_clipnorm=global_clipnorm, verbose=options.verbose)
 
 
 def set_seed(seed, deterministic):
