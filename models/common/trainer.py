@@ -144,9 +144,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         steps_per_loop: steps per call of the compiled loop.
         jit_compile: compile the forward and backward pass with XLA.
         noise_scale: measure the gradient noise scale B_simple (see
-            `keras_legw.noise_scale`): with several replicas the small batch
-            is a replica's share and the big one the global batch; with one
-            replica the batch is split into two halves inside the step.
+            `keras_legw.noise_scale`) on the gradients before clipping: with
+            several replicas the small batch is a replica's share and the
+            big one the global batch; with one replica the batch is split
+            into two halves inside the step (not for stateful models).
         noise_scale_decay: decay of its moving averages, per step.
         global_clipnorm: clip the global batch's gradient to this norm. Done
             here, after the all-reduce: a Keras optimizer's own
@@ -180,12 +181,12 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         (global_batch_size // 2, global_batch_size)
     estimator = NoiseScaleEstimator(noise_scale_decay) if noise_scale else None
     stateful = task.initial_state is not None
-    if noise_scale and global_clipnorm:
-        raise ValueError("--noise_scale and gradient clipping cannot be "
-                         "combined.")
-    if noise_scale and stateful:
-        raise ValueError("--noise_scale is not available for models that "
-                         "carry a state between batches.")
+    if noise_scale and stateful and replicas == 1:
+        raise ValueError(
+            "--noise_scale on one replica splits each batch in two halves, "
+            "which a model that carries its state from batch to batch cannot "
+            "do. Use two or more replicas (e.g. --strategy=mirrored "
+            "--num_cpu_devices=2).")
     chief = distribute.is_chief(strategy)
     own_dir = distribute.worker_dir(model_dir, strategy)
     os.makedirs(own_dir, exist_ok=True)
@@ -254,40 +255,38 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
 
     def replica_step(batch, state):
         """One step on one replica: (loss, |G_small|^2, |G_big|^2, state);
-        the two squared norms are 0 unless the noise scale is measured."""
+        the two squared norms are 0 unless the noise scale is measured (on
+        the gradients before clipping)."""
         inputs, labels = batch
-        if global_clipnorm:
+        # Reduced here (rather than by the optimizer) to measure or clip the
+        # global batch's gradient; the optimizer sums what it is given over
+        # replicas again, hence the division by R before applying.
+        reduce_here = replicas > 1 and bool(noise_scale or global_clipnorm)
+        if noise_scale and replicas == 1:
+            # Two half batches give the small-batch estimates.
+            half = tf.shape(tf.nest.flatten(labels)[0])[0] // 2
+            halves = [tf.nest.map_structure(lambda t: t[:half],
+                                            (inputs, labels)),
+                      tf.nest.map_structure(lambda t: t[half:],
+                                            (inputs, labels))]
+            (loss_a, grads_a, _), (loss_b, grads_b, _) = [
+                compute(x, y, 0.5, state) for x, y in halves]
+            loss = loss_a + loss_b
+            small = (_squared_norm(grads_a) + _squared_norm(grads_b)) * 2.0
+            grads = [a + b for a, b in zip(grads_a, grads_b)]
+        else:
             loss, grads, state = compute(inputs, labels, 1.0 / replicas, state)
-            if replicas > 1:
+            # Small batch: this replica's mean gradient (R times its share).
+            small = _squared_norm(grads) * replicas ** 2 if noise_scale \
+                else zero
+            if reduce_here:
                 grads = tf.distribute.get_replica_context().all_reduce(
                     "SUM", grads)
+        big = _squared_norm(grads) if noise_scale else zero
+        if global_clipnorm:
             grads, _ = tf.clip_by_global_norm(grads, global_clipnorm)
-            apply(_divide(grads, replicas))
-            return loss, zero, zero, state
-        if not noise_scale:
-            loss, grads, state = compute(inputs, labels, 1.0 / replicas, state)
-            apply(grads)
-            return loss, zero, zero, state
-        if replicas > 1:
-            # Small batch: this replica's mean gradient (R times its share);
-            # big batch: the all-reduced one. The optimizer sums what it is
-            # given over replicas again, hence the division by R.
-            loss, grads, _ = compute(inputs, labels, 1.0 / replicas, state)
-            small = _squared_norm(grads) * replicas ** 2
-            reduced = tf.distribute.get_replica_context().all_reduce(
-                "SUM", grads)
-            apply(_divide(reduced, replicas))
-            return loss, small, _squared_norm(reduced), state
-        # One replica: two half batches give the small-batch estimates.
-        half = tf.shape(tf.nest.flatten(labels)[0])[0] // 2
-        halves = [tf.nest.map_structure(lambda t: t[:half], (inputs, labels)),
-                  tf.nest.map_structure(lambda t: t[half:], (inputs, labels))]
-        (loss_a, grads_a, _), (loss_b, grads_b, _) = [
-            compute(x, y, 0.5, state) for x, y in halves]
-        small = (_squared_norm(grads_a) + _squared_norm(grads_b)) * 2.0
-        grads = [a + b for a, b in zip(grads_a, grads_b)]
-        apply(grads)
-        return loss_a + loss_b, small, _squared_norm(grads), state
+        apply(_divide(grads, replicas) if reduce_here else grads)
+        return loss, small, big, state
 
     @tf.function
     def train_loop(iterator, num_steps, state):

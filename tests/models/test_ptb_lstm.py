@@ -119,6 +119,24 @@ def test_two_replicas_carry_their_rows_like_one(tmp_path):
                                    rtol=1e-4, atol=1e-6)
 
 
+def test_noise_scale_on_two_replicas_leaves_training_unchanged(tmp_path):
+    """The noise scale of a stateful, clipped model on two replicas (each
+    carries its rows' state): measuring it changes no weight, and one
+    replica, which would split the batch, is refused."""
+    measured = _run(tmp_path, "n", strategy="mirrored", noise_scale=True)
+    plain = _run(tmp_path, "p", strategy="mirrored")
+    assert measured["noise_scale"] > 0
+    reader = [tf.train.load_checkpoint(str(tmp_path / n / "checkpoints"))
+              for n in ("n", "p")]
+    for name in reader[0].get_variable_to_shape_map():
+        if name.startswith("model_variables/"):
+            np.testing.assert_allclose(reader[0].get_tensor(name),
+                                       reader[1].get_tensor(name),
+                                       rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="carries its state"):
+        _run(tmp_path, "o", strategy="default", noise_scale=True)
+
+
 def test_bad_config_and_too_little_data(tmp_path):
     with pytest.raises(ValueError, match="--config must be one of"):
         _run(tmp_path, "a", config="large")

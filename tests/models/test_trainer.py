@@ -72,11 +72,15 @@ def _least_squares_task(delta, seed=0):
         eval_metrics=lambda sums: {"count": sums["count"]})
 
 
-@pytest.mark.parametrize("strategy_name", ["mirrored", "one_replica"])
+@pytest.mark.parametrize("strategy_name,clipnorm", [
+    ("mirrored", None), ("one_replica", None), ("mirrored", 1e-3)])
 def test_noise_scale_recovers_least_squares_closed_form(tmp_path,
-                                                        strategy_name):
+                                                        strategy_name,
+                                                        clipnorm):
     """Two replicas (per-replica vs all-reduced gradients) or one replica
-    (two half batches): B_simple within 10% of the closed form."""
+    (two half batches): B_simple within 10% of the closed form. Measured
+    before clipping: a clipping norm far below the gradient's changes
+    nothing."""
     delta = np.random.default_rng(1).normal(size=DIM).astype(np.float32)
     expected = least_squares_noise_scale(DIM, float(delta @ delta), NOISE_STD)
     strategy = (two_cpu_mirrored_strategy()
@@ -86,7 +90,7 @@ def test_noise_scale_recovers_least_squares_closed_form(tmp_path,
         make_optimizer=lambda: keras.optimizers.SGD(1e-12),
         global_batch_size=128, num_examples=NUM_EXAMPLES, total_steps=1500,
         model_dir=str(tmp_path), steps_per_loop=500, noise_scale=True,
-        noise_scale_decay=0.998, verbose=0)
+        noise_scale_decay=0.998, global_clipnorm=clipnorm, verbose=0)
     np.testing.assert_allclose(model.get_weights()[0][:, 0], delta, rtol=1e-5)
     assert results["noise_scale"] == pytest.approx(expected, rel=0.1)
 
