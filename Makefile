@@ -50,12 +50,13 @@ reproduce: venv
 	$(PY) -m bench.mnist_sweep --plan=tuning
 	$(PY) -m bench.mnist_sweep --plan=claim
 	$(PY) -m bench.mnist_sweep --plan=budget
-	$(PY) -m bench.mnist_noise_scale
+	$(PY) -m bench.noise_scale_curve --model=mnist_lstm
 	$(PY) -m bench.mnist_plots
 
 reproduce-sequence: venv
 	$(PY) -m bench.ptb_sweep --epochs=3
 	$(PY) -m bench.gnmt_sweep --epochs=5
+	$(PY) -m bench.noise_scale_curve --model=ptb_lstm
 	$(PY) -m bench.sequence_throughput
 	$(PY) -m bench.sequence_plots
 
