@@ -70,7 +70,8 @@ def define_flags():
 class GNMT(keras.Model):
     """Encoder, attention and decoder; `call((source, target_in))` gives the
     logits of every target position (teacher forcing), `encode` and
-    `decode` serve step-by-step beam search."""
+    `decode` serve step-by-step beam search. Decoder layer i starts from the
+    final state of encoder layer i (TF NMT's GNMT, `pass_hidden_state`)."""
 
     def __init__(self, source_vocabulary_size, target_vocabulary_size, *,
                  layers, units, dropout, **kwargs):
@@ -85,9 +86,10 @@ class GNMT(keras.Model):
         self.target_embedding = keras.layers.Embedding(
             target_vocabulary_size, units, name="target_embedding")
         self.encoder_layers = [keras.layers.Bidirectional(
-            keras.layers.LSTM(units // 2, return_sequences=True),
+            keras.layers.LSTM(units // 2, return_sequences=True,
+                              return_state=True),
             name="encoder_1")] + [
-            keras.layers.LSTM(units, return_sequences=True,
+            keras.layers.LSTM(units, return_sequences=True, return_state=True,
                               name=f"encoder_{i + 1}")
             for i in range(1, layers)]
         self.decoder_layers = [
@@ -104,25 +106,32 @@ class GNMT(keras.Model):
 
     def encode(self, source, training=False):
         """(outputs [b, s, units], attention keys [b, s, units], source mask
-        [b, s] as 1.0 / 0.0)."""
+        [b, s] as 1.0 / 0.0, final states [h1, c1, h2, c2, ...] of the
+        layers, the bidirectional layer's two directions concatenated)."""
         mask = tf.not_equal(source, translation_input.PAD_ID)
         x = self.dropout(self.source_embedding(source), training=training)
+        states = []
         for i, layer in enumerate(self.encoder_layers):
-            y = self.dropout(layer(x, mask=mask, training=training),
-                             training=training)
+            y, *final = layer(x, mask=mask, training=training)
+            if i == 0:  # [h_fw, c_fw, h_bw, c_bw] -> [h, c]
+                final = [tf.concat([final[0], final[2]], -1),
+                         tf.concat([final[1], final[3]], -1)]
+            states += final
+            y = self.dropout(y, training=training)
             x = x + y if i >= 2 else y  # residual from the third layer on
-        return x, self.key_projection(x), tf.cast(mask, x.dtype)
+        return x, self.key_projection(x), tf.cast(mask, x.dtype), states
 
-    def decode(self, target_in, encoded, keys, source_mask, states=None,
+    def decode(self, target_in, encoded, keys, source_mask, states,
                training=False):
-        """(logits [b, t, vocabulary], new states [h1, c1, h2, c2, ...]);
-        `states` None starts every layer from zeros."""
+        """(logits [b, t, vocabulary], new states [h1, c1, h2, c2, ...]),
+        layer i starting from `states[2 i: 2 i + 2]` (the encoder's final
+        states at a sentence's start)."""
         x = self.dropout(self.target_embedding(target_in), training=training)
         new_states, context = [], None
         for i, layer in enumerate(self.decoder_layers):
-            initial = None if states is None else states[2 * i:2 * i + 2]
             inputs = x if i == 0 else tf.concat([x, context], axis=-1)
-            y, h, c = layer(inputs, initial_state=initial, training=training)
+            y, h, c = layer(inputs, initial_state=states[2 * i:2 * i + 2],
+                            training=training)
             new_states += [h, c]
             if i == 0:  # the bottom layer's output queries the attention
                 context = self.attention(
@@ -134,8 +143,8 @@ class GNMT(keras.Model):
 
     def call(self, inputs, training=False):
         source, target_in = inputs
-        encoded, keys, mask = self.encode(source, training=training)
-        return self.decode(target_in, encoded, keys, mask,
+        encoded, keys, mask, states = self.encode(source, training=training)
+        return self.decode(target_in, encoded, keys, mask, states,
                            training=training)[0]
 
 
@@ -155,10 +164,9 @@ def translate(model, source, *, beam_width, max_length):
     the finished sentence."""
     import keras_hub
 
-    encoded, keys, mask = model.encode(source)
+    encoded, keys, mask, states = model.encode(source)
     batch = tf.shape(source)[0]
-    zeros = tf.zeros([batch, model.units])
-    cache = (encoded, keys, mask, *[zeros] * (2 * len(model.decoder_layers)))
+    cache = (encoded, keys, mask, *states)
     prompt = tf.concat([tf.fill([batch, 1], translation_input.START_ID),
                         tf.zeros([batch, max_length - 1], tf.int32)], axis=1)
     prompt_mask = tf.concat([tf.ones([batch, 1], tf.bool),

@@ -101,8 +101,7 @@ def test_step_by_step_decoding_equals_teacher_forcing():
     source = tf.constant(rng.integers(4, 30, (3, 6)), tf.int32)
     target = tf.constant(rng.integers(4, 30, (3, 5)), tf.int32)
     whole = model((source, target))
-    encoded, keys, mask = model.encode(source)
-    states = [tf.zeros((3, TINY["units"]))] * (2 * TINY["layers"])
+    encoded, keys, mask, states = model.encode(source)
     for t in range(5):
         logits, states = model.decode(target[:, t:t + 1], encoded, keys, mask,
                                       states)
@@ -115,8 +114,7 @@ def test_step_by_step_decoding_equals_teacher_forcing():
 
 def _greedy(model, source, max_length):
     """Greedy decoding by hand: argmax of each step's logits."""
-    encoded, keys, mask = model.encode(source)
-    states = [tf.zeros((source.shape[0], TINY["units"]))] * (2 * TINY["layers"])
+    encoded, keys, mask, states = model.encode(source)
     token = tf.fill((source.shape[0], 1), translation_input.START_ID)
     out = [token[:, 0].numpy()]
     for _ in range(max_length - 1):
