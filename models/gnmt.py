@@ -222,7 +222,8 @@ def evaluate_bleu(model, source_ids, references, target_tokenizer, *,
                   beam_width, max_length, batch_size=100):
     """Translates `source_ids` in batches; returns (BLEU, translations)."""
     step = tf.function(lambda source: translate(
-        model, source, beam_width=beam_width, max_length=max_length))
+        model, source, beam_width=beam_width, max_length=max_length),
+        reduce_retracing=True)
     translations = []
     for start in range(0, len(source_ids), batch_size):
         source = source_ids[start:start + batch_size]

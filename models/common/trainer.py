@@ -313,7 +313,9 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             return task.eval_sums(model, batch, state)
         return task.eval_sums(model, batch), state
 
-    @tf.function
+    # Evaluation batches may differ in shape (sentences cut to their
+    # longest): one trace with unknown dimensions serves them all.
+    @tf.function(reduce_retracing=True)
     def eval_step(batch, state):
         sums, state = strategy.run(replica_eval, args=(batch, state))
         return ({k: strategy.reduce("SUM", v, axis=None)
