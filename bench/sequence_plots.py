@@ -6,6 +6,8 @@ Reads docs/results/ptb_sweep.csv and gnmt_sweep.csv and, where the runs are
 still on disk (runs/ptb_sweep, runs/gnmt_sweep), their per-epoch histories,
 copied into docs/results/sequence_curves.csv so the curves survive. Writes
 
+  ptb_sweep.png               final test perplexity against batch size
+  gnmt_sweep.png              final test BLEU against batch size
   ptb_perplexity_curves.png   test perplexity against epoch, one line a run
   gnmt_perplexity_curves.png  the same for GNMT
 
@@ -78,6 +80,33 @@ def plot_curves():
         plt.close(fig)
 
 
+def plot_sweeps():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for sweep, metric, label in (("ptb", "test_perplexity", "test perplexity"),
+                                 ("gnmt", "test_bleu", "test BLEU")):
+        rows = read_rows(SWEEPS[sweep][1])
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for schedule in sorted({r["schedule"] for r in rows}):
+            points = sorted((int(r["batch_size"]), float(r[metric]))
+                            for r in rows if r["schedule"] == schedule)
+            ax.plot(*zip(*points), marker="o", label=schedule)
+        epochs = sorted({r["epochs"] for r in rows})
+        ax.set(xscale="log", xlabel="global batch size", ylabel=label,
+               title=f"{sweep.upper()}: {label} after {', '.join(epochs)} "
+                     "epochs")
+        ax.set_xticks(sorted({int(r["batch_size"]) for r in rows}))
+        ax.set_xticklabels(sorted({int(r["batch_size"]) for r in rows}))
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(RESULTS, f"{sweep}_sweep.png"), dpi=100)
+        plt.close(fig)
+
+
 def table(path, columns):
     rows = read_rows(path)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -89,6 +118,7 @@ def table(path, columns):
 def main():
     export_curves()
     plot_curves()
+    plot_sweeps()
     for sweep, (_, path) in SWEEPS.items():
         if os.path.exists(path):
             metric = ["test_perplexity"] if sweep == "ptb" else \

@@ -3,9 +3,10 @@ in tokens per second, at the base batch and the sweeps' larger ones.
 
     python -m bench.sequence_throughput
 
-Each case trains `--loops` loops of `--steps_per_loop` steps in its own
-process (real data, float32, no XLA) and reports the trainer's throughput,
-which leaves out the first loop (tracing). Tokens: PTB counts the unrolled
+Each case trains `--loops` loops of about `--examples_per_loop` examples
+(sequences or sentence pairs) in its own process (real data, float32, no
+XLA) and reports the trainer's throughput, which leaves out the first loop
+(tracing). Tokens: PTB counts the unrolled
 input tokens (20 per sequence); GNMT counts source and target tokens of the
 mean Multi30k pair (subwords, [END] included). The ratio is to the same
 model's base batch, measured in the same run. Writes
@@ -25,7 +26,7 @@ COLUMNS = ["model", "batch_size", "tokens_per_second", "ratio_to_base"]
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps_per_loop", type=int, default=20)
+    parser.add_argument("--examples_per_loop", type=int, default=2560)
     parser.add_argument("--loops", type=int, default=3)
     parser.add_argument("--csv", default="docs/results/sequence_throughput.csv")
     parser.add_argument("--data_dir", default=None)
@@ -35,9 +36,9 @@ def main():
     base = {}
     with tempfile.TemporaryDirectory() as tmp:
         for module, batch_size in CASES:
+            steps = max(2, round(args.examples_per_loop / batch_size))
             kwargs = dict(batch_size=batch_size, config="small",
-                          max_steps=args.loops * args.steps_per_loop,
-                          steps_per_loop=args.steps_per_loop,
+                          max_steps=args.loops * steps, steps_per_loop=steps,
                           data_dir=args.data_dir, verbose=0,
                           model_dir=os.path.join(tmp, f"{module}_{batch_size}"))
             if module == "gnmt":
