@@ -172,8 +172,8 @@ def translate(model, source, *, beam_width, max_length):
     prompt_mask = tf.concat([tf.ones([batch, 1], tf.bool),
                              tf.zeros([batch, max_length - 1], tf.bool)], 1)
     vocabulary_size = model.logits.units
-    only_padding = tf.where(tf.range(vocabulary_size) == translation_input.PAD_ID,
-                            0.0, -1e9)
+    only_padding = tf.where(
+        tf.range(vocabulary_size) == translation_input.PAD_ID, 0.0, -1e9)
 
     def next_token_logits(prompt, cache, index):
         token = tf.gather(prompt, [index - 1], axis=1)
