@@ -56,7 +56,7 @@ reproduce: venv
 reproduce-sequence: venv
 	$(PY) -m bench.ptb_sweep --epochs=3
 	$(PY) -m bench.gnmt_sweep --epochs=5
-	$(PY) -m bench.noise_scale_curve --model=ptb_lstm
+	$(PY) -m bench.noise_scale_curve --model=ptb_lstm --epochs=2
 	$(PY) -m bench.sequence_throughput
 	$(PY) -m bench.sequence_plots
 

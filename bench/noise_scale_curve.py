@@ -1,7 +1,7 @@
 """The gradient noise scale B_simple over a training run, per epoch.
 
     python -m bench.noise_scale_curve --model=mnist_lstm   # batch 128, 25 epochs
-    python -m bench.noise_scale_curve --model=ptb_lstm     # batch 20, 3 epochs
+    python -m bench.noise_scale_curve --model=ptb_lstm --epochs=2   # batch 20
 
 Trains the model with its frozen base hyperparameters and `--noise_scale`,
 and writes, per epoch, B_simple (in examples: images, or sequences of 20
