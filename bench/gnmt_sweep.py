@@ -53,7 +53,9 @@ def main():
             test_perplexity=round(results["test_perplexity"], 2),
             steps=results["steps"],
             wall_seconds=round(results["train_seconds"], 1),
-            tokens_per_second=round(results["tokens_per_second"] or 0)))
+            # None when a resumed run had no steps left to time.
+            tokens_per_second=round(results["tokens_per_second"])
+            if results["tokens_per_second"] else ""))
         print(f"{name}: test_bleu {results['test_bleu']:.2f}, "
               f"{results['steps']} steps, {results['train_seconds']:.0f} s",
               flush=True)

@@ -220,15 +220,15 @@ def bleu(references, translations):
 
 def evaluate_bleu(model, source_ids, references, target_tokenizer, *,
                   beam_width, max_length, batch_size=100):
-    """Translates `source_ids` in batches; returns (BLEU, translations)."""
+    """Translates `source_ids` in batches; returns (BLEU, translations).
+    Every batch keeps the full padded width of `source_ids`, so the beam
+    search is traced once (the sampler's loop needs static shapes)."""
     step = tf.function(lambda source: translate(
-        model, source, beam_width=beam_width, max_length=max_length),
-        reduce_retracing=True)
+        model, source, beam_width=beam_width, max_length=max_length))
     translations = []
     for start in range(0, len(source_ids), batch_size):
-        source = source_ids[start:start + batch_size]
-        source = source[:, :max(int((source != 0).sum(1).max()), 1)]
-        translations += detokenize(target_tokenizer, step(tf.constant(source)))
+        source = tf.constant(source_ids[start:start + batch_size])
+        translations += detokenize(target_tokenizer, step(source))
     return bleu(references, translations), translations
 
 

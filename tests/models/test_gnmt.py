@@ -143,6 +143,27 @@ def test_beam_of_one_is_greedy_and_finished_beams_pad():
     assert wide.shape == (4, 7) and (wide[:, 0] == 2).all()
 
 
+def test_bleu_evaluation_over_batches_of_any_length(tmp_path):
+    """Several batches, sentences of different lengths, a short last batch:
+    one translation a sentence, and translating them one by one agrees."""
+    model = _tiny_model(vocabulary=12)
+    tokens = translation_input.RESERVED_TOKENS + list("abcdefgh")
+    tokenizer = translation_input.tokenizer(tokens)
+    rng = np.random.default_rng(2)
+    source = np.zeros((5, 7), np.int32)
+    for i, length in enumerate((7, 2, 5, 3, 6)):
+        source[i, :length] = rng.integers(4, 12, length)
+    references = ["a b", "c", "d e f", "g", "h a"]
+    score, translations = gnmt.evaluate_bleu(
+        model, source, references, tokenizer, beam_width=2, max_length=6,
+        batch_size=2)
+    assert len(translations) == 5 and 0 <= score <= 100
+    one_by_one = [gnmt.detokenize(tokenizer, gnmt.translate(
+        model, tf.constant(source[i:i + 1]), beam_width=2, max_length=6))[0]
+        for i in range(5)]
+    assert translations == one_by_one
+
+
 def _reference_bleu(references, translations):
     """Corpus BLEU-4 (Papineni et al. 2002) over whitespace tokens."""
     matches, possible = np.zeros(4), np.zeros(4)
