@@ -124,7 +124,7 @@ def test_noise_scale_on_two_replicas_leaves_training_unchanged(tmp_path):
     carries its rows' state): measuring it changes no weight, and one
     replica, which would split the batch, is refused."""
     measured = _run(tmp_path, "n", strategy="mirrored", noise_scale=True)
-    plain = _run(tmp_path, "p", strategy="mirrored")
+    _run(tmp_path, "p", strategy="mirrored")
     assert measured["noise_scale"] > 0
     reader = [tf.train.load_checkpoint(str(tmp_path / n / "checkpoints"))
               for n in ("n", "p")]
