@@ -17,8 +17,6 @@ import shutil
 
 from bench import sweep_runner
 
-COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_bleu",
-           "test_perplexity", "steps", "wall_seconds", "tokens_per_second"]
 BATCH_SIZES = (128, 1024)
 
 
@@ -47,19 +45,10 @@ def main():
             config="small", batch_size=batch_size, seed=args.seed,
             epochs=args.epochs, data_dir=args.data_dir, model_dir=model_dir,
             verbose=0))
-        sweep_runner.append_row(args.csv, COLUMNS, dict(
-            schedule="legw", batch_size=batch_size, seed=args.seed,
-            epochs=args.epochs, test_bleu=round(results["test_bleu"], 2),
-            test_perplexity=round(results["test_perplexity"], 2),
-            steps=results["steps"],
-            wall_seconds=round(results["train_seconds"], 1),
-            # None when a resumed run had no steps left to time.
-            tokens_per_second=round(results["tokens_per_second"])
-            if results["tokens_per_second"] else ""))
-        print(f"{name}: test_bleu {results['test_bleu']:.2f}, "
-              f"{results['steps']} steps, {results['train_seconds']:.0f} s",
-              flush=True)
-
+        sweep_runner.record_run(
+            args.csv, name, dict(schedule="legw", batch_size=batch_size,
+                                 seed=args.seed, epochs=args.epochs),
+            ["test_bleu", "test_perplexity"], results)
 
 if __name__ == "__main__":
     main()

@@ -16,8 +16,6 @@ import os
 
 from bench import sweep_runner
 
-COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_perplexity",
-           "steps", "wall_seconds", "tokens_per_second"]
 RUNS = [("reference", 20), ("legw", 20), ("legw", 80), ("legw", 320)]
 
 
@@ -38,19 +36,10 @@ def main():
             config="small", schedule=schedule, batch_size=batch_size,
             seed=args.seed, epochs=args.epochs, data_dir=args.data_dir,
             model_dir=os.path.join(args.runs_dir, name), verbose=0))
-        sweep_runner.append_row(args.csv, COLUMNS, dict(
-            schedule=schedule, batch_size=batch_size, seed=args.seed,
-            epochs=args.epochs,
-            test_perplexity=round(results["test_perplexity"], 2),
-            steps=results["steps"],
-            wall_seconds=round(results["train_seconds"], 1),
-            # None when a resumed run had no steps left to time.
-            tokens_per_second=round(results["tokens_per_second"])
-            if results["tokens_per_second"] else ""))
-        print(f"{name}: test_perplexity {results['test_perplexity']:.2f}, "
-              f"{results['steps']} steps, {results['train_seconds']:.0f} s",
-              flush=True)
-
+        sweep_runner.record_run(
+            args.csv, name, dict(schedule=schedule, batch_size=batch_size,
+                                 seed=args.seed, epochs=args.epochs),
+            ["test_perplexity"], results)
 
 if __name__ == "__main__":
     main()

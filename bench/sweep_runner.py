@@ -54,3 +54,19 @@ def sweep_arguments(doc, *, epochs, csv_path, runs_dir):
     parser.add_argument("--runs_dir", default=runs_dir)
     parser.add_argument("--data_dir", default=None)
     return parser.parse_args()
+
+
+def record_run(csv_path, name, labels, metrics, results):
+    """Appends a sequence-model run's row: `labels` (schedule, batch_size,
+    seed, epochs), the `metrics` of `results` to 2 decimals, steps,
+    wall_seconds (training seconds) and tokens_per_second (empty when a
+    resumed run had no steps left to time); prints a one-line summary."""
+    rate = results["tokens_per_second"]
+    row = dict(labels, **{m: round(results[m], 2) for m in metrics},
+               steps=results["steps"],
+               wall_seconds=round(results["train_seconds"], 1),
+               tokens_per_second=round(rate) if rate else "")
+    append_row(csv_path, list(row), row)
+    print(f"{name}: " + ", ".join(f"{m} {results[m]:.2f}" for m in metrics)
+          + f", {results['steps']} steps, {results['train_seconds']:.0f} s",
+          flush=True)
