@@ -20,7 +20,7 @@ import tempfile
 from bench import sweep_runner
 
 CASES = [("ptb_lstm", 20), ("ptb_lstm", 80), ("ptb_lstm", 320),
-         ("gnmt", 128), ("gnmt", 1024)]
+         ("gnmt", 128), ("gnmt", 512)]
 COLUMNS = ["model", "batch_size", "tokens_per_second", "ratio_to_base"]
 
 
