@@ -1,5 +1,6 @@
 """GNMT small-config LEGW sweep on Multi30k German to English (issue 5): the
-base batch 128 and 4x (512; 8x does not fit in memory here), one equal epoch budget, no retuning.
+base batch 128 and 4x (512; 8x does not fit in this machine's memory), one
+equal epoch budget, no retuning.
 
     python -m bench.gnmt_sweep --epochs=5
 
