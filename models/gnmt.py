@@ -26,7 +26,6 @@ Expected result: see the README, "GNMT on Multi30k" (`make reproduce-sequence`,
 `docs/results/gnmt_sweep.csv`).
 """
 
-import json
 import os
 import re
 
@@ -266,7 +265,10 @@ def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
         eval_sums=eval_sums,
         eval_metrics=lambda sums: {"test_perplexity": float(
             np.exp(sums["cross_entropy"] / sums["tokens"]))},
-        example_name="sentence_pairs",
+        # Throughput in tokens: source and target of the mean training pair
+        # (the target without [START]).
+        example_name="tokens",
+        example_size=float(train_pairs[1].mean() + train_pairs[3].mean() - 1),
     )
 
 
@@ -337,12 +339,6 @@ def run(*, config="small", dataset="multi30k", source="de", beam_width=4,
         make_optimizer=lambda: keras.optimizers.Adam(learning_rate=schedule),
         num_examples=num_examples, model_dir=model_dir,
         global_clipnorm=CLIP_NORM)
-    # Throughput in tokens: the mean pair length (source + target without
-    # [START]) times the measured pairs per second.
-    tokens_per_pair = float(train_pairs[1].mean() + train_pairs[3].mean() - 1)
-    pairs_per_second = results["examples_per_second"]
-    results["tokens_per_second"] = (pairs_per_second * tokens_per_pair
-                                    if pairs_per_second else None)
     results["test_bleu"] = None  # translated by the chief only
     if distribute.is_chief(tf_strategy):
         results["test_bleu"], translations = evaluate_bleu(
@@ -351,8 +347,8 @@ def run(*, config="small", dataset="multi30k", source="de", beam_width=4,
         with open(os.path.join(model_dir, "translations.txt"), "w",
                   encoding="utf-8") as f:
             f.write("\n".join(translations) + "\n")
-        with open(os.path.join(model_dir, trainer.RESULTS_FILE), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
+        trainer.write_json(os.path.join(model_dir, trainer.RESULTS_FILE),
+                           results)
     return results
 
 

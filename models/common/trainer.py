@@ -51,7 +51,7 @@ class Task:
         example_name: what throughput counts ("images", "tokens"): results
             also hold `<example_name>_per_second`.
         example_size: how many of those one example holds (tokens per
-            sequence, say).
+            sequence, say; a mean where examples differ in length).
         initial_state: for models that carry a state from batch to batch
             (truncated backpropagation through time): (training) -> list of
             zero tensors, one replica's state for its training or evaluation
@@ -71,7 +71,7 @@ class Task:
     eval_sums: Callable
     eval_metrics: Callable
     example_name: str = "examples"
-    example_size: int = 1
+    example_size: float = 1
     initial_state: Optional[Callable] = None
 
 
@@ -116,7 +116,9 @@ def _read_history(path):
     return []
 
 
-def _write_json(path, value):
+def write_json(path, value):
+    """Writes `value` as JSON to `path` atomically (a temporary file, then a
+    rename), so a crash never leaves half a file."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
@@ -405,7 +407,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             print("  " + "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items()),
                   flush=True)
         manager.save(checkpoint_number=step)
-        _write_json(history_path, history)
+        write_json(history_path, history)
     writer.flush()
 
     results = {
@@ -427,7 +429,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         "history": history,
         **metrics,
     }
-    _write_json(os.path.join(own_dir, RESULTS_FILE), results)
+    write_json(os.path.join(own_dir, RESULTS_FILE), results)
     return results, model
 
 

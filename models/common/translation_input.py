@@ -64,9 +64,9 @@ def encode(tokenize, sentences, max_length, wrap):
     """
     rows = []
     for start in range(0, len(sentences), 4096):
-        ids = tokenize(tf.constant(sentences[start:start + 4096]))
+        # keras-hub hands back Python lists of ids.
         rows += [list(row) for row in
-                 (ids.to_list() if hasattr(ids, "to_list") else ids)]
+                 tokenize(tf.constant(sentences[start:start + 4096]))]
     if wrap:
         rows = [[START_ID, *row, END_ID] for row in rows]
     cut = sum(len(row) > max_length for row in rows)
@@ -76,7 +76,7 @@ def encode(tokenize, sentences, max_length, wrap):
     else:
         rows = [row[:max_length] for row in rows]
     lengths = np.array([len(row) for row in rows], np.int32)
-    ids = np.zeros((len(rows), max(lengths.max(initial=1), 1)), np.int32)
+    ids = np.zeros((len(rows), lengths.max(initial=1)), np.int32)
     for i, row in enumerate(rows):
         ids[i, :len(row)] = row
     return ids, lengths, cut
