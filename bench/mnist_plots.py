@@ -187,7 +187,8 @@ def plot_all(rows):
         lr = make_schedule(
             schedule=kwargs["schedule"], scaling=kwargs.get("scaling"),
             warmup_scaling=kwargs.get("warmup_scaling"), batch_size=8192,
-            num_examples=60000, **{k: v for k, v in mnist_lstm.BASE.items()})
+            num_examples=60000, **mnist_lstm.BASE,
+            base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"])
         steps = [keras_legw.epochs_to_steps(e, 60000, 8192) for e in epochs]
         ax.plot(epochs, np.asarray(lr(np.round(steps))), label=label)
     ax.set_xlabel("epoch")

@@ -60,6 +60,9 @@ def _build_parser():
     plan.add_argument("--end-lr", type=float, default=0.0)
     plan.add_argument("--scaling", choices=scaling.LEARNING_RATE_SCALINGS,
                       default="sqrt")
+    plan.add_argument("--noise-scale", type=float,
+                      help="--scaling=noise only: the gradient noise scale "
+                           "B_noise in examples, measured at --base-batch")
     plan.add_argument("--warmup-scaling", choices=scaling.WARMUP_SCALINGS,
                       default="linear")
     plan.add_argument("--decay-rate", type=float, help="exponential decay only")
@@ -89,6 +92,7 @@ def _schedule(args, **overrides):
         decay_epochs=args.decay_epochs,
         boundaries=args.boundaries,
         multipliers=args.multipliers,
+        noise_scale=args.noise_scale,
     )
     kwargs.update(overrides)
     return LEGW(**kwargs)
@@ -135,7 +139,7 @@ def plot_plan(args, schedule, path):
     curves = {
         f"LEGW ({schedule.scaling} scaling, warmup x k)": schedule,
         "linear scaling, constant-epoch warmup (Goyal)": _schedule(
-            args, scaling="linear", warmup_scaling="none"
+            args, scaling="linear", warmup_scaling="none", noise_scale=None
         ),
         f"{schedule.scaling} scaling, no warmup": _schedule(
             args, base_warmup_epochs=0.0

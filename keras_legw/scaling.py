@@ -8,6 +8,15 @@ SC'19) turns a schedule tuned at a base batch ``B0`` into one for a batch
     peak learning rate  P = eta0 * sqrt(k)          ("sqrt" scaling)
     warmup length       W = w0 * k   (in epochs)     ("linear" warmup scaling)
 
+The "noise" peak rule follows McCandlish et al. ("An Empirical Model of
+Large-Batch Training", arXiv 1812.06162): the optimal step is
+``eps(B) = eps_max / (1 + B_noise / B)``, so a rate tuned at ``B0`` becomes
+
+    P = eta0 * (1 + B_noise / B0) / (1 + B_noise / B)
+
+which grows linearly with ``B`` far below the gradient noise scale
+``B_noise`` (in examples) and levels off above it.
+
 Legend: ``eta0`` base learning rate, ``w0`` base warmup in epochs, ``B0`` base
 batch size, ``B`` global batch size (examples per optimizer step), ``k`` the
 batch scale factor. With linear warmup scaling the warmup *iterations* stay
@@ -30,7 +39,7 @@ import math
 
 from keras_legw._validation import check_non_negative, check_one_of, check_positive
 
-LEARNING_RATE_SCALINGS = ("sqrt", "linear", "none")
+LEARNING_RATE_SCALINGS = ("sqrt", "linear", "noise", "none")
 WARMUP_SCALINGS = ("linear", "none")
 
 
@@ -47,15 +56,35 @@ def batch_scale_factor(base_batch_size, batch_size):
     return float(batch_size) / float(base_batch_size)
 
 
-def scale_learning_rate(base_learning_rate, k, scaling="sqrt"):
+def scale_learning_rate(base_learning_rate, k, scaling="sqrt",
+                        noise_scale_ratio=None):
     """Returns the peak learning rate for a batch ``k`` times the base one.
 
     ``"sqrt"``: ``eta0 * sqrt(k)`` (LEGW); ``"linear"``: ``eta0 * k`` (Goyal
-    et al. 2017); ``"none"``: ``eta0``.
+    et al. 2017); ``"noise"``: ``eta0 * (1 + r) / (1 + r / k)`` with ``r =
+    B_noise / B0`` the gradient noise scale in units of the base batch
+    (McCandlish et al. 2018); ``"none"``: ``eta0``.
+
+    Args:
+        base_learning_rate: the peak rate ``eta0`` tuned at the base batch.
+        k: the batch scale factor ``B / B0``.
+        scaling: one of "sqrt", "linear", "noise", "none".
+        noise_scale_ratio: ``B_noise / B0`` (> 0); required with
+            ``scaling="noise"`` and only allowed with it.
     """
     check_positive("base_learning_rate", base_learning_rate)
     check_positive("k", k)
     check_one_of("scaling", scaling, LEARNING_RATE_SCALINGS)
+    if (noise_scale_ratio is not None) != (scaling == "noise"):
+        raise ValueError(
+            "Argument `noise_scale_ratio` is required with scaling='noise' "
+            "and only allowed with it. Received: noise_scale_ratio="
+            f"{noise_scale_ratio!r} with scaling={scaling!r}"
+        )
+    if scaling == "noise":
+        check_positive("noise_scale_ratio", noise_scale_ratio)
+        r = float(noise_scale_ratio)
+        return float(base_learning_rate) * (1.0 + r) / (1.0 + r / k)
     factor = {"sqrt": math.sqrt(k), "linear": k, "none": 1.0}[scaling]
     return float(base_learning_rate) * factor
 

@@ -32,7 +32,8 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
 
         k = B / B0
         P = eta0 * sqrt(k)                  (scaling="sqrt"; "linear": eta0 * k;
-                                             "none": eta0)
+                                             "none": eta0; "noise": eta0 *
+                                             (1 + Bn/B0) / (1 + Bn/B))
         W = w0 * k                          (warmup_scaling="linear"; "none": w0)
         e = step * B / N                    (the epoch reached at `step`)
 
@@ -49,7 +50,7 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
 
     Legend: ``eta0`` `base_learning_rate`; ``B0`` `base_batch_size`; ``B``
     `batch_size` (global, examples per optimizer step); ``w0``
-    `base_warmup_epochs`; ``N`` `num_examples` (training examples per epoch);
+    `base_warmup_epochs`; ``Bn`` `noise_scale`; ``N`` `num_examples` (training examples per epoch);
     ``E`` `total_epochs`; ``L`` `end_learning_rate`; ``P`` the peak learning
     rate; ``W`` the warmup length in epochs. Epochs are measured in examples
     seen, so they may be fractional. After ``E`` epochs the rate stays at its
@@ -77,7 +78,9 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         power: exponent of the polynomial decay (> 0).
         end_learning_rate: rate that "polynomial", "cosine" and "exponential"
             decay towards (>= 0, at most the peak).
-        scaling: peak-rate rule: "sqrt" (LEGW), "linear" or "none".
+        scaling: peak-rate rule: "sqrt" (LEGW), "linear", "noise" (the
+            optimal step of McCandlish et al. 2018, arXiv 1812.06162) or
+            "none".
         warmup_scaling: warmup-length rule: "linear" (LEGW: warmup epochs grow
             with k) or "none" (constant-epoch warmup, as in Goyal et al.).
         decay_rate: "exponential" only: factor applied every `decay_epochs`,
@@ -86,6 +89,9 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         boundaries: "piecewise" only: increasing epochs, each in [W, E).
         multipliers: "piecewise" only: ``len(boundaries) + 1`` factors of the
             peak rate, each > 0.
+        noise_scale: "noise" only: the gradient noise scale ``B_noise`` in
+            examples, measured at `base_batch_size` (for example with
+            `NoiseScaleEstimator`); > 0.
         name: name of the schedule.
 
     Raises:
@@ -110,6 +116,7 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         decay_epochs=None,
         boundaries=None,
         multipliers=None,
+        noise_scale=None,
         name="LEGW",
     ):
         super().__init__()
@@ -128,11 +135,13 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         self.decay_epochs = decay_epochs
         self.boundaries = boundaries
         self.multipliers = multipliers
+        self.noise_scale = noise_scale
         self.name = name
 
         self._k = rules.batch_scale_factor(base_batch_size, batch_size)
         self._peak = rules.scale_learning_rate(
-            base_learning_rate, self._k, self.scaling
+            base_learning_rate, self._k, self.scaling,
+            self._noise_scale_ratio(),
         )
         self._warmup_epochs = rules.scale_warmup_epochs(
             base_warmup_epochs, self._k, warmup_scaling
@@ -150,6 +159,19 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
                 f"{base_warmup_epochs!r}, total_epochs={total_epochs!r}"
             )
         self._validate_decay()
+
+    def _noise_scale_ratio(self):
+        """``B_noise / B0`` for scaling="noise", else None (validated)."""
+        if (self.noise_scale is not None) != (self.scaling == "noise"):
+            raise ValueError(
+                "Argument `noise_scale` is required with scaling='noise' and "
+                f"only allowed with it. Received: noise_scale="
+                f"{self.noise_scale!r} with scaling={self.scaling!r}"
+            )
+        if self.noise_scale is None:
+            return None
+        check_positive("noise_scale", self.noise_scale)
+        return float(self.noise_scale) / float(self.base_batch_size)
 
     def _validate_decay(self):
         check_one_of("decay", self.decay, DECAYS)
@@ -296,5 +318,6 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
             "decay_epochs": self.decay_epochs,
             "boundaries": self.boundaries,
             "multipliers": self.multipliers,
+            "noise_scale": self.noise_scale,
             "name": self.name,
         }

@@ -27,14 +27,21 @@ import keras
 import tensorflow as tf
 from absl import app, flags
 
+import keras_legw
 from models.common import data as data_lib
 from models.common import distribute, input_pipeline, trainer
 from models.common import flags as common_flags
 
-# Base hyperparameters, tuned at batch 128 only (README).
-BASE = dict(base_batch_size=128, base_learning_rate=0.002,
-            base_warmup_epochs=0.2, epochs=25)
-OPTIMIZERS = ("adam", "momentum")
+# Base hyperparameters, tuned at batch 128 only (README); the base learning
+# rate is the optimizer's own (BASE_LEARNING_RATES).
+BASE = dict(base_batch_size=128, base_warmup_epochs=0.2, epochs=25)
+# Peak rates at batch 128, each tuned there only, over at most 3 values at 25
+# epochs (`python -m bench.mnist_recipes --plan=tune`,
+# docs/results/mnist_lstm_recipes.csv).
+BASE_LEARNING_RATES = dict(adam=0.002, adamw=0.002, lamb=0.01, lars=2.0,
+                           momentum=0.2)
+OPTIMIZERS = tuple(BASE_LEARNING_RATES)
+ADAMW_WEIGHT_DECAY = 0.004  # Keras' AdamW default (decoupled, times the rate)
 EVAL_BATCH_PER_REPLICA = 1000
 
 FLAGS = flags.FLAGS
@@ -44,10 +51,17 @@ def define_flags():
     """The script's flags: the common ones with this application's defaults,
     and its own. Called by `__main__` only, so that several scripts can be
     imported in one process (tests, benchmarks)."""
-    common_flags.define_common_flags(**BASE)
-    flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS),
-                      "adam, or momentum (SGD with momentum 0.9).")
+    common_flags.define_common_flags(**BASE, base_learning_rate=None)
+    flags.DEFINE_enum(
+        "optimizer", "adam", list(OPTIMIZERS),
+        "adam; adamw (decoupled weight decay 0.004); lamb (keras.optimizers."
+        "Lamb); lars (keras_legw.LARS, momentum 0.9, trust coefficient "
+        "0.001); momentum (SGD with momentum 0.9). Base learning rates: "
+        + ", ".join(f"{k} {v:g}" for k, v in BASE_LEARNING_RATES.items())
+        + ".")
     flags.DEFINE_integer("units", 128, "LSTM units.")
+    flags.DEFINE_float("label_smoothing", 0.0,
+                       "Label smoothing of the cross-entropy, in [0, 1).")
     flags.DEFINE_integer("num_train_examples", None,
                          "Train on the first N training images only (smoke runs).")
 
@@ -62,16 +76,38 @@ def build_model(units):
 
 
 def make_optimizer(name, schedule):
-
+    """The optimizer `name` (one of OPTIMIZERS) driven by `schedule`."""
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=schedule)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=schedule,
+                                      weight_decay=ADAMW_WEIGHT_DECAY)
+    if name == "lamb":
+        return keras.optimizers.Lamb(learning_rate=schedule)
+    if name == "lars":
+        return keras_legw.LARS(learning_rate=schedule, momentum=0.9)
     if name == "momentum":
         return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
     raise ValueError(f"Flag --optimizer must be one of {', '.join(OPTIMIZERS)}. "
                      f"Received: {name!r}")
 
 
-def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed):
+def make_loss(label_smoothing):
+    """Per-example cross-entropy on logits; `label_smoothing` mixes the
+    one-hot target with the uniform distribution over the 10 classes."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"Flag --label_smoothing must be in [0, 1). "
+                         f"Received: {label_smoothing}")
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                          reduction=None)
+    smoothed = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=label_smoothing, reduction=None)
+    return lambda labels, logits: smoothed(tf.one_hot(labels, 10), logits)
+
+
+def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed,
+              label_smoothing=0.0):
     """The trainer's view of MNIST: in-memory uint8 images, indexed batches."""
 
     train_images = tf.constant(train[0])
@@ -96,8 +132,7 @@ def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed):
                                    tf.gather(test_labels, i), m))
                 .prefetch(tf.data.AUTOTUNE))
 
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                      reduction=None)
+    loss = make_loss(label_smoothing)
     return trainer.Task(
         build_model=lambda: build_model(units),
         per_example_loss=loss,
@@ -113,11 +148,17 @@ def default_model_dir(schedule, batch_size, seed):
     return os.path.join("runs", f"mnist_lstm_{schedule}_b{batch_size}_s{seed}")
 
 
-def run(*, optimizer="adam", units=128, num_train_examples=None, **options):
+def run(*, optimizer="adam", units=128, num_train_examples=None,
+        label_smoothing=0.0, **options):
     """Trains MNIST-LSTM and returns the stats dict (also in
     `model_dir/results.json`), with `test_accuracy`. `options`: the common
     ones (`common_flags.CommonOptions`), the base hyperparameters defaulting
     to `BASE`."""
+    if optimizer not in BASE_LEARNING_RATES:
+        raise ValueError(f"Flag --optimizer must be one of "
+                         f"{', '.join(OPTIMIZERS)}. Received: {optimizer!r}")
+    if options.get("base_learning_rate") is None:
+        options["base_learning_rate"] = BASE_LEARNING_RATES[optimizer]
     options = common_flags.CommonOptions.of(BASE, options)
     tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
                                            options.num_cpu_devices)
@@ -133,11 +174,11 @@ def run(*, optimizer="adam", units=128, num_train_examples=None, **options):
         train = (train[0][:num_train_examples], train[1][:num_train_examples])
     num_examples = len(train[1])
     schedule = common_flags.schedule_of(options, num_examples)
-    make_optimizer(optimizer, schedule)  # validates the name early
     task = make_task(
         train, test, units=units, global_batch_size=options.batch_size,
         eval_batch_size=EVAL_BATCH_PER_REPLICA
-        * tf_strategy.num_replicas_in_sync, seed=options.seed)
+        * tf_strategy.num_replicas_in_sync, seed=options.seed,
+        label_smoothing=label_smoothing)
     results, _ = common_flags.train(
         task, options, strategy=tf_strategy, schedule=schedule,
         make_optimizer=lambda: make_optimizer(optimizer, schedule),
@@ -149,7 +190,8 @@ def main(argv):
     del argv
     kwargs = dict(common_flags.common_run_kwargs(FLAGS),
                   optimizer=FLAGS.optimizer, units=FLAGS.units,
-                  num_train_examples=FLAGS.num_train_examples)
+                  num_train_examples=FLAGS.num_train_examples,
+                  label_smoothing=FLAGS.label_smoothing)
     common_flags.run_script(
         run, kwargs,
         default_model_dir(FLAGS.schedule, FLAGS.batch_size, FLAGS.seed),

@@ -51,7 +51,9 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
     flags.DEFINE_integer("base_batch_size", base_batch_size,
                          "Batch size the base hyperparameters were tuned at.")
     flags.DEFINE_float("base_learning_rate", base_learning_rate,
-                       "Peak learning rate at --base_batch_size.")
+                       "Peak learning rate at --base_batch_size"
+                       + ("." if base_learning_rate else
+                          "; default: the optimizer's (see --optimizer)."))
     flags.DEFINE_float("base_warmup_epochs", base_warmup_epochs,
                        "Warmup epochs at --base_batch_size.")
     flags.DEFINE_enum("schedule", "legw", [*SCHEDULES, *extra_schedules],
@@ -60,6 +62,10 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                       "Peak-rate scaling rule; default: the preset's.")
     flags.DEFINE_enum("warmup_scaling", None, list(WARMUP_SCALINGS),
                       "Warmup-length scaling rule; default: the preset's.")
+    flags.DEFINE_float("b_noise", None,
+                       "--scaling=noise only: the gradient noise scale "
+                       "B_noise (examples) measured at --base_batch_size "
+                       "(bench.noise_scale_curve).")
     flags.DEFINE_enum("decay", decay, ["polynomial", "cosine", "constant"],
                       "Decay after the warmup (legw and goyal).")
     flags.DEFINE_float("epochs", epochs, "Training epochs.")
@@ -99,8 +105,10 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                  "num_cpu_devices"):
         flags.register_validator(name, lambda v: v is not None and v > 0,
                                  message=f"--{name} must be a positive integer.")
-    for name in ("base_learning_rate", "epochs"):
-        flags.register_validator(name, lambda v: v is not None and v > 0,
+    flags.register_validator("epochs", lambda v: v is not None and v > 0,
+                             message="--epochs must be positive.")
+    for name in ("base_learning_rate", "b_noise"):
+        flags.register_validator(name, lambda v: v is None or v > 0,
                                  message=f"--{name} must be positive.")
     flags.register_validator("base_warmup_epochs", lambda v: v >= 0,
                              message="--base_warmup_epochs must be >= 0.")
@@ -125,6 +133,7 @@ class CommonOptions:
     schedule: str = "legw"
     scaling: Optional[str] = None
     warmup_scaling: Optional[str] = None
+    b_noise: Optional[float] = None
     decay: str = "polynomial"
     max_steps: Optional[int] = None
     model_dir: Optional[str] = None
@@ -163,12 +172,18 @@ def common_run_kwargs(values):
 
 def make_schedule(*, schedule, base_learning_rate, base_batch_size,
                   batch_size, base_warmup_epochs, num_examples, epochs,
-                  scaling=None, warmup_scaling=None, decay="polynomial"):
+                  scaling=None, warmup_scaling=None, decay="polynomial",
+                  b_noise=None):
     """The `keras_legw.LEGW` schedule that the flags describe."""
     if schedule not in SCHEDULES:
         raise ValueError(f"Flag --schedule must be one of "
                          f"{', '.join(SCHEDULES)}. Received: {schedule!r}")
     preset_scaling, preset_warmup = SCHEDULES[schedule]
+    if (b_noise is not None) != (scaling == "noise"):
+        raise ValueError("Flag --b_noise (the gradient noise scale, in "
+                         "examples) is required with --scaling=noise and only "
+                         f"allowed with it. Received: --b_noise={b_noise} "
+                         f"with --scaling={scaling}")
     constant = schedule == "constant"
     return keras_legw.LEGW(
         base_learning_rate=base_learning_rate,
@@ -179,7 +194,8 @@ def make_schedule(*, schedule, base_learning_rate, base_batch_size,
         total_epochs=epochs,
         decay="constant" if constant else decay,
         scaling=scaling or preset_scaling,
-        warmup_scaling=warmup_scaling or preset_warmup)
+        warmup_scaling=warmup_scaling or preset_warmup,
+        noise_scale=b_noise)
 
 
 def write_schedule(model_dir, schedule):
@@ -202,7 +218,7 @@ def schedule_of(options, num_examples):
         base_warmup_epochs=options.base_warmup_epochs,
         num_examples=num_examples, epochs=options.epochs,
         scaling=options.scaling, warmup_scaling=options.warmup_scaling,
-        decay=options.decay)
+        decay=options.decay, b_noise=options.b_noise)
 
 
 def train(task, options, *, strategy, schedule, make_optimizer, num_examples,

@@ -226,6 +226,10 @@ BAD_ARGUMENTS = [
      "multipliers"),
     (dict(base_learning_rate=float("nan")), "base_learning_rate"),
     (dict(batch_size="8192"), "batch_size"),
+    (dict(scaling="noise"), "noise_scale"),
+    (dict(scaling="noise", noise_scale=0.0), "noise_scale"),
+    (dict(scaling="noise", noise_scale=-5.0), "noise_scale"),
+    (dict(noise_scale=1000.0), "noise_scale"),  # with scaling="sqrt"
 ]
 
 
@@ -264,3 +268,47 @@ def test_schedule_and_lars_run_on_the_pytorch_backend():
     got = json.loads(result.stdout.strip().splitlines()[-1])
     want = legw_numpy(_probe_steps(keras_legw.LEGW(**kwargs)), **kwargs)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("noise_scale", [50.0, 2000.0, 1e6])
+@pytest.mark.parametrize("batch_size", [128, 512, 2048, 8192])
+def test_noise_scaling_is_mccandlish_optimal_step_ratio(noise_scale,
+                                                        batch_size):
+    # McCandlish et al.: eps(B) = eps_max / (1 + B_noise / B); tuned at B0,
+    # peak(B) = peak(B0) * eps(B) / eps(B0), written here from that form.
+    def eps(b):
+        return 1.0 / (1.0 + noise_scale / b)
+
+    schedule = keras_legw.LEGW(**dict(MNIST, base_batch_size=128,
+                                      batch_size=batch_size, scaling="noise",
+                                      noise_scale=noise_scale,
+                                      decay="constant"))
+    expected = MNIST["base_learning_rate"] * eps(batch_size) / eps(128)
+    assert schedule.peak_learning_rate == pytest.approx(expected, rel=1e-12)
+    # The warmup is LEGW's whatever the peak rule.
+    assert schedule.warmup_epochs == pytest.approx(0.2 * batch_size / 128)
+    # Held after the warmup (constant decay), through the Keras call.
+    rate = float(schedule(schedule.warmup_steps))
+    assert rate == pytest.approx(expected, rel=1e-3)
+
+
+def test_noise_scaling_limits_are_linear_and_constant():
+    # Far below B_noise the rule is Goyal's linear one; far above, the rate
+    # stops growing (it tends to eta0 * (1 + B_noise / B0)).
+    k = 4.0
+    linear = keras_legw.scale_learning_rate(0.1, k, "noise",
+                                            noise_scale_ratio=1e9)
+    assert linear == pytest.approx(0.1 * k, rel=1e-6)
+    flat = keras_legw.scale_learning_rate(0.1, 1e9, "noise",
+                                          noise_scale_ratio=2.0)
+    assert flat == pytest.approx(0.1 * 3.0, rel=1e-6)
+
+
+def test_noise_scale_round_trips_through_config():
+    schedule = keras_legw.LEGW(**dict(MNIST, base_batch_size=128,
+                                      batch_size=2048, scaling="noise",
+                                      noise_scale=1500.0))
+    config = schedule.get_config()
+    assert config["noise_scale"] == 1500.0
+    clone = keras_legw.LEGW.from_config(config)
+    assert clone.peak_learning_rate == schedule.peak_learning_rate

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_legw import LEGW
+from keras_legw import LARS, LEGW
 from models import mnist_lstm
 
 SMALL = dict(num_train_examples=1024, units=16, num_cpu_devices=2,
@@ -81,6 +82,54 @@ def test_stop_after_first_epoch_and_resume_equals_uninterrupted(tmp_path):
     _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
 
 
+@pytest.mark.parametrize("name,cls", [
+    ("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
+    ("lamb", keras.optimizers.Lamb), ("lars", LARS),
+    ("momentum", keras.optimizers.SGD)])
+def test_each_optimizer_is_built_with_its_own_base_rate(tmp_path, name, cls):
+    assert set(mnist_lstm.OPTIMIZERS) == {"adam", "adamw", "lamb", "lars",
+                                          "momentum"}
+    optimizer = mnist_lstm.make_optimizer(name, 0.5)
+    assert type(optimizer) is cls
+    if name in ("lars", "momentum"):
+        assert optimizer.momentum == 0.9
+    if name == "adamw":
+        assert optimizer.weight_decay == mnist_lstm.ADAMW_WEIGHT_DECAY
+    results = mnist_lstm.run(batch_size=256, epochs=2, max_steps=2,
+                             optimizer=name, model_dir=str(tmp_path), **SMALL)
+    base = mnist_lstm.BASE_LEARNING_RATES[name]
+    expected = LEGW(base, 128, 256, 0.2, 1024, 2)(2)
+    assert results["final_learning_rate"] == pytest.approx(float(expected))
+
+
+def test_label_smoothing_loss_against_numpy():
+    logits = np.array([[2.0, -1.0, 0.5] + [0.0] * 7,
+                       [0.1] * 9 + [3.0]], np.float32)
+    labels = np.array([0, 9])
+    smoothing = 0.2
+    target = np.full((2, 10), smoothing / 10)
+    target[np.arange(2), labels] += 1 - smoothing
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -(target * log_p).sum(-1)
+    got = mnist_lstm.make_loss(smoothing)(tf.constant(labels), logits)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+    plain = mnist_lstm.make_loss(0.0)(tf.constant(labels), logits)
+    np.testing.assert_allclose(np.asarray(plain),
+                               -log_p[np.arange(2), labels], rtol=1e-5)
+
+
+def test_noise_scaling_through_run(tmp_path):
+    results = mnist_lstm.run(batch_size=512, epochs=2, max_steps=1,
+                             scaling="noise", b_noise=300.0,
+                             model_dir=str(tmp_path), **SMALL)
+    schedule = LEGW(0.002, 128, 512, 0.2, 1024, 2, scaling="noise",
+                    noise_scale=300.0)
+    assert results["final_learning_rate"] == pytest.approx(float(schedule(1)))
+    with pytest.raises(ValueError, match="--optimizer must be one of"):
+        mnist_lstm.run(batch_size=512, optimizer="sgd", max_steps=1,
+                       model_dir=str(tmp_path / "x"), **SMALL)
+
+
 def test_batch_not_divisible_by_replicas(tmp_path):
     with pytest.raises(ValueError, match=r"--batch_size=33 must be divisible "
                                          r"by the number of replicas, 2"):
@@ -104,6 +153,12 @@ def _script(args, env=None, timeout=120):
     (["--base_warmup_epochs=1", "--batch_size=8192"],
      "Argument `base_warmup_epochs` must give a warmup shorter"),
     (["--data_dir=/nonexistent", "--max_steps=1"], None),
+    (["--optimizer=adagrad"], "--optimizer"),
+    (["--label_smoothing=1.0"], "--label_smoothing must be in [0, 1)"),
+    (["--scaling=noise", "--max_steps=1"],
+     "Flag --b_noise (the gradient noise scale, in examples) is required"),
+    (["--b_noise=1000", "--max_steps=1"], "only allowed with it"),
+    (["--b_noise=-3"], "--b_noise must be positive"),
 ])
 def test_bad_flags_exit_with_a_clear_error(tmp_path, args, message):
     env = {}
