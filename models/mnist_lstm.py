@@ -23,25 +23,16 @@ Other examples:
 
 import os
 
-import keras
 import tensorflow as tf
 from absl import app, flags
 
-import keras_legw
 from models.common import data as data_lib
 from models.common import distribute, input_pipeline, trainer
 from models.common import flags as common_flags
+from models.mnist_lstm_model import (ADAMW_WEIGHT_DECAY, BASE,
+                                     BASE_LEARNING_RATES, OPTIMIZERS,
+                                     build_model, make_loss, make_optimizer)
 
-# Base hyperparameters, tuned at batch 128 only (README); the base learning
-# rate is the optimizer's own (BASE_LEARNING_RATES).
-BASE = dict(base_batch_size=128, base_warmup_epochs=0.2, epochs=25)
-# Peak rates at batch 128, each tuned there only, over at most 3 values at 25
-# epochs (`python -m bench.mnist_recipes --plan=tune`,
-# docs/results/mnist_lstm_recipes.csv).
-BASE_LEARNING_RATES = dict(adam=0.002, adamw=0.002, lamb=0.01, lars=2.0,
-                           momentum=0.2)
-OPTIMIZERS = tuple(BASE_LEARNING_RATES)
-ADAMW_WEIGHT_DECAY = 0.004  # Keras' AdamW default (decoupled, times the rate)
 EVAL_BATCH_PER_REPLICA = 1000
 
 FLAGS = flags.FLAGS
@@ -54,7 +45,7 @@ def define_flags():
     common_flags.define_common_flags(**BASE, base_learning_rate=None)
     flags.DEFINE_enum(
         "optimizer", "adam", list(OPTIMIZERS),
-        "adam; adamw (decoupled weight decay 0.004); lamb (keras.optimizers."
+        f"adam; adamw (decoupled weight decay {ADAMW_WEIGHT_DECAY:g}); lamb (keras.optimizers."
         "Lamb); lars (keras_legw.LARS, momentum 0.9, trust coefficient "
         "0.001); momentum (SGD with momentum 0.9). Base learning rates: "
         + ", ".join(f"{k} {v:g}" for k, v in BASE_LEARNING_RATES.items())
@@ -64,46 +55,6 @@ def define_flags():
                        "Label smoothing of the cross-entropy, in [0, 1).")
     flags.DEFINE_integer("num_train_examples", None,
                          "Train on the first N training images only (smoke runs).")
-
-
-def build_model(units):
-
-    return keras.Sequential([
-        keras.Input((28, 28)),
-        keras.layers.LSTM(units),
-        keras.layers.Dense(10),
-    ], name="mnist_lstm")
-
-
-def make_optimizer(name, schedule):
-    """The optimizer `name` (one of OPTIMIZERS) driven by `schedule`."""
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=schedule)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=schedule,
-                                      weight_decay=ADAMW_WEIGHT_DECAY)
-    if name == "lamb":
-        return keras.optimizers.Lamb(learning_rate=schedule)
-    if name == "lars":
-        return keras_legw.LARS(learning_rate=schedule, momentum=0.9)
-    if name == "momentum":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
-    raise ValueError(f"Flag --optimizer must be one of {', '.join(OPTIMIZERS)}. "
-                     f"Received: {name!r}")
-
-
-def make_loss(label_smoothing):
-    """Per-example cross-entropy on logits; `label_smoothing` mixes the
-    one-hot target with the uniform distribution over the 10 classes."""
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"Flag --label_smoothing must be in [0, 1). "
-                         f"Received: {label_smoothing}")
-    if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                          reduction=None)
-    smoothed = keras.losses.CategoricalCrossentropy(
-        from_logits=True, label_smoothing=label_smoothing, reduction=None)
-    return lambda labels, logits: smoothed(tf.one_hot(labels, 10), logits)
 
 
 def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed,
