@@ -143,3 +143,52 @@ def test_config_round_trip_with_schedule():
 def test_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
         keras_legw.LARS(0.1, **kwargs)
+
+
+def test_zero_weight_norm_on_an_adapted_variable_uses_ratio_one():
+    """A variable that starts at zero (|w| = 0) and is adapted takes the plain
+    step lr * g (ratio 1); a zero gradient with epsilon 0 stays finite."""
+    rng = np.random.default_rng(5)
+    zero = keras.Variable(np.zeros((3, 2), np.float32), name="zero_kernel")
+    still = keras.Variable(rng.normal(size=(4,)).astype(np.float32),
+                           name="still_kernel")
+    grads = [[rng.normal(size=(3, 2)).astype(np.float32),
+              np.zeros(4, np.float32)] for _ in range(2)]
+    hyper = dict(lr=0.5, momentum=0.9, weight_decay=0.0,
+                 trust_coefficient=0.02, epsilon=0.0, nesterov=False)
+    expected = lars_numpy([zero.numpy(), still.numpy()], grads, **hyper,
+                          decay=[True, True], adapt=[True, True])
+    assert np.abs(expected[0]).max() > 0
+    optimizer = keras_legw.LARS(learning_rate=0.5, momentum=0.9,
+                                trust_coefficient=0.02)
+    for step_grads in grads:
+        optimizer.apply_gradients(zip(step_grads, [zero, still]))
+    for got, want in zip([zero, still], expected):
+        assert np.all(np.isfinite(got.numpy()))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_resnet50_exclusions_match_batch_norm_and_bias_variables():
+    """The zoo's exclusions against ResNet-50's real variable paths: exactly
+    the batch-norm variables and the biases skip decay and adaptation (the
+    reference is each variable's layer type, not a regex)."""
+    from models.resnet50 import EXCLUDED
+    from models.resnet50_model import build_resnet50
+
+    model = build_resnet50(image_size=32, num_classes=10)
+    optimizer = keras_legw.LARS(0.1, weight_decay=1e-4,
+                                exclude_from_weight_decay=EXCLUDED,
+                                exclude_from_layer_adaptation=EXCLUDED)
+    optimizer.build(model.trainable_variables)
+    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    seen = 0
+    for layer in model.layers:
+        for variable in layer.trainable_weights:
+            excluded = (isinstance(layer, keras.layers.BatchNormalization)
+                        or variable is getattr(layer, "bias", None))
+            i = index[id(variable)]
+            assert optimizer._use_decay[i] is not excluded, variable.path
+            assert optimizer._use_adaptation[i] is not excluded, variable.path
+            seen += 1
+    assert seen == len(model.trainable_variables) == 161
+    assert sum(optimizer._use_decay) == 54  # 53 convolutions and the logits

@@ -42,23 +42,43 @@ def test_decay_must_be_in_unit_interval(decay):
         keras_legw.NoiseScaleEstimator(decay=decay)
 
 
-def test_ratio_of_averages_not_average_of_ratios():
-    estimator = keras_legw.NoiseScaleEstimator(decay=0.5)
+def _ema_numpy(values, decay):
+    """Bias-corrected exponential moving average of `values`, oldest first:
+    sum_i (1 - d) d^(n-1-i) x_i / (1 - d^n)."""
+    n = len(values)
+    weights = (1 - decay) * decay ** np.arange(n - 1, -1, -1.0)
+    return float(np.dot(weights, values) / (1 - decay ** n))
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.3, 0.9])
+def test_ratio_of_bias_corrected_averages_against_numpy(decay):
+    estimator = keras_legw.NoiseScaleEstimator(decay=decay)
     assert math.isnan(estimator.noise_scale)
-    pairs = [(3.0, 1.0), (2.0, 1.8), (5.0, 1.5)]
+    pairs = [(3.0, 1.0), (2.0, 1.8), (5.0, 1.5), (4.0, 1.2)]
     grad_sqs, traces = [], []
     for small, big in pairs:
         estimator.update(small, big, 4, 16)
         g, t = keras_legw.noise_scale_estimates(small, big, 4, 16)
         grad_sqs.append(g)
         traces.append(t)
-    weights = [0.5 ** 2 * 0.5, 0.5 * 0.5, 0.5]  # EMA weights, oldest first
-    ema_g = sum(w * g for w, g in zip(weights, grad_sqs)) / sum(weights)
-    ema_t = sum(w * t for w, t in zip(weights, traces)) / sum(weights)
-    assert estimator.grad_sq_norm == pytest.approx(ema_g)
-    assert estimator.trace_covariance == pytest.approx(ema_t)
-    assert estimator.noise_scale == pytest.approx(ema_t / ema_g)
-    assert estimator.num_updates == 3
+        assert estimator.grad_sq_norm == pytest.approx(
+            _ema_numpy(grad_sqs, decay), rel=1e-12)
+        assert estimator.trace_covariance == pytest.approx(
+            _ema_numpy(traces, decay), rel=1e-12)
+    # The ratio of the averages, not the average of per-step ratios.
+    assert estimator.noise_scale == pytest.approx(
+        _ema_numpy(traces, decay) / _ema_numpy(grad_sqs, decay), rel=1e-12)
+    assert estimator.num_updates == len(pairs)
+
+
+def test_first_update_is_unbiased():
+    # Without the bias correction the first average would be (1 - d) times
+    # the step's estimate.
+    estimator = keras_legw.NoiseScaleEstimator(decay=0.99)
+    estimator.update(3.0, 1.0, 4, 16)
+    g, t = keras_legw.noise_scale_estimates(3.0, 1.0, 4, 16)
+    assert estimator.grad_sq_norm == pytest.approx(g, rel=1e-12)
+    assert estimator.trace_covariance == pytest.approx(t, rel=1e-12)
 
 
 def test_recovers_least_squares_noise_scale_from_replica_gradients():
@@ -75,6 +95,27 @@ def test_recovers_least_squares_noise_scale_from_replica_gradients():
         big = np.sum(grads.mean(axis=0) ** 2)
         estimator.update(small, big, per_replica, replicas * per_replica)
     assert estimator.noise_scale == pytest.approx(expected, rel=0.1)
+
+
+def test_averaging_recovers_a_noise_scale_far_above_the_big_batch():
+    # B_noise ~ 330 against a big batch of 64: one step's |G|^2 estimate has
+    # a standard deviation of several |G|^2, so only the long average (0.999,
+    # about 1000 steps) lands within 20%; weights swapped (d <-> 1 - d)
+    # would keep about one step.
+    rng = np.random.default_rng(1)
+    dim, noise_std, replicas, per_replica = 8, 1.0, 4, 16
+    delta = np.full(dim, 0.055)
+    expected = least_squares_noise_scale(dim, delta @ delta, noise_std)
+    assert 300 < expected < 360
+    estimator = keras_legw.NoiseScaleEstimator(decay=0.999)
+    for _ in range(6000):
+        x = rng.normal(size=(replicas, per_replica, dim))
+        residual = x @ delta - noise_std * rng.normal(size=(replicas, per_replica))
+        grads = (residual[..., None] * x).mean(axis=1)
+        estimator.update(np.mean(np.sum(grads ** 2, axis=1)),
+                         np.sum(grads.mean(axis=0) ** 2),
+                         per_replica, replicas * per_replica)
+    assert estimator.noise_scale == pytest.approx(expected, rel=0.2)
 
 
 def test_noise_scale_is_nan_while_averaged_gradient_norm_is_not_positive():
