@@ -143,3 +143,36 @@ def test_bad_config_and_too_little_data(tmp_path):
     with pytest.raises(ValueError, match="too few for 8 rows"):
         ptb_lstm.run(batch_size=8, num_train_tokens=100, num_cpu_devices=2,
                      model_dir=str(tmp_path / "b"), verbose=0)
+
+
+def test_trainer_carries_the_state_from_batch_to_batch(tmp_path):
+    """The trainer's loss over 4 steps at a rate too small to move a weight
+    equals a hand-written loop that feeds each batch the previous batch's
+    final state (a reset of 1 only at the first), and not a loop that starts
+    every batch from zeros."""
+    from models.common import trainer
+
+    keras.utils.set_random_seed(2)
+    ids = np.random.default_rng(2).integers(0, 50, 400).astype(np.int32)
+    # Weights of scale 1 make the state's effect on the loss large.
+    task = ptb_lstm.make_task(ids, ids, dict(TINY, init_scale=1.0), 50, 4, 1)
+    results, model = trainer.train(
+        task, strategy=tf.distribute.get_strategy(),
+        make_optimizer=lambda: keras.optimizers.SGD(1e-30),
+        global_batch_size=4, num_examples=4 * 4 * TINY["num_steps"],
+        total_steps=4, model_dir=str(tmp_path), steps_per_loop=4, verbose=0)
+    assert results["steps"] == 4
+
+    def mean_loss(carry):
+        state, losses = task.initial_state(True), []
+        batches = task.train_dataset(tf.distribute.InputContext(), 0).take(4)
+        for (tokens, reset), targets in batches:
+            outputs = model([tokens, reset, *state], training=True)
+            losses.append(float(tf.reduce_sum(
+                task.per_example_loss(targets, outputs[0]))) / 4)
+            state = list(outputs[1:]) if carry else task.initial_state(True)
+        return np.mean(losses)
+
+    carried, zeros = mean_loss(True), mean_loss(False)
+    assert abs(carried - zeros) > 1e-3 * carried  # the state matters here
+    assert results["final_loss"] == pytest.approx(carried, rel=1e-5)
