@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -55,13 +56,26 @@ def test_corrupt_file_is_reported_with_both_checksums(tmp_path):
     assert str(path) in str(info.value)
 
 
-def test_data_dir_takes_precedence_over_environment(tmp_path, monkeypatch):
-    shared = os.environ[data.DATA_DIR_ENV]
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))  # empty
+def test_search_order_is_flag_then_environment_then_keras_cache(
+        tmp_path, monkeypatch):
+    """A valid copy in each of the three places: the first in the documented
+    order wins, and removing it hands over to the next."""
     name = "t10k-labels-idx1-ubyte.gz"
-    path = data.fetch("mnist", name, data.MNIST_FILES[name], data.MNIST_URL,
-                      data_dir=shared, download=False)
-    assert str(path).startswith(shared)
+    original = data.fetch("mnist", name, data.MNIST_FILES[name],
+                          data.MNIST_URL, download=False)
+    places = [tmp_path / "flag", tmp_path / "env",
+              tmp_path / "home" / ".keras" / "datasets"]
+    for place in places:
+        (place / "mnist").mkdir(parents=True)
+        shutil.copy(original, place / "mnist" / name)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(places[1]))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for place in places:
+        path = data.fetch("mnist", name, data.MNIST_FILES[name],
+                          data.MNIST_URL, data_dir=str(places[0]),
+                          download=False)
+        assert path == place / "mnist" / name
+        (place / "mnist" / name).unlink()
 
 
 def test_real_mnist_loads_with_known_label_counts():
