@@ -88,6 +88,51 @@ def test_malformed_records_are_one_clear_error(tmp_path):
                      num_cpu_devices=2, model_dir=str(tmp_path / "run"))
 
 
+def _coordinate_image(size=48, step=5):
+    """Red = 5 x column, green = 5 x row, blue = 100: each pixel says where
+    it came from."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    return np.stack([cols * step, rows * step, np.full_like(rows, 100)],
+                    axis=-1).astype(np.uint8)
+
+
+def _denormalize(image):
+    return (np.asarray(image) * np.array(imagenet_input.STDDEV_RGB)
+            + np.array(imagenet_input.MEAN_RGB))
+
+
+def test_eval_crop_is_the_central_87_5_percent():
+    # 48 x 0.875 = 42: a margin of 3 pixels each side; resized to 42 the
+    # crop is unchanged, so pixel (i, j) comes from (i + 3, j + 3).
+    image = _coordinate_image()
+    jpeg = tf.io.encode_jpeg(image, quality=100)
+    got = _denormalize(imagenet_input.preprocess_eval(jpeg, 42))
+    error = np.abs(got - image[3:45, 3:45])
+    # JPEG (chroma subsampling) moves a few values by up to ~4; a crop one
+    # pixel off moves every red and green value by 5.
+    assert error.mean() < 1.5 and error.max() < 8, (error.mean(), error.max())
+
+
+def test_train_crop_is_an_upright_window_flipped_left_right_only():
+    image = _coordinate_image()
+    jpeg = tf.io.encode_jpeg(image, quality=100)
+    flips = set()
+    for seed in range(1, 9):
+        tf.random.set_seed(seed)
+        got = _denormalize(imagenet_input.preprocess_train(jpeg, 16, seed))
+        red, green = got[..., 0], got[..., 1]
+        # Columns run one way across the image (both ways over seeds), rows
+        # always top to bottom; each row holds the same columns.
+        column_step = np.diff(red.mean(axis=0))
+        assert np.all(column_step > 0) or np.all(column_step < 0)
+        flips.add(bool(column_step[0] < 0))
+        assert np.all(np.diff(green.mean(axis=1)) > 0)
+        np.testing.assert_allclose(red, red[:1].repeat(16, 0), atol=6)
+        np.testing.assert_allclose(got[..., 2], 100, atol=6)
+        assert red.min() >= -6 and red.max() <= 5 * 47 + 6
+    assert flips == {False, True}
+
+
 def test_preprocessing_shapes_and_normalisation():
     gray = np.full((50, 60, 3), 124, np.uint8)
     jpeg = tf.io.encode_jpeg(gray, quality=100)
