@@ -2,6 +2,7 @@
 and small runs on the real data."""
 
 import collections
+import itertools
 import json
 import math
 import os
@@ -141,6 +142,64 @@ def test_beam_of_one_is_greedy_and_finished_beams_pad():
         assert not row_beam[stop:].any()  # padding after [END]
     wide = gnmt.translate(model, source, beam_width=3, max_length=7).numpy()
     assert wide.shape == (4, 7) and (wide[:, 0] == 2).all()
+
+
+def _exhaustive_best(model, source, vocabulary, steps):
+    """The most likely `steps` tokens after [START] for each source row, by
+    scoring every sequence: the sum of the log-softmax of each step's logits,
+    where after [END] or a generated padding token only padding may follow,
+    at log-probability 0."""
+    sequences = np.array(list(itertools.product(range(vocabulary),
+                                                repeat=steps)))
+    best = []
+    for row in range(source.shape[0]):
+        src = tf.repeat(source[row:row + 1], len(sequences), axis=0)
+        encoded, keys, mask, states = model.encode(src)
+        token = tf.fill((len(sequences), 1), translation_input.START_ID)
+        score = np.zeros(len(sequences))
+        finished = np.zeros(len(sequences), bool)
+        for t in range(steps):
+            logits, states = model.decode(token, encoded, keys, mask, states)
+            log_p = tf.nn.log_softmax(logits[:, 0]).numpy()
+            chosen = sequences[:, t]
+            step = log_p[np.arange(len(sequences)), chosen]
+            padding = chosen == translation_input.PAD_ID
+            score += np.where(finished, np.where(padding, 0.0, -np.inf), step)
+            finished |= np.isin(chosen, [translation_input.END_ID,
+                                         translation_input.PAD_ID])
+            token = tf.constant(chosen[:, None], tf.int32)
+        best.append(sequences[np.argmax(score)])
+    return np.stack(best)
+
+
+@pytest.mark.parametrize("case", ["full_length", "finishing"])
+def test_wide_beam_finds_the_exhaustive_best(case):
+    """With a beam as wide as every hypothesis of the last step but one
+    (6^2 = 36 over a 6-token vocabulary), beam search is exact: it must
+    return the sequence that scores best over all 6^3. "full_length" makes
+    [END] and padding unlikely, so scores of whole sentences decide (and a
+    beam of one misses the best); "finishing" makes [END] likely, so the
+    zero-cost padding of finished beams decides."""
+    END, PAD = translation_input.END_ID, translation_input.PAD_ID
+    model = _tiny_model(seed=5 if case == "full_length" else 4, vocabulary=6)
+    bias = model.logits.bias.numpy()
+    if case == "full_length":
+        bias[[END, PAD]] -= 4.0
+        model.logits.kernel.assign(model.logits.kernel.numpy() * 3.0)
+    else:
+        bias[END] += 0.3
+    model.logits.bias.assign(bias)
+    source = tf.constant(np.random.default_rng(3).integers(4, 6, (4, 4)),
+                         tf.int32)
+    beam = gnmt.translate(model, source, beam_width=36, max_length=4).numpy()
+    expected = _exhaustive_best(model, source, 6, 3)
+    np.testing.assert_array_equal(beam[:, 1:], expected)
+    narrow = gnmt.translate(model, source, beam_width=1, max_length=4)
+    if case == "full_length":
+        assert (expected != narrow.numpy()[:, 1:]).any()
+        assert not np.isin(expected, [END, PAD]).any()
+    else:
+        assert (expected[:, 0] == END).all() and not expected[:, 1:].any()
 
 
 def test_bleu_evaluation_over_batches_of_any_length(tmp_path):
