@@ -242,12 +242,16 @@ def test_bad_arguments_raise_value_error_naming_them(overrides, argument):
     assert f"{argument}=" in str(info.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                    reason="PyTorch is not installed (make test installs it)")
+@pytest.mark.skipif(os.environ.get("LEGW_SKIP_TORCH") == "1",
+                    reason="LEGW_SKIP_TORCH=1 (make test TORCH=)")
 def test_schedule_and_lars_run_on_the_pytorch_backend():
     """Written in keras.ops only: the same values on Keras' torch backend, and
     LARS trains there (a fresh process, since the backend is fixed at
     import)."""
+    assert importlib.util.find_spec("torch"), (
+        "PyTorch is not installed, so the torch-backend test cannot run: "
+        "`make test` installs its CPU build; set LEGW_SKIP_TORCH=1 (or run "
+        "`make test TORCH=`) to skip it on purpose.")
     kwargs = _kwargs(128, 8192, CASES[3][2])
     script = textwrap.dedent(f"""
         import json, keras, numpy as np, keras_legw

@@ -1,7 +1,6 @@
 """Dataset lookup, checksums and the IDX reader."""
 
 import gzip
-import os
 import shutil
 
 import numpy as np
