@@ -128,14 +128,9 @@ def format_plan(schedule):
     return "\n".join(lines)
 
 
-def plot_plan(args, schedule, path):
-    """Saves a PNG of `schedule` beside its linear-scaling and no-warmup
-    alternatives."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+def plan_curves(args, schedule, points=500):
+    """The plot's curves: {label: (epochs, rates)} for `schedule` and its
+    linear-scaling (Goyal) and no-warmup alternatives."""
     curves = {
         f"LEGW ({schedule.scaling} scaling, warmup x k)": schedule,
         "linear scaling, constant-epoch warmup (Goyal)": _schedule(
@@ -145,10 +140,21 @@ def plot_plan(args, schedule, path):
             args, base_warmup_epochs=0.0
         ),
     }
-    epochs = np.linspace(0.0, schedule.total_epochs, 500)
+    epochs = np.linspace(0.0, schedule.total_epochs, points)
+    return {label: (epochs, rates_by_epoch(curve, epochs)[1])
+            for label, curve in curves.items()}
+
+
+def plot_plan(args, schedule, path):
+    """Saves a PNG of `plan_curves` (7 x 4 inches at 120 dpi)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, curve in curves.items():
-        ax.plot(epochs, rates_by_epoch(curve, epochs)[1], label=label)
+    for label, (epochs, rates) in plan_curves(args, schedule).items():
+        ax.plot(epochs, rates, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(

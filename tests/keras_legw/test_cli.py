@@ -1,8 +1,10 @@
 """`python -m keras_legw plan`: output, plot and one-line errors."""
 
+import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_legw import cli
@@ -34,8 +36,31 @@ def test_plan_prints_derived_values_and_table(capsys):
 def test_plan_saves_png(tmp_path, capsys):
     path = tmp_path / "lr.png"
     assert cli.main(ARGS + ["--plot", str(path)]) == 0
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # IHDR: width and height of 7 x 4 inches at 120 dpi.
+    assert struct.unpack(">II", png[16:24]) == (840, 480)
     assert f"plot saved to {path}" in capsys.readouterr().out
+
+
+def test_plotted_curves_are_legw_goyal_and_no_warmup():
+    """The three curves against the NumPy transcription: LEGW as asked, the
+    linear scaling with a constant-epoch warmup, and no warmup."""
+    args = cli._build_parser().parse_args(ARGS)
+    schedule = cli._schedule(args)
+    curves = list(cli.plan_curves(args, schedule, points=101).items())
+    base = dict(base_learning_rate=0.1, base_batch_size=128, batch_size=8192,
+                base_warmup_epochs=0.2, num_examples=60000, total_epochs=25)
+    variants = [dict(), dict(scaling="linear", warmup_scaling="none"),
+                dict(base_warmup_epochs=0.0)]
+    assert [label for label, _ in curves] == [
+        "LEGW (sqrt scaling, warmup x k)",
+        "linear scaling, constant-epoch warmup (Goyal)",
+        "sqrt scaling, no warmup"]
+    for (_, (epochs, rates)), variant in zip(curves, variants):
+        steps = np.round(epochs * 60000 / 8192)
+        want = legw_numpy(steps, **{**base, **variant})
+        np.testing.assert_allclose(rates, want, rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("extra,message", [
