@@ -1,0 +1,1 @@
+"""Tests of the benchmark commands that produce the published numbers."""
