@@ -93,6 +93,24 @@ def test_stop_after_first_epoch_and_resume_equals_uninterrupted(tmp_path):
     _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
 
 
+def test_stop_mid_epoch_in_one_process_and_resume_equals_uninterrupted(
+        tmp_path):
+    """One device, stopped at step 6 (mid-way through the second 4-step
+    epoch) after a step checkpoint at 3: the resumed run replays the data
+    from step 6 and ends with the uninterrupted run's weights."""
+    kwargs = dict(SMALL, num_cpu_devices=1, batch_size=256, epochs=2,
+                  checkpoint_every_steps=3)
+    full = mnist_lstm.run(model_dir=str(tmp_path / "full"), **kwargs)
+    first = mnist_lstm.run(model_dir=str(tmp_path / "split"), max_steps=6,
+                           **kwargs)
+    assert first["steps"] == 6
+    resumed = mnist_lstm.run(model_dir=str(tmp_path / "split"), **kwargs)
+    assert resumed["resumed_from_step"] == 6
+    assert resumed["steps"] == full["steps"] == 8
+    assert resumed["final_learning_rate"] == full["final_learning_rate"]
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
+
+
 @pytest.mark.parametrize("name,cls", [
     ("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
     ("lamb", keras.optimizers.Lamb), ("lars", LARS),
