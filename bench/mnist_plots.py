@@ -24,16 +24,16 @@ import os
 
 import numpy as np
 
+from bench.plot_style import (SCHEDULE_COLORS, SCHEDULE_NAMES, plain_log_ticks,
+                              recipe_color)
+
 RESULTS = "docs/results"
 SWEEP_CSV = os.path.join(RESULTS, "mnist_lstm_sweep.csv")
 CURVES_CSV = os.path.join(RESULTS, "mnist_lstm_curves.csv")
+RECIPES_CSV = os.path.join(RESULTS, "mnist_lstm_recipes.csv")
 RUNS = "runs/sweep"
-LABELS = {
-    "legw": "LEGW (sqrt, warmup x k)",
-    "goyal": "Goyal (linear, constant warmup)",
-    "sqrt_constant_warmup": "sqrt, constant warmup",
-    "no_scaling": "no scaling",
-}
+LABELS = {name: SCHEDULE_NAMES[name] for name in
+          ("legw", "goyal", "sqrt_constant_warmup", "no_scaling")}
 BASE = 128
 
 
@@ -149,37 +149,56 @@ def speed_table(rows, epochs=25.0):
     return "\n".join(lines)
 
 
-def plot_all(rows):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    return plt
 
+
+def _save(fig, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, name), dpi=110)
+    fig.clf()
+
+
+def plot_accuracy_vs_batch(rows, budget=25.0):
+    """Accuracy against batch, one line per schedule; the right panel
+    zooms on 97.5-99.5% where the LEGW gap lies."""
+    plt = _pyplot()
+    batches = sorted({r["batch_size"] for r in rows if r["epochs"] == budget})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax in axes:
+        for schedule, label in LABELS.items():
+            points = [(b, mean_accuracy(rows, schedule, b, budget)[0])
+                      for b in batches]
+            points = [(b, 100 * m) for b, m in points if m is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=label,
+                        color=SCHEDULE_COLORS[schedule])
+        ax.set_xscale("log", base=2)
+        plain_log_ticks(ax.xaxis, batches)
+        ax.set_xlabel("global batch size")
+        ax.set_ylabel(f"test accuracy (%), {budget:g} epochs")
+    axes[0].set_title("MNIST-LSTM: accuracy against batch (base 128)")
+    axes[0].legend(fontsize=8)
+    axes[1].set_ylim(97.5, 99.5)
+    axes[1].axhline(100 * mean_accuracy(rows, "legw", BASE, budget)[0] - 0.3,
+                    color="gray", linestyle="--", label="batch 128 - 0.3")
+    axes[1].set_title("zoom: the gap at 2048 and 8192")
+    axes[1].legend(fontsize=8)
+    _save(fig, "mnist_lstm_accuracy_vs_batch.png")
+
+
+def plot_lr_8192(budget=25.0):
+    """The four schedules' learning rates at batch 8192."""
     import keras_legw
+    import bench.mnist_sweep as sweep
     from models import mnist_lstm
     from models.common.flags import make_schedule
 
-    budget = 25.0
-    batches = sorted({r["batch_size"] for r in rows if r["epochs"] == budget})
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for schedule, label in LABELS.items():
-        points = [(b, mean_accuracy(rows, schedule, b, budget)[0])
-                  for b in batches]
-        points = [(b, 100 * m) for b, m in points if m is not None]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("global batch size")
-    ax.set_ylabel("test accuracy (%), 25 epochs")
-    ax.set_title("MNIST-LSTM: accuracy against batch size (base: batch 128)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "mnist_lstm_accuracy_vs_batch.png"),
-                dpi=110)
-    plt.close(fig)
-
-    import bench.mnist_sweep as sweep
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = np.linspace(0, budget, 400)
     for schedule, label in LABELS.items():
@@ -190,35 +209,43 @@ def plot_all(rows):
             num_examples=60000, **mnist_lstm.BASE,
             base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"])
         steps = [keras_legw.epochs_to_steps(e, 60000, 8192) for e in epochs]
-        ax.plot(epochs, np.asarray(lr(np.round(steps))), label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate (Adam)")
-    ax.set_title("Learning rate at batch 8192 (k = 64)")
+        ax.plot(epochs, np.asarray(lr(np.round(steps))), label=label,
+                color=SCHEDULE_COLORS[schedule])
+    ax.set(xlabel="epoch", ylabel="learning rate (Adam)",
+           title="Learning rate at batch 8192 (k = 64)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "mnist_lstm_lr_8192.png"), dpi=110)
-    plt.close(fig)
+    _save(fig, "mnist_lstm_lr_8192.png")
 
-    curves = read_curves()
+
+def plot_accuracy_vs_time(y_range=(95.0, 99.5)):
+    """Seed-0 25-epoch curves at 128 and 8192; a run that never enters the
+    plotted range is left out of the plot and its legend."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, points in sorted(curves.items()):
-        if not name.endswith("_s0_e25") or not any(
-                f"_b{b}_" in name for b in (BASE, 8192)):
+    for name, points in sorted(read_curves().items()):
+        schedule, batch = name.split("_b")[0], int(name.split("_b")[1]
+                                                   .split("_")[0])
+        if not name.endswith("_s0_e25") or batch not in (BASE, 8192):
             continue
         seconds, accuracy, _ = zip(*points)
-        ax.plot(seconds, 100 * np.asarray(accuracy), label=name[:-7])
-    ax.set_ylim(95, 99.5)
-    ax.set_xlabel("training seconds (2-core CPU)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against training time, batch 128 and 8192")
+        accuracy = 100 * np.asarray(accuracy)
+        if accuracy.max() < y_range[0]:
+            continue
+        ax.plot(seconds, accuracy, color=SCHEDULE_COLORS[schedule],
+                linestyle="-" if batch == BASE else "--",
+                label=f"{SCHEDULE_NAMES[schedule]}, batch {batch}")
+    ax.set_ylim(*y_range)
+    ax.set(xlabel="training seconds (2-core CPU)", ylabel="test accuracy (%)",
+           title="Accuracy against training time, batch 128 and 8192")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "mnist_lstm_accuracy_vs_time.png"),
-                dpi=110)
-    plt.close(fig)
+    _save(fig, "mnist_lstm_accuracy_vs_time.png")
 
-    budgets = sorted({r["epochs"] for r in rows})
+
+def plot_gap_vs_budget(rows):
+    """The 8192 - 128 gap against the epoch budget."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    budgets = sorted({r["epochs"] for r in rows})
     for schedule in ("legw", "sqrt_constant_warmup"):
         points = []
         for e in budgets:
@@ -227,15 +254,97 @@ def plot_all(rows):
             if None not in (base, big):
                 points.append((e, 100 * (big - base)))
         if points:
-            ax.plot(*zip(*points), marker="o", label=LABELS[schedule])
+            ax.plot(*zip(*points), marker="o", label=LABELS[schedule],
+                    color=SCHEDULE_COLORS[schedule])
     ax.axhline(-0.3, color="gray", linestyle="--", label="-0.3 points (claim)")
-    ax.set_xlabel("epoch budget")
-    ax.set_ylabel("accuracy at 8192 minus at 128 (points)")
-    ax.set_title("Large-batch gap against the epoch budget")
+    ax.set(xlabel="epoch budget", ylabel="accuracy at 8192 minus at 128 "
+           "(points)", title="Large-batch gap against the epoch budget")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "mnist_lstm_gap_vs_budget.png"), dpi=110)
-    plt.close(fig)
+    _save(fig, "mnist_lstm_gap_vs_budget.png")
+
+
+def recipe_summary(rows):
+    """{recipe: {batch: (accuracies, final train losses)}} at each recipe's
+    frozen rate, 25 epochs; an extra axis (`x+noise`) shares x's batch-128
+    runs (k = 1 is the same run)."""
+    from bench import mnist_recipes
+
+    summary = {}
+    recipes = list(mnist_recipes.TUNING_GRID) + sorted(
+        {r["recipe"] for r in rows if "+" in r["recipe"]})
+    for recipe in recipes:
+        core = recipe.split("+")[0]
+        rate = mnist_recipes.tuned_rate(rows, core,
+                                        mnist_recipes.TUNING_GRID[core])
+        if rate is None:
+            continue
+        by_batch = {}
+        for r in rows:
+            own = r["recipe"] == recipe or (
+                r["recipe"] == core and int(r["batch_size"]) == BASE)
+            if own and float(r["base_learning_rate"]) == rate \
+                    and r["test_accuracy"]:
+                acc, loss = by_batch.setdefault(int(r["batch_size"]), ([], []))
+                acc.append(float(r["test_accuracy"]))
+                loss.append(float(r["final_train_loss"]))
+        summary[recipe] = (rate, by_batch)
+    return summary
+
+
+def recipe_table(rows):
+    """Markdown: each recipe's mean accuracy (seeds) and final training loss
+    at 128, 2048 and 8192, and the 8192 - 128 gap."""
+    lines = ["| recipe | base rate | 128 | 2048 | 8192 | gap 8192 - 128 | "
+             "train loss 128 | train loss 8192 |", "|---|" + "---|" * 7]
+    for recipe, (rate, by_batch) in recipe_summary(rows).items():
+        def acc(b):
+            values = by_batch.get(b, ([], []))[0]
+            return (f"{100 * np.mean(values):.2f}" + (
+                f" (n={len(values)})" if len(values) > 1 else "")
+                if values else "")
+
+        def loss(b):
+            values = by_batch.get(b, ([], []))[1]
+            return f"{np.mean(values):.2g}" if values else ""
+
+        gap = ""
+        if BASE in by_batch and 8192 in by_batch:
+            gap = (f"{100 * (np.mean(by_batch[8192][0]) - np.mean(by_batch[BASE][0])):+.2f}")
+        lines.append(f"| {recipe} | {rate:g} | {acc(BASE)} | {acc(2048)} | "
+                     f"{acc(8192)} | {gap} | {loss(BASE)} | {loss(8192)} |")
+    return "\n".join(lines)
+
+
+def plot_recipes(rows):
+    """Accuracy and final training loss against batch, one line a recipe."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for recipe, (rate, by_batch) in recipe_summary(rows).items():
+        batches = sorted(by_batch)
+        style = dict(marker="o", color=recipe_color(recipe),
+                     linestyle="--" if "+" in recipe else "-",
+                     label=f"{recipe} (base rate {rate:g})")
+        axes[0].plot(batches, [100 * np.mean(by_batch[b][0])
+                               for b in batches], **style)
+        axes[1].plot(batches, [np.mean(by_batch[b][1]) for b in batches],
+                     **style)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        plain_log_ticks(ax.xaxis, [128, 2048, 8192])
+        ax.set_xlabel("global batch size (LEGW from base 128)")
+    axes[0].set(ylabel="test accuracy (%), mean of seeds, 25 epochs",
+                title="MNIST-LSTM recipes: accuracy", ylim=(97.0, 99.5))
+    axes[1].set(yscale="log", ylabel="final training loss",
+                title="final training loss (optimization)")
+    axes[0].legend(fontsize=7)
+    _save(fig, "mnist_lstm_recipes.png")
+
+
+def plot_all(rows):
+    plot_accuracy_vs_batch(rows)
+    plot_lr_8192()
+    plot_accuracy_vs_time()
+    plot_gap_vs_budget(rows)
 
 
 def main():
@@ -245,6 +354,11 @@ def main():
     print("Accuracy (%) at 25 epochs:\n" + accuracy_table(rows))
     print("\nEpoch budget:\n" + budget_table(rows))
     print("\nSpeed (LEGW, seed 0):\n" + speed_table(rows))
+    from bench.sweep_runner import read_rows
+    recipes = read_rows(RECIPES_CSV)
+    if recipes:
+        plot_recipes(recipes)
+        print("\nRecipes (25 epochs):\n" + recipe_table(recipes))
 
 
 if __name__ == "__main__":

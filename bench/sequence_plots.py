@@ -20,6 +20,7 @@ import glob
 import json
 import os
 
+from bench.plot_style import SCHEDULE_COLORS, SCHEDULE_NAMES, plain_log_ticks
 from bench.sweep_runner import read_rows
 
 RESULTS = "docs/results"
@@ -54,11 +55,25 @@ def export_curves():
             writer.writerows(rows[key])
 
 
-def plot_curves():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+LINESTYLES = ("-", "--", ":", "-.")
+PERPLEXITY_TICKS = (20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
 
+
+def run_label(run):
+    """(schedule, batch, legend text) of a run folder name such as
+    `ptb_small_legw_b80_s0_e3`."""
+    head, batch, _, epochs = run.rsplit("_", 3)
+    schedule = head.split("_", 2)[2]
+    return (schedule, int(batch[1:]),
+            f"{SCHEDULE_NAMES.get(schedule, schedule)}, batch {batch[1:]} "
+            f"({epochs[1:]} epochs)")
+
+
+def plot_curves():
+    """Test perplexity against epoch, one line a run: the schedule's colour,
+    a line style per batch."""
+    plt = _pyplot()
+    from matplotlib import ticker
     curves = collections.defaultdict(list)
     for row in read_rows(CURVES_CSV):
         curves[(row["sweep"], row["run"])].append(
@@ -68,11 +83,21 @@ def plot_curves():
                 if s == sweep}
         if not runs:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for run, points in sorted(runs.items()):
-            ax.plot(*zip(*points), marker="o", label=run)
+        batches = sorted({run_label(run)[1] for run in runs})
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for run, points in sorted(runs.items(), key=lambda kv: run_label(
+                kv[0])[1]):
+            schedule, batch, label = run_label(run)
+            ax.plot(*zip(*points), marker="o", label=label,
+                    color=SCHEDULE_COLORS.get(schedule, "black"),
+                    linestyle=LINESTYLES[batches.index(batch) % 4])
         ax.set(xlabel="epoch", ylabel="test perplexity", yscale="log",
                title=f"{sweep.upper()}: test perplexity during training")
+        values = [p for points in runs.values() for _, p in points]
+        plain_log_ticks(ax.yaxis, [t for t in PERPLEXITY_TICKS
+                                   if min(values) / 1.2 <= t
+                                   <= max(values) * 1.2])
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(RESULTS, f"{sweep}_perplexity_curves.png"),
@@ -81,30 +106,38 @@ def plot_curves():
 
 
 def plot_sweeps():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The final metric against batch, one line a schedule."""
+    plt = _pyplot()
     for sweep, metric, label in (("ptb", "test_perplexity", "test perplexity"),
                                  ("gnmt", "test_bleu", "test BLEU")):
         rows = read_rows(SWEEPS[sweep][1])
         if not rows:
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for schedule in sorted({r["schedule"] for r in rows}):
-            points = sorted((int(r["batch_size"]), float(r[metric]))
-                            for r in rows if r["schedule"] == schedule)
-            ax.plot(*zip(*points), marker="o", label=schedule)
-        epochs = sorted({r["epochs"] for r in rows})
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        for epochs in sorted({r["epochs"] for r in rows}, key=float):
+            for schedule in sorted({r["schedule"] for r in rows}):
+                points = sorted((int(r["batch_size"]), float(r[metric]))
+                                for r in rows if r["schedule"] == schedule
+                                and r["epochs"] == epochs)
+                if points:
+                    ax.plot(*zip(*points), marker="o",
+                            color=SCHEDULE_COLORS.get(schedule, "black"),
+                            label=f"{SCHEDULE_NAMES.get(schedule, schedule)}"
+                                  f", {float(epochs):g} epochs")
         ax.set(xscale="log", xlabel="global batch size", ylabel=label,
-               title=f"{sweep.upper()}: {label} after {', '.join(epochs)} "
-                     "epochs")
-        ax.set_xticks(sorted({int(r["batch_size"]) for r in rows}))
-        ax.set_xticklabels(sorted({int(r["batch_size"]) for r in rows}))
-        ax.legend()
+               title=f"{sweep.upper()}: {label} against batch size")
+        plain_log_ticks(ax.xaxis, {int(r["batch_size"]) for r in rows})
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(RESULTS, f"{sweep}_sweep.png"), dpi=100)
         plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def table(path, columns):
