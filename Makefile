@@ -6,6 +6,8 @@
 #   make reproduce  the MNIST-LSTM sweeps of docs/results (hours on a CPU)
 #   make reproduce-sequence  the PTB and GNMT sweeps and throughput (about 2 h)
 #   make bazel-test the test suite under Bazel, offline (needs bazel-bootstrap)
+#   make mutate     mutation testing of keras_legw/ against tests/keras_legw
+#                   (mutmut; hours on two cores, not part of CI)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +23,7 @@ PYTEST_WORKERS ?= 2
 # (the test then says it was skipped on purpose; without torch it fails).
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test plan bench reproduce reproduce-sequence bazel-test clean
+.PHONY: venv demo test plan bench reproduce reproduce-sequence bazel-test mutate clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +63,11 @@ reproduce-sequence: venv
 	$(PY) -m bench.sequence_throughput
 	$(PY) -m bench.sequence_plots
 
+mutate: venv
+	$(PY) -m pip install -q 'mutmut>=3.3,<4'
+	LEGW_SKIP_TORCH=1 $(VENV)/bin/mutmut run --max-children 2 || true
+	$(VENV)/bin/mutmut results > docs/mutation_results.txt
+
 OFFLINE_REPOS := rules_cc rules_java remote_coverage_tools
 
 .bazelrc.offline:
@@ -71,4 +78,4 @@ bazel-test: venv .bazelrc.offline
 	    --python_path=$(abspath $(PY)) //...
 
 clean:
-	rm -rf $(VENV) runs bazel-* lr.png
+	rm -rf $(VENV) runs bazel-* lr.png mutants
