@@ -7,6 +7,7 @@ the peak learning rate by sqrt(k) and the warmup length, in epochs, by k.
 Public API:
     LEGW                      the learning-rate schedule
     LARS                      layer-wise adaptive rate scaling optimizer
+    AutoWarmup                adaptive warmup callback (Kim et al. 2021)
     noise_scale_estimates, NoiseScaleEstimator
                               the gradient noise scale (largest useful batch)
     batch_scale_factor, scale_learning_rate, scale_warmup_epochs,
@@ -14,6 +15,7 @@ Public API:
                               the scaling rules and unit conversion
 """
 
+from keras_legw.autowarmup import AutoWarmup, AutoWarmupController
 from keras_legw.lars import LARS
 from keras_legw.noise_scale import NoiseScaleEstimator, noise_scale_estimates
 from keras_legw.scaling import (
@@ -28,6 +30,8 @@ from keras_legw.schedules import LEGW
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoWarmup",
+    "AutoWarmupController",
     "LARS",
     "LEGW",
     "NoiseScaleEstimator",

@@ -1,0 +1,298 @@
+"""AutoWarmup: a warmup that ends when the smoothed training loss stops
+falling (AutoWU; Kim et al., "Automated Learning Rate Scheduler for
+Large-batch Training", arXiv 2107.05855, 2021).
+
+The rate grows exponentially from `min_learning_rate`, by
+``gamma = (max / min) ** (1 / max_warmup_steps)`` a step, never past
+`max_learning_rate`. At each check a Gaussian process (constant mean, RBF
+kernel of length scale 0.2 on x in [0, 1], output scale and noise fitted by
+marginal likelihood) smooths the per-step losses seen so far; 5 posterior
+means on a 500-point grid, each conditioned on its own subsample, vote on
+whether the loss now is above an earlier point of the curve with
+probability > 0.95 (``max over i of P(f_i < f_last)``). After 3 positive
+checks in a row the warmup ends: the peak is the mean, over the 5 fits, of
+the rate at the smoothed loss's argmin, and the rate decays from it to 0 by
+a cosine over the remaining steps. With no switch by `max_warmup_steps`
+(`max_warmup_fraction` x `total_steps`), the decay starts from the rate
+reached.
+
+`AutoWarmupController` is the algorithm in NumPy alone (no framework);
+`AutoWarmup` is the Keras callback that feeds it the per-step loss of
+`model.fit` and sets the optimizer's float learning rate.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_legw._validation import check_positive
+
+LENGTH_SCALE = 0.2
+FIT_POINTS = 100        # at most this many losses fit the GP's scale and noise
+CONDITION_POINTS = 500  # at most this many condition each posterior mean
+GRID_POINTS = 500
+NUM_FITS = 5
+CONFIDENCE = 0.95
+PATIENCE = 3
+
+
+def rbf(a, b, length_scale=LENGTH_SCALE):
+    """The RBF correlation ``exp(-(a_i - b_j)^2 / (2 l^2))``."""
+    return np.exp(-0.5 * ((a[:, None] - b[None, :]) / length_scale) ** 2)
+
+
+def fit_gp(x, y):
+    """Maximum-likelihood (mean, output scale, noise) of a GP with an RBF
+    kernel of fixed length scale on standardised `y`, by a grid over the log
+    scale and log noise (exact for each pair: the likelihood and the best
+    constant mean come from one eigendecomposition of the correlation)."""
+    values, vectors = np.linalg.eigh(rbf(x, x))
+    values = np.clip(values, 0.0, None)
+    yt, ones = vectors.T @ y, vectors.T @ np.ones_like(y)
+    scales, noises = np.meshgrid(np.logspace(-3, 2, 41),
+                                 np.logspace(-6, 1, 57), indexing="ij")
+    spectrum = scales[..., None] * values + noises[..., None]
+    means = (np.sum(ones * yt / spectrum, axis=-1)
+             / np.sum(ones ** 2 / spectrum, axis=-1))
+    residual = yt - means[..., None] * ones
+    log_likelihood = -0.5 * (np.sum(residual ** 2 / spectrum, axis=-1)
+                             + np.sum(np.log(spectrum), axis=-1))
+    best = np.unravel_index(np.argmax(log_likelihood), log_likelihood.shape)
+    return float(means[best]), float(scales[best]), float(noises[best])
+
+
+def posterior(x, y, grid, mean, scale, noise):
+    """Posterior mean and covariance of the noise-free curve on `grid`."""
+    k = scale * rbf(x, x) + noise * np.eye(len(x))
+    k_star = scale * rbf(x, grid)
+    solved = np.linalg.solve(k, np.column_stack([y - mean, k_star]))
+    return (mean + k_star.T @ solved[:, 0],
+            scale * rbf(grid, grid) - k_star.T @ solved[:, 1:])
+
+
+def past_minimum_probability(mean, covariance):
+    """``max over i < k of P(f_i < f_k)`` for f ~ N(mean, covariance), k the
+    last point: the confidence that the curve was lower before."""
+    last = len(mean) - 1
+    variance = (np.diag(covariance)[:-1] + covariance[last, last]
+                - 2 * covariance[:-1, last] + 1e-4)
+    z = (mean[last] - mean[:-1]) / np.sqrt(variance)
+    return float(np.max(0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2)))))
+
+
+def _subsample(rng, indices, limit):
+    if len(indices) <= limit:
+        return indices
+    return np.sort(rng.choice(indices, size=limit, replace=False))
+
+
+class AutoWarmupController:
+    """The AutoWarmup schedule as plain NumPy state: `observe` each step's
+    loss, `check` at the chosen moments, and read `learning_rate(step)`.
+
+    Args: as `AutoWarmup`.
+    """
+
+    def __init__(self, total_steps, min_learning_rate=1e-5,
+                 max_learning_rate=1.0, max_warmup_fraction=0.5, seed=0):
+        if not (isinstance(total_steps, (int, np.integer))
+                and not isinstance(total_steps, bool) and total_steps > 1):
+            raise ValueError("Argument `total_steps` must be an integer > 1. "
+                             f"Received: total_steps={total_steps!r}")
+        check_positive("min_learning_rate", min_learning_rate)
+        check_positive("max_learning_rate", max_learning_rate)
+        if max_learning_rate <= min_learning_rate:
+            raise ValueError(
+                "Argument `max_learning_rate` must be larger than "
+                f"`min_learning_rate`. Received: max_learning_rate="
+                f"{max_learning_rate!r}, min_learning_rate="
+                f"{min_learning_rate!r}")
+        check_positive("max_warmup_fraction", max_warmup_fraction)
+        if max_warmup_fraction > 1 or int(max_warmup_fraction
+                                          * total_steps) < 1:
+            raise ValueError(
+                "Argument `max_warmup_fraction` must be in (0, 1] and leave "
+                f"at least one warmup step of the {total_steps}. Received: "
+                f"max_warmup_fraction={max_warmup_fraction!r}")
+        self.total_steps = int(total_steps)
+        self.min_learning_rate = float(min_learning_rate)
+        self.max_learning_rate = float(max_learning_rate)
+        self.max_warmup_steps = int(max_warmup_fraction * total_steps)
+        self.gamma = (self.max_learning_rate / self.min_learning_rate) ** (
+            1.0 / self.max_warmup_steps)
+        self.losses = []
+        self.positives = []
+        self.warmup_steps = None
+        self.peak_learning_rate = None
+        self._rng = np.random.default_rng(seed)
+
+    def warmup_rate(self, step):
+        """``min * gamma ** step``, at most `max_learning_rate`."""
+        return min(self.min_learning_rate * self.gamma ** step,
+                   self.max_learning_rate)
+
+    def learning_rate(self, step):
+        """The rate for `step` (0-based) given what has been decided."""
+        if self.warmup_steps is None:
+            return self.warmup_rate(step)
+        span = self.total_steps - self.warmup_steps
+        done = min(max(step - self.warmup_steps, 0), span) / max(span, 1)
+        return self.peak_learning_rate * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    def observe(self, loss):
+        """Adds the loss of the next step; ends the warmup at the cap."""
+        if self.warmup_steps is not None:
+            return
+        self.losses.append(float(loss))
+        if len(self.losses) >= self.max_warmup_steps:
+            self._switch(len(self.losses),
+                         self.warmup_rate(len(self.losses)))
+
+    def check(self):
+        """One test of the losses so far; switches after 3 positive checks
+        in a row. Returns whether this check was positive."""
+        if self.warmup_steps is not None:
+            return False
+        losses = np.asarray(self.losses)
+        valid = np.flatnonzero(np.isfinite(losses))
+        if len(valid) < 3:
+            return False
+        n = len(losses)
+        x_all, spread = valid / n, np.std(losses[valid]) or 1.0
+        y_all = (losses[valid] - np.mean(losses[valid])) / spread
+        fit = _subsample(self._rng, np.arange(len(valid)), FIT_POINTS)
+        mean, scale, noise = fit_gp(x_all[fit], y_all[fit])
+        grid = np.linspace(0.0, 1.0, GRID_POINTS)
+        votes, argmins = 0, []
+        for _ in range(NUM_FITS):
+            use = _subsample(self._rng, np.arange(len(valid)),
+                             CONDITION_POINTS)
+            f_mean, f_cov = posterior(x_all[use], y_all[use], grid, mean,
+                                      scale, noise)
+            votes += past_minimum_probability(f_mean, f_cov) > CONFIDENCE
+            argmins.append(grid[np.argmin(f_mean)])
+        positive = votes > NUM_FITS / 2
+        self.positives = (self.positives + [bool(positive)])[-PATIENCE:]
+        if len(self.positives) == PATIENCE and all(self.positives):
+            peak = np.mean([self.warmup_rate(x * n) for x in argmins])
+            self._switch(n, float(peak))
+        return bool(positive)
+
+    def _switch(self, step, peak):
+        self.warmup_steps, self.peak_learning_rate = int(step), float(peak)
+
+    def get_state(self):
+        """A JSON-able dict from which `set_state` resumes exactly."""
+        return dict(losses=list(self.losses), positives=list(self.positives),
+                    warmup_steps=self.warmup_steps,
+                    peak_learning_rate=self.peak_learning_rate,
+                    rng=self._rng.bit_generator.state)
+
+    def set_state(self, state):
+        self.losses = [float(v) for v in state["losses"]]
+        self.positives = [bool(v) for v in state["positives"]]
+        self.warmup_steps = state["warmup_steps"]
+        self.peak_learning_rate = state["peak_learning_rate"]
+        self._rng.bit_generator.state = state["rng"]
+
+
+class AutoWarmup(keras.callbacks.Callback):
+    """AutoWarmup (Kim et al. 2021) as a Keras callback for `model.fit`.
+
+    Drives the optimizer's float learning rate: exponential warmup from
+    `min_learning_rate` until a Gaussian-process test of the training loss
+    says it has stopped falling (or `max_warmup_fraction` of the steps have
+    passed), then a cosine decay to 0 at `total_steps`. See the module's
+    docstring for the algorithm.
+
+    The per-step loss is recovered from Keras' running epoch mean in
+    `logs["loss"]` (``l_t = t m_t - (t - 1) m_{t-1}``), so train with
+    `steps_per_execution=1`.
+
+    Example:
+
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=...)
+    >>> warmup = AutoWarmup(total_steps=25 * steps_per_epoch,
+    ...                     min_learning_rate=1e-5, max_learning_rate=0.1)
+    >>> model.fit(x, y, epochs=25, callbacks=[warmup])
+    >>> warmup.warmup_steps, warmup.peak_learning_rate
+
+    Args:
+        total_steps: the steps of the whole run (the decay ends there).
+        min_learning_rate: the rate at step 0, > 0.
+        max_learning_rate: the warmup's ceiling, > `min_learning_rate`.
+        max_warmup_fraction: the longest warmup, as a fraction of
+            `total_steps`, in (0, 1].
+        check_every_steps: test every this many steps; None: at each epoch
+            end.
+        seed: seed of the subsampling.
+
+    Raises:
+        ValueError: naming any bad argument; at the start of `fit`, if the
+            optimizer's learning rate is a schedule rather than a float.
+    """
+
+    def __init__(self, total_steps, min_learning_rate=1e-5,
+                 max_learning_rate=1.0, max_warmup_fraction=0.5,
+                 check_every_steps=None, seed=0):
+        super().__init__()
+        if check_every_steps is not None and not (
+                isinstance(check_every_steps, (int, np.integer))
+                and not isinstance(check_every_steps, bool)
+                and check_every_steps > 0):
+            raise ValueError("Argument `check_every_steps` must be None or a "
+                             "positive integer. Received: check_every_steps="
+                             f"{check_every_steps!r}")
+        self.controller = AutoWarmupController(
+            total_steps, min_learning_rate, max_learning_rate,
+            max_warmup_fraction, seed)
+        self.check_every_steps = check_every_steps
+        self.step = 0
+        self._epoch_batches, self._epoch_mean = 0, 0.0
+
+    @property
+    def warmup_steps(self):
+        """None during the warmup, then the step at which it ended."""
+        return self.controller.warmup_steps
+
+    @property
+    def peak_learning_rate(self):
+        """None during the warmup, then the rate the decay starts from."""
+        return self.controller.peak_learning_rate
+
+    def on_train_begin(self, logs=None):
+        rate = getattr(self.model.optimizer, "_learning_rate", None)
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError(
+                "AutoWarmup sets the optimizer's learning rate itself: build "
+                "the optimizer with a float learning rate, not the schedule "
+                f"{type(rate).__name__}.")
+        self._set_rate()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_batches, self._epoch_mean = 0, 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs["loss"])
+        count = self._epoch_batches + 1
+        self.controller.observe(count * mean - self._epoch_batches
+                                * self._epoch_mean)
+        self._epoch_batches, self._epoch_mean = count, mean
+        self.step += 1
+        if self.check_every_steps and self.step % self.check_every_steps == 0:
+            self.controller.check()
+        self._set_rate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.check_every_steps:
+            self.controller.check()
+            self._set_rate()
+
+    def _set_rate(self):
+        # Under JAX, fit keeps the optimizer's variables in its own state
+        # between epochs; syncing makes the next step read the new rate.
+        if hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()
+        self.model.optimizer.learning_rate = self.controller.learning_rate(
+            self.step)

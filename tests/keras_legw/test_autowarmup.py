@@ -1,0 +1,166 @@
+"""AutoWarmup: switches where the loss stops falling, at the cap when it
+keeps falling, never on noise alone; the GP pieces against closed forms; a
+real `model.fit`; the argument errors."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_legw
+from keras_legw import autowarmup
+
+TOTAL, CAP = 2000, 1000  # max_warmup_fraction 0.5
+
+
+def _run(loss_of_rate, noise=0.02, seed=0, every=100):
+    """Drives the controller with loss = loss_of_rate(rate) + noise, checks
+    every `every` steps, until the warmup ends."""
+    rng = np.random.default_rng(seed)
+    controller = keras_legw.AutoWarmupController(
+        TOTAL, min_learning_rate=1e-5, max_learning_rate=1.0,
+        max_warmup_fraction=0.5, seed=seed)
+    step, controller.checks = 0, []
+    while controller.warmup_steps is None:
+        rate = controller.learning_rate(step)
+        controller.observe(loss_of_rate(rate) + noise * rng.normal())
+        step += 1
+        if step % every == 0:
+            controller.checks.append(controller.check())
+    return controller
+
+
+def test_warmup_rate_is_exponential_from_min_to_max_at_the_cap():
+    controller = keras_legw.AutoWarmupController(TOTAL, 1e-5, 1.0, 0.5)
+    assert controller.max_warmup_steps == CAP
+    steps = np.array([0, 1, 250, 500, 999, 1000, 1500])
+    want = np.minimum(1e-5 * (1e5 ** (1 / CAP)) ** steps, 1.0)
+    got = [controller.learning_rate(s) for s in steps]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_a_loss_that_falls_then_rises_switches_near_its_minimum():
+    # Minimum of the loss at rate 1e-2, reached at step 600 of the warmup.
+    controller = _run(lambda r: (math.log10(r) + 2.0) ** 2 / 4)
+    assert 600 < controller.warmup_steps <= 900  # 3 checks past the minimum
+    # It waited for 3 positive checks in a row.
+    assert controller.checks[-3:] == [True] * 3
+    assert controller.warmup_steps == 100 * len(controller.checks)
+    assert 10 ** -2.5 < controller.peak_learning_rate < 10 ** -1.5
+
+
+def test_a_loss_that_keeps_falling_switches_at_the_cap():
+    controller = _run(lambda r: -math.log10(r))
+    assert controller.warmup_steps == CAP
+    assert controller.peak_learning_rate == pytest.approx(1.0)
+
+
+def test_noise_alone_does_not_switch():
+    controller = _run(lambda r: 1.0, noise=0.3)
+    assert controller.warmup_steps == CAP
+    assert not any(controller.positives)
+
+
+def test_decay_is_a_cosine_from_the_peak_to_zero():
+    controller = keras_legw.AutoWarmupController(100, 1e-3, 1.0, 0.5)
+    controller._switch(40, 0.3)
+    for step, fraction in [(40, 0.0), (55, 0.25), (70, 0.5), (100, 1.0),
+                           (130, 1.0)]:
+        want = 0.3 * 0.5 * (1 + math.cos(math.pi * fraction))
+        assert controller.learning_rate(step) == pytest.approx(want, abs=1e-12)
+
+
+def test_past_minimum_probability_is_the_normal_cdf_of_the_best_gap():
+    mean = np.array([1.0, 0.2, 0.8, 0.6])
+    covariance = np.diag([0.1, 0.2, 0.05, 0.3])
+    # P(f_1 < f_3) = Phi((0.6 - 0.2) / sqrt(0.2 + 0.3 + 1e-4)) is the best.
+    z = 0.4 / math.sqrt(0.5 + 1e-4)
+    want = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    assert autowarmup.past_minimum_probability(mean, covariance) == \
+        pytest.approx(want, rel=1e-12)
+
+
+def test_posterior_interpolates_noise_free_data_and_fit_finds_the_noise():
+    x = np.linspace(0, 1, 40)
+    y = np.sin(6 * x)
+    mean, cov = autowarmup.posterior(x, y, x, 0.0, 1.0, 1e-8)
+    np.testing.assert_allclose(mean, y, atol=1e-4)
+    assert np.all(np.diag(cov) < 1e-4)
+    rng = np.random.default_rng(0)
+    noisy = np.sin(6 * x) + 0.5 * rng.normal(size=40)
+    _, scale, noise = autowarmup.fit_gp(x, noisy / np.std(noisy))
+    assert 0.05 < noise < 1.0 and scale > noise
+
+
+def test_state_round_trip_resumes_the_same_decisions():
+    def drive(controller, steps, start=0):
+        rng = np.random.default_rng(start)
+        for step in range(start, start + steps):
+            rate = controller.learning_rate(step)
+            controller.observe((math.log10(rate) + 2.0) ** 2 / 4
+                               + 0.02 * rng.normal())
+            if (step + 1) % 100 == 0:
+                controller.check()
+
+    whole = keras_legw.AutoWarmupController(TOTAL, seed=3)
+    drive(whole, 400)
+    resumed = keras_legw.AutoWarmupController(TOTAL, seed=3)
+    resumed.set_state(whole.get_state())
+    drive(whole, 500, start=400)
+    drive(resumed, 500, start=400)
+    assert resumed.get_state() == whole.get_state()
+    assert resumed.warmup_steps == whole.warmup_steps is not None
+
+
+def test_fit_with_a_diverging_rate_switches_below_it_and_ends_at_zero():
+    """Least squares with SGD diverges above a rate of about 1 (the largest
+    Hessian eigenvalue of the mean squared error on N(0, I) inputs is 2):
+    the warmup must end before the cap at a lower rate, and the rate ends at
+    0."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * rng.normal(size=512)
+         ).astype("float32")[:, None]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    steps_per_epoch, epochs = 16, 40
+    warmup = keras_legw.AutoWarmup(
+        steps_per_epoch * epochs, min_learning_rate=1e-4,
+        max_learning_rate=100.0, max_warmup_fraction=0.5,
+        check_every_steps=8)
+    assert warmup.warmup_steps is None and warmup.peak_learning_rate is None
+    model.fit(x, y, batch_size=32, epochs=epochs, callbacks=[warmup],
+              verbose=0)
+    assert warmup.warmup_steps < steps_per_epoch * epochs // 2
+    assert warmup.peak_learning_rate < 1.0
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0,
+                                                                 abs=1e-12)
+
+
+def test_a_schedule_in_the_optimizer_is_an_error():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(keras_legw.LEGW(
+        0.1, 128, 128, 0.1, 1000, 5)), "mse")
+    with pytest.raises(ValueError, match="float learning rate"):
+        model.fit(np.ones((8, 2)), np.ones((8, 1)), verbose=0,
+                  callbacks=[keras_legw.AutoWarmup(100)])
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(total_steps=1), "total_steps"),
+    (dict(total_steps=10.0), "total_steps"),
+    (dict(min_learning_rate=0.0), "min_learning_rate"),
+    (dict(max_learning_rate=-1.0), "max_learning_rate"),
+    (dict(min_learning_rate=0.1, max_learning_rate=0.1), "max_learning_rate"),
+    (dict(max_warmup_fraction=0.0), "max_warmup_fraction"),
+    (dict(max_warmup_fraction=1.5), "max_warmup_fraction"),
+    (dict(max_warmup_fraction=0.001), "max_warmup_fraction"),
+    (dict(check_every_steps=0), "check_every_steps"),
+    (dict(check_every_steps=2.5), "check_every_steps"),
+])
+def test_bad_arguments_name_the_argument(kwargs, argument):
+    kwargs = {"total_steps": 100, **kwargs}
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        keras_legw.AutoWarmup(**kwargs)
