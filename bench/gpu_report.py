@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+# AutoWarmup's rate range for Adam, the same at every batch size.
+AUTOWU_RATES = (1e-5, 0.1)
 COLUMNS = ["measurement", "model", "batch_size", "dtype", "xla", "seed", "value",
            "unit", "detail", "backend", "device", "tensorflow", "keras"]
 
@@ -210,9 +212,11 @@ def mnist_batches(x, y, batch_size, seed):
         yield x[index], y[index]
 
 
-def mnist_fit(args, train, test, batch_size, seed):
-    """Trains MNIST-LSTM with LEGW through `fit`; returns the timer (epoch
-    ends with test accuracy), the steps and the final accuracy."""
+def mnist_fit(args, train, test, batch_size, seed, autowarmup=False):
+    """Trains MNIST-LSTM with Adam through `fit`, driven by LEGW or (with
+    `autowarmup`) by `keras_legw.AutoWarmup` over LEGW's number of steps;
+    returns the timer (epoch ends with test accuracy), the steps, the final
+    accuracy and the AutoWarmup callback (or None)."""
     import keras
 
     import keras_legw
@@ -226,8 +230,15 @@ def mnist_fit(args, train, test, batch_size, seed):
         base_batch_size=BASE["base_batch_size"], batch_size=batch_size,
         base_warmup_epochs=BASE["base_warmup_epochs"],
         num_examples=num_examples, total_epochs=args.mnist_epochs)
+    callbacks, warmup = [], None
+    if autowarmup:
+        warmup = keras_legw.AutoWarmup(
+            schedule.total_steps, min_learning_rate=AUTOWU_RATES[0],
+            max_learning_rate=AUTOWU_RATES[1], seed=seed)
+        callbacks = [warmup]
     model = build_model(args.units)
-    model.compile(optimizer=make_optimizer("adam", schedule),
+    model.compile(optimizer=make_optimizer(
+                      "adam", AUTOWU_RATES[0] if autowarmup else schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True),
                   metrics=["accuracy"], jit_compile=True)
@@ -240,9 +251,9 @@ def mnist_fit(args, train, test, batch_size, seed):
     model.fit(mnist_batches(*train, batch_size, seed=seed),
               steps_per_epoch=per_window, epochs=windows,
               validation_data=test, validation_batch_size=1000,
-              callbacks=[timer], verbose=0)
+              callbacks=[*callbacks, timer], verbose=0)
     accuracy = timer.epoch_ends[-1][1]["val_accuracy"]
-    return timer, per_window * windows, accuracy
+    return timer, per_window * windows, accuracy, warmup
 
 
 def fit_examples_per_second(timer, batch_size, steps_per_window):
@@ -371,8 +382,8 @@ def mnist_section(args, report):
         walls = {}
         for batch in args.mnist_batches:
             def run(batch=batch):
-                timer, steps, accuracy = mnist_fit(args, train, test, batch,
-                                                   seed)
+                timer, steps, accuracy, _ = mnist_fit(args, train, test,
+                                                      batch, seed)
                 to_98 = next((t for t, logs in timer.epoch_ends
                               if logs["val_accuracy"] >= 0.98), None)
                 walls[batch] = (timer.epoch_ends[-1][0], to_98, steps,
@@ -409,6 +420,44 @@ def add_speedups(args, report, walls, seed):
                        model="mnist_lstm", batch_size=large, dtype="float32",
                        xla=True, seed=seed, value=a / b, unit="ratio",
                        detail=f"wall seconds at {small} / at {large}")
+
+
+def autowarmup_section(args, report):
+    """MNIST-LSTM with AutoWarmup (Adam, the same min and max rate at every
+    batch) at 128 and 8192, for each seed: accuracy, the switch and the
+    wall seconds, beside the LEGW rows of `mnist_section`."""
+    train, test = load_mnist(args)
+    for seed in args.mnist_seeds:
+        for batch in args.mnist_batches:
+            row = dict(model="mnist_lstm", batch_size=batch, dtype="float32",
+                       xla=True, seed=seed)
+            result = {}
+
+            def run(batch=batch, seed=seed):
+                timer, steps, accuracy, warmup = mnist_fit(
+                    args, train, test, batch, seed, autowarmup=True)
+                to_98 = next((t for t, logs in timer.epoch_ends
+                              if logs["val_accuracy"] >= 0.98), None)
+                result.update(accuracy=accuracy, steps=steps, to_98=to_98,
+                              warmup=warmup)
+                return accuracy
+
+            detail = (f"AutoWarmup, Adam, rates {AUTOWU_RATES[0]:g} to "
+                      f"{AUTOWU_RATES[1]:g}, {args.mnist_epochs:g} epochs")
+            if report.measure(run, measurement="autowu test accuracy",
+                              unit="fraction", detail=detail, **row) is None:
+                continue
+            warmup = result["warmup"]
+            report.add(measurement="autowu switch step",
+                       value=warmup.warmup_steps, unit="steps",
+                       detail=f"of {warmup.controller.total_steps}; cap "
+                              f"{warmup.controller.max_warmup_steps}", **row)
+            report.add(measurement="autowu peak learning rate",
+                       value=warmup.peak_learning_rate, unit="rate",
+                       detail="LEGW's peak: 0.002 x sqrt(batch / 128)", **row)
+            report.add(measurement="autowu wall seconds to 98%",
+                       value="" if result["to_98"] is None else
+                       result["to_98"], unit="s", detail="", **row)
 
 
 def trainer_section(args, report, train):
@@ -449,7 +498,10 @@ def parse_args(argv):
                         help="small sizes, to check the script on a CPU")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--sections", default="resnet,mnist,trainer")
+    parser.add_argument("--sections", default="resnet,mnist,trainer",
+                        help="comma-separated: resnet, mnist, trainer, "
+                             "autowu (not in the default)")
+    parser.add_argument("--csv_name", default="gpu_report.csv")
     args = parser.parse_args(argv)
     sizes = dict(resnet_batch=256, image_size=224, window_steps=20, windows=3,
                  mnist_epochs=25.0, mnist_batches=(128, 8192), units=128,
@@ -480,7 +532,7 @@ def main(argv=None):
     backend_version = (tf_version if args.backend == "tensorflow" else
                        sys.modules[args.backend].__version__
                        if args.backend in sys.modules else "")
-    report = Report(os.path.join(args.out, "gpu_report.csv"), dict(
+    report = Report(os.path.join(args.out, args.csv_name), dict(
         backend=f"{args.backend} {backend_version}".strip(),
         device=device_name(args.backend),
         tensorflow=tf_version, keras=keras.__version__))
@@ -490,6 +542,8 @@ def main(argv=None):
         resnet_section(args, report)
     if "mnist" in sections:
         train = mnist_section(args, report)
+    if "autowu" in sections:
+        autowarmup_section(args, report)
     if "trainer" in sections:
         trainer_section(args, report, train if train is not None
                         else load_mnist(args)[0])
