@@ -98,7 +98,7 @@ def test_stop_mid_epoch_in_one_process_and_resume_equals_uninterrupted(
     """One device, stopped at step 6 (mid-way through the second 4-step
     epoch) after a step checkpoint at 3: the resumed run replays the data
     from step 6 and ends with the uninterrupted run's weights."""
-    kwargs = dict(SMALL, num_cpu_devices=1, batch_size=256, epochs=2,
+    kwargs = dict(SMALL, strategy="default", batch_size=256, epochs=2,
                   checkpoint_every_steps=3)
     full = mnist_lstm.run(model_dir=str(tmp_path / "full"), **kwargs)
     first = mnist_lstm.run(model_dir=str(tmp_path / "split"), max_steps=6,
