@@ -64,9 +64,14 @@ def define_flags():
                          "reference format).")
     flags.DEFINE_integer("num_train_examples", imagenet_input.NUM_TRAIN_EXAMPLES,
                          "Training examples per epoch.")
-    flags.DEFINE_integer("num_eval_examples", imagenet_input.NUM_EVAL_EXAMPLES,
-                         "Evaluation examples.")
-    flags.DEFINE_integer("eval_batch_size", 1024, "Global evaluation batch.")
+    flags.DEFINE_integer("num_eval_examples", None,
+                         "Evaluation examples; default: the 50,000 of the "
+                         "validation set, and with --data=synthetic one "
+                         "evaluation batch (accuracy on random tensors means "
+                         "nothing).")
+    flags.DEFINE_integer("eval_batch_size", None,
+                         "Global evaluation batch; default 1024, and with "
+                         "--data=synthetic the training batch (at most 1024).")
 
 
 def make_optimizer(schedule, weight_decay, dtype):
@@ -83,7 +88,6 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
               eval_batch_size, num_eval_examples, label_smoothing,
               label_offset, seed):
 
-    eval_steps = -(-num_eval_examples // eval_batch_size)
     if data == "tfrecord":
         train_files = imagenet_input.record_files(data_dir, "train")
         eval_files = imagenet_input.record_files(data_dir, "validation")
@@ -93,7 +97,7 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
         batch = context.get_per_replica_batch_size(
             global_batch_size if training else eval_batch_size)
         common = dict(image_size=image_size, per_replica_batch=batch, seed=seed,
-                      eval_steps=None if training else eval_steps)
+                      eval_examples=None if training else num_eval_examples)
         if data == "synthetic":
             return imagenet_input.synthetic_dataset(input_context=context,
                                                     **common)
@@ -124,6 +128,24 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
     )
 
 
+def eval_sizes(data, batch_size, eval_batch_size, num_eval_examples):
+    """(eval_batch_size, num_eval_examples) with their defaults filled in:
+    1024 and the validation set's 50,000 for real data; for synthetic data
+    one batch of the training size (at most 1024)."""
+    synthetic = data == "synthetic"
+    if eval_batch_size is None:
+        eval_batch_size = min(batch_size, 1024) if synthetic else 1024
+    if num_eval_examples is None:
+        num_eval_examples = (eval_batch_size if synthetic
+                             else imagenet_input.NUM_EVAL_EXAMPLES)
+    for name, value in (("eval_batch_size", eval_batch_size),
+                        ("num_eval_examples", num_eval_examples)):
+        if value < 1:
+            raise ValueError(f"Flag --{name} must be a positive integer. "
+                             f"Received: {value}")
+    return eval_batch_size, num_eval_examples
+
+
 def default_model_dir(batch_size, seed):
     return os.path.join("runs", f"resnet50_b{batch_size}_s{seed}")
 
@@ -131,8 +153,7 @@ def default_model_dir(batch_size, seed):
 def run(*, data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
         label_smoothing=0.1, label_offset=1,
         num_train_examples=imagenet_input.NUM_TRAIN_EXAMPLES,
-        num_eval_examples=imagenet_input.NUM_EVAL_EXAMPLES,
-        eval_batch_size=1024, **options):
+        num_eval_examples=None, eval_batch_size=None, **options):
     """Trains ResNet-50 and returns the stats dict (also in
     `model_dir/results.json`) with `images_per_second` and `top1_accuracy`.
     `options`: the common ones (`common_flags.CommonOptions`), the base
@@ -144,6 +165,8 @@ def run(*, data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
     if data not in DATA_SOURCES:
         raise ValueError(f"Flag --data must be one of "
                          f"{', '.join(DATA_SOURCES)}. Received: {data!r}")
+    eval_batch_size, num_eval_examples = eval_sizes(
+        data, options.batch_size, eval_batch_size, num_eval_examples)
     if data == "tfrecord" and not options.data_dir:
         raise ValueError("--data=tfrecord needs --data_dir, the folder of the "
                          "train-* and validation-* TFRecord files.")

@@ -100,10 +100,10 @@ def check_first_record(files, label_offset):
 
 
 def tfrecord_dataset(files, *, training, image_size, per_replica_batch,
-                     input_context, label_offset=1, seed=0, eval_steps=None):
+                     input_context, label_offset=1, seed=0, eval_examples=None):
     """Per-replica batches from TFRecord files, sharded over input pipelines
-    by file: (image, label) for training, (image, label, mask) for `eval_steps`
-    steps otherwise."""
+    by file: (image, label) for training, (image, label, mask) batches of the
+    first `eval_examples` records otherwise."""
     files = tf.data.Dataset.from_tensor_slices(files)
     if training:
         files = files.shuffle(1024, seed=seed)
@@ -124,30 +124,40 @@ def tfrecord_dataset(files, *, training, image_size, per_replica_batch,
 
     return _batched(dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE),
                     training, image_size, per_replica_batch, input_context,
-                    eval_steps)
+                    eval_examples)
+
+
+def eval_steps(eval_examples, per_replica_batch, input_context):
+    """Steps that cover `eval_examples` at the global evaluation batch."""
+    return -(-eval_examples // (per_replica_batch
+                                * input_context.num_replicas_in_sync))
 
 
 def _batched(dataset, training, image_size, per_replica_batch, input_context,
-             eval_steps):
-    """Training: full batches. Evaluation: (image, label, mask) batches,
-    padded (mask 0) to exactly `eval_steps` steps on every input pipeline, so
-    that every replica runs the same number of steps with static shapes."""
+             eval_examples):
+    """Training: full batches. Evaluation: this input pipeline's share of the
+    first `eval_examples` examples as (image, label, mask) batches, padded
+    (mask 0) to the same number of steps on every input pipeline, so that
+    every replica runs the same steps with static shapes."""
     if training:
         return dataset.batch(per_replica_batch, drop_remainder=True) \
             .prefetch(tf.data.AUTOTUNE)
-    local_replicas = (input_context.num_replicas_in_sync
-                      // input_context.num_input_pipelines)
+    pipelines = input_context.num_input_pipelines
+    local_replicas = input_context.num_replicas_in_sync // pipelines
+    share = eval_examples // pipelines + (
+        input_context.input_pipeline_id < eval_examples % pipelines)
     padding = tf.data.Dataset.from_tensors(
         (tf.zeros([image_size, image_size, 3]), tf.constant(0), 0.0)).repeat()
-    return (dataset.map(lambda image, label: (image, label, 1.0))
+    steps = eval_steps(eval_examples, per_replica_batch, input_context)
+    return (dataset.take(share).map(lambda image, label: (image, label, 1.0))
             .concatenate(padding)
             .batch(per_replica_batch, drop_remainder=True)
-            .take(eval_steps * local_replicas)
+            .take(steps * local_replicas)
             .prefetch(tf.data.AUTOTUNE))
 
 
 def tfds_dataset(*, split, training, image_size, per_replica_batch,
-                 input_context, data_dir=None, seed=0, eval_steps=None):
+                 input_context, data_dir=None, seed=0, eval_examples=None):
     """The same from tensorflow-datasets' `imagenet2012` (labels 0..999)."""
     try:
         import tensorflow_datasets as tfds
@@ -169,22 +179,30 @@ def tfds_dataset(*, split, training, image_size, per_replica_batch,
 
     return _batched(dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE),
                     training, image_size, per_replica_batch, input_context,
-                    eval_steps)
+                    eval_examples)
 
 
 def synthetic_dataset(*, image_size, per_replica_batch, input_context,
-                      seed=0, eval_steps=None):
+                      seed=0, eval_examples=None):
     """One random batch, generated on the device and repeated: the input
-    costs nothing, for throughput measurement. With `eval_steps`, that many
-    (image, label, mask) batches."""
+    costs nothing, for throughput measurement. With `eval_examples`, batches
+    whose masks count exactly that many examples."""
     images = tf.random.stateless_normal(
         [per_replica_batch, image_size, image_size, 3], seed=[seed, 0])
     labels = tf.random.stateless_uniform(
         [per_replica_batch], seed=[seed, 1], maxval=NUM_CLASSES, dtype=tf.int32)
-    if eval_steps is None:
+    if eval_examples is None:
         return tf.data.Dataset.from_tensors((images, labels)).repeat()
     local_replicas = (input_context.num_replicas_in_sync
                       // input_context.num_input_pipelines)
-    return tf.data.Dataset.from_tensors(
-        (images, labels, tf.ones([per_replica_batch]))).repeat(
-            eval_steps * local_replicas)
+    first = input_context.input_pipeline_id * local_replicas
+    global_batch = per_replica_batch * input_context.num_replicas_in_sync
+    steps = eval_steps(eval_examples, per_replica_batch, input_context)
+
+    def masked(i):  # i-th element of this pipeline: step i // local_replicas
+        replica = first + i % local_replicas
+        start = (i // local_replicas) * global_batch + replica * per_replica_batch
+        index = start + tf.range(per_replica_batch, dtype=tf.int64)
+        return images, labels, tf.cast(index < eval_examples, tf.float32)
+
+    return tf.data.Dataset.range(steps * local_replicas).map(masked)

@@ -57,17 +57,39 @@ def test_tfrecords_train_two_steps_on_two_replicas(tmp_path):
     rng = np.random.default_rng(0)
     _write_records(tmp_path / "train-00000-of-00002", 6, rng)
     _write_records(tmp_path / "train-00001-of-00002", 6, rng)
-    _write_records(tmp_path / "validation-00000-of-00001", 5, rng)
+    _write_records(tmp_path / "validation-00000-of-00001", 9, rng)
     results = resnet50.run(
         batch_size=4, data="tfrecord", data_dir=str(tmp_path), image_size=32,
         max_steps=2, num_train_examples=12, num_eval_examples=5,
         eval_batch_size=4, strategy="mirrored", num_cpu_devices=2,
         model_dir=str(tmp_path / "run"), verbose=0)
     assert results["steps"] == 2 and results["num_replicas"] == 2
-    assert results["eval_examples"] == 5  # padding masked out
+    assert results["eval_examples"] == 5  # 5 of the 9, padding masked out
     assert 0.0 <= results["top1_accuracy"] <= 1.0
     assert results["images_per_second"] > 0
     assert np.isfinite(results["final_loss"])
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    (dict(), 2),  # synthetic default: one evaluation batch, of the training size
+    (dict(num_eval_examples=5, eval_batch_size=4), 5),
+])
+def test_synthetic_evaluation_counts_exactly_what_was_asked(tmp_path, kwargs,
+                                                            expected):
+    results = resnet50.run(
+        batch_size=2, data="synthetic", image_size=32, max_steps=1,
+        num_train_examples=8, strategy="mirrored", num_cpu_devices=2,
+        model_dir=str(tmp_path), verbose=0, **kwargs)
+    assert results["eval_examples"] == expected
+
+
+def test_eval_size_defaults():
+    assert resnet50.eval_sizes("synthetic", 2, None, None) == (2, 2)
+    assert resnet50.eval_sizes("synthetic", 4096, None, None) == (1024, 1024)
+    assert resnet50.eval_sizes("tfrecord", 2, None, None) == (1024, 50_000)
+    assert resnet50.eval_sizes("tfds", 256, 512, 1000) == (512, 1000)
+    with pytest.raises(ValueError, match="--num_eval_examples must be"):
+        resnet50.eval_sizes("synthetic", 2, None, 0)
 
 
 def test_missing_records_are_one_clear_error(tmp_path):
