@@ -28,7 +28,7 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[zoo,test]'
 	$(if $(TORCH),$(PY) -m pip install -q '$(TORCH)')
 	touch $@
 

@@ -1,4 +1,7 @@
-"""pip-installable package for keras_legw (the library) and models (the zoo)."""
+"""pip-installable package for keras_legw, the library: Keras and NumPy only.
+
+The model zoo (`models/`) and the benchmarks (`bench/`) run from the
+checkout; `pip install -e '.[zoo]'` brings what they need."""
 
 import re
 from pathlib import Path
@@ -13,24 +16,30 @@ setup(
     name="keras-legw",
     version=VERSION,
     description=("LEGW (linear-epoch gradual warmup) large-batch training for "
-                 "Keras 3 on TensorFlow: schedule, LARS, model zoo"),
+                 "Keras 3 on any backend: schedules, LARS, AutoWarmup, "
+                 "noise scale"),
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["keras_legw", "keras_legw.*",
-                                    "models", "models.*"]),
+    # Not `models`: a top-level package of that name would shadow users' own.
+    packages=find_packages(include=["keras_legw", "keras_legw.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # Checked together here: TF 2.21, Keras 3.15, keras-hub 0.32.
-        "tensorflow>=2.16,<2.22",
         "keras>=3.6,<4",
-        "keras-hub>=0.32,<0.33",  # brings tensorflow-text (WordPiece)
-        "absl-py>=2.0",
-        "tensorboard>=2.16",  # tf.summary needs it; TF 2.21 no longer pulls it in
         "numpy>=1.26",
-        "matplotlib>=3.7",
     ],
     extras_require={
+        # `python -m keras_legw plan --plot`
+        "plot": ["matplotlib>=3.7"],
+        # The model zoo and benchmarks, run from the checkout. Checked
+        # together here: TF 2.21, Keras 3.15, keras-hub 0.32.
+        "zoo": [
+            "tensorflow>=2.16,<2.22",
+            "keras-hub>=0.32,<0.33",  # brings tensorflow-text (WordPiece)
+            "absl-py>=2.0",
+            "tensorboard>=2.16",  # tf.summary; TF 2.21 no longer pulls it in
+            "matplotlib>=3.7",
+        ],
         "test": ["pytest>=8", "pytest-xdist>=3"],
         # models.gnmt --dataset=wmt16
         "wmt16": ["tensorflow-datasets>=4.9"],

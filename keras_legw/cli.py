@@ -10,6 +10,7 @@ with status 2 and one line on stderr.
 """
 
 import argparse
+import importlib.util
 import sys
 
 import numpy as np
@@ -170,6 +171,9 @@ def plot_plan(args, schedule, path):
 def main(argv=None):
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib, which is not installed: "
+                     "pip install 'keras-legw[plot]'")
     try:
         schedule = _schedule(args)
     except ValueError as error:

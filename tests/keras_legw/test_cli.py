@@ -1,8 +1,11 @@
 """`python -m keras_legw plan`: output, plot and one-line errors."""
 
+import ast
+import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +82,46 @@ def test_bad_arguments_exit_2_with_one_line(extra, message, capsys):
     assert err.count("\n") == 1
     assert err.startswith("python -m keras_legw: error: ")
     assert message in err
+
+
+def test_plot_without_matplotlib_says_what_to_install(monkeypatch, capsys):
+    real_find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None
+                        if name == "matplotlib" else real_find_spec(name))
+    with pytest.raises(SystemExit) as info:
+        cli.main(ARGS + ["--plot", "lr.png"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "pip install 'keras-legw[plot]'" in err
+
+
+@pytest.mark.skipif(os.environ.get("LEGW_SKIP_TORCH") == "1",
+                    reason="runs on the torch backend; LEGW_SKIP_TORCH=1")
+def test_importing_the_library_loads_neither_tensorflow_nor_keras_hub():
+    script = ("import sys, keras_legw; print('tensorflow' in sys.modules, "
+              "'keras_hub' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], text=True,
+                            capture_output=True,
+                            env=dict(os.environ, KERAS_BACKEND="torch"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False False"
+
+
+def test_library_modules_import_only_keras_numpy_and_the_standard_library():
+    """Module-level imports of keras_legw/ (matplotlib is imported inside the
+    plot function only): the core install is Keras and NumPy."""
+    allowed = {"keras", "numpy", "keras_legw"} | set(sys.stdlib_module_names)
+    package = Path(cli.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                roots = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            assert set(roots) <= allowed, (path.name, roots)
 
 
 def test_missing_argument_exits_2(capsys):
