@@ -10,6 +10,8 @@ Public API:
     AutoWarmup                adaptive warmup callback (Kim et al. 2021)
     noise_scale_estimates, NoiseScaleEstimator
                               the gradient noise scale (largest useful batch)
+    measure_noise_scale, NoiseScaleCallback
+                              the same for a compiled model / in model.fit
     batch_scale_factor, scale_learning_rate, scale_warmup_epochs,
     epochs_to_steps, steps_to_epochs
                               the scaling rules and unit conversion
@@ -17,7 +19,9 @@ Public API:
 
 from keras_legw.autowarmup import AutoWarmup, AutoWarmupController
 from keras_legw.lars import LARS
-from keras_legw.noise_scale import NoiseScaleEstimator, noise_scale_estimates
+from keras_legw.noise_scale import (NoiseScaleCallback, NoiseScaleEstimator,
+                                    NoiseScaleResult, measure_noise_scale,
+                                    noise_scale_estimates)
 from keras_legw.scaling import (
     batch_scale_factor,
     epochs_to_steps,
@@ -34,9 +38,12 @@ __all__ = [
     "AutoWarmupController",
     "LARS",
     "LEGW",
+    "NoiseScaleCallback",
     "NoiseScaleEstimator",
+    "NoiseScaleResult",
     "batch_scale_factor",
     "epochs_to_steps",
+    "measure_noise_scale",
     "noise_scale_estimates",
     "scale_learning_rate",
     "scale_warmup_epochs",

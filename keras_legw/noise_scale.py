@@ -29,6 +29,9 @@ Example:
 
 import math
 
+import keras
+import numpy as np
+
 from keras_legw._validation import check_non_negative
 
 
@@ -117,3 +120,149 @@ class NoiseScaleEstimator:
         if not self._weight or self._grad_sq_norm <= 0:
             return math.nan
         return self._trace_covariance / self._grad_sq_norm
+
+
+class NoiseScaleResult:
+    """`noise_scale` (B_simple, in examples), `grad_sq_norm` (|G|^2) and
+    `trace_covariance` (tr(Sigma)) from `measure_noise_scale`."""
+
+    def __init__(self, grad_sq_norm, trace_covariance):
+        self.grad_sq_norm = float(grad_sq_norm)
+        self.trace_covariance = float(trace_covariance)
+        self.noise_scale = (self.trace_covariance / self.grad_sq_norm
+                            if self.grad_sq_norm > 0 else math.nan)
+
+    def __repr__(self):
+        return (f"NoiseScaleResult(noise_scale={self.noise_scale:.6g}, "
+                f"grad_sq_norm={self.grad_sq_norm:.6g}, "
+                f"trace_covariance={self.trace_covariance:.6g})")
+
+
+def _check_batches(num_examples, small_batch_size, big_batch_size,
+                   num_estimates):
+    for name, value in (("small_batch_size", small_batch_size),
+                        ("big_batch_size", big_batch_size),
+                        ("num_estimates", num_estimates)):
+        if not (isinstance(value, int) and not isinstance(value, bool)
+                and value > 0):
+            raise ValueError(f"Argument `{name}` must be a positive integer. "
+                             f"Received: {name}={value!r}")
+    if small_batch_size >= big_batch_size:
+        raise ValueError(
+            "Argument `small_batch_size` must be smaller than `big_batch_size`."
+            f" Received: small_batch_size={small_batch_size}, "
+            f"big_batch_size={big_batch_size}")
+    if big_batch_size > num_examples:
+        raise ValueError(
+            f"Argument `big_batch_size` must be at most the {num_examples} "
+            f"examples given. Received: big_batch_size={big_batch_size}")
+
+
+def _gradient_sq_norm(model, x, y):
+    """|gradient of the model's compiled loss|^2 on (x, y), TensorFlow; the
+    model's state (batch-norm statistics, metrics) is left as it was."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=False)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return float(tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+                           for g in grads if g is not None]))
+
+
+def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
+                        num_estimates=10, seed=0):
+    """The gradient noise scale of a compiled Keras model at its current
+    weights (McCandlish et al. 2018, Appendix A.1).
+
+    Draws `num_estimates` random big batches of `big_batch_size` examples
+    from `(x, y)` (NumPy arrays); each gives |G_big|^2, and its first
+    `small_batch_size` examples |G_small|^2, for the model's own compiled
+    loss. The two are averaged over the draws and turned into the unbiased
+    |G|^2 and tr(Sigma) (`noise_scale_estimates`); `noise_scale` is their
+    ratio, B_simple, in examples: a batch well below it leaves parallelism
+    unused, one far above it buys little per example. Batch-norm layers run
+    in inference mode and nothing in the model changes.
+
+    TensorFlow backend only (it takes the gradients with
+    `tf.GradientTape`); another backend is one clear error.
+
+    Returns:
+        A `NoiseScaleResult` (`noise_scale`, `grad_sq_norm`,
+        `trace_covariance`).
+
+    Raises:
+        ValueError: naming a bad argument (a small batch not smaller than
+            the big one, a big batch larger than the data, ...), an
+            uncompiled model, or a backend other than TensorFlow.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "measure_noise_scale needs the TensorFlow backend (it takes "
+            f"gradients with tf.GradientTape); this is {keras.backend.backend()}"
+            ". Measure on TensorFlow, or inside the zoo's trainer.")
+    if not getattr(model, "compiled", False):
+        raise ValueError("Argument `model` must be compiled with its loss "
+                         "(model.compile(loss=...)) before measuring.")
+    num_examples = len(x)
+    if len(y) != num_examples:
+        raise ValueError(f"Arguments `x` and `y` must hold the same number of "
+                         f"examples. Received: {num_examples} and {len(y)}")
+    _check_batches(num_examples, small_batch_size, big_batch_size,
+                   num_estimates)
+    rng = np.random.default_rng(seed)
+    small_sq, big_sq = [], []
+    for _ in range(num_estimates):
+        index = rng.choice(num_examples, size=big_batch_size, replace=False)
+        big_sq.append(_gradient_sq_norm(model, x[index], y[index]))
+        small = index[:small_batch_size]
+        small_sq.append(_gradient_sq_norm(model, x[small], y[small]))
+    grad_sq_norm, trace = noise_scale_estimates(
+        np.mean(small_sq), np.mean(big_sq), small_batch_size, big_batch_size)
+    return NoiseScaleResult(grad_sq_norm, trace)
+
+
+
+class NoiseScaleCallback(keras.callbacks.Callback):
+    """Measures the gradient noise scale during `model.fit` with
+    `measure_noise_scale` on `(x, y)` every `every_n_steps` steps, and puts
+    the latest value in the logs as `noise_scale` (batch logs when it is
+    measured, and every epoch's logs, so History and TensorBoard get it).
+    `history` keeps (step, NoiseScaleResult) pairs. TensorFlow backend only.
+
+    Args: as `measure_noise_scale`, and `every_n_steps`, a positive integer.
+    """
+
+    def __init__(self, x, y, small_batch_size, big_batch_size, every_n_steps,
+                 num_estimates=10, seed=0):
+        super().__init__()
+        if not (isinstance(every_n_steps, int) and every_n_steps > 0):
+            raise ValueError("Argument `every_n_steps` must be a positive "
+                             f"integer. Received: every_n_steps="
+                             f"{every_n_steps!r}")
+        _check_batches(len(x), small_batch_size, big_batch_size,
+                       num_estimates)
+        self.x, self.y = x, y
+        self.small_batch_size, self.big_batch_size = (small_batch_size,
+                                                      big_batch_size)
+        self.every_n_steps, self.num_estimates = every_n_steps, num_estimates
+        self.seed, self.step, self.history = seed, 0, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every_n_steps:
+            return
+        result = measure_noise_scale(
+            self.model, self.x, self.y, self.small_batch_size,
+            self.big_batch_size, self.num_estimates,
+            seed=self.seed + len(self.history))
+        self.history.append((self.step, result))
+        if logs is not None:
+            logs["noise_scale"] = result.noise_scale
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.history:
+            logs["noise_scale"] = self.history[-1][1].noise_scale

@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -123,3 +124,62 @@ def test_noise_scale_is_nan_while_averaged_gradient_norm_is_not_positive():
     estimator.update(5.0, 0.5, 4, 16)  # |G|^2 estimate (8 - 20) / 12 < 0
     assert estimator.grad_sq_norm < 0
     assert math.isnan(estimator.noise_scale)
+
+
+def _least_squares_model(delta, dim):
+    """Dense(1) without bias at w = w* + delta, w* = 1, MSE loss."""
+    model = keras.Sequential([keras.Input((dim,)),
+                              keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].kernel.assign((np.ones(dim) + delta)[:, None])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    return model
+
+
+def test_measure_noise_scale_of_a_compiled_model_matches_the_closed_form():
+    """Gaussian least squares with known noise: B_simple = ((d + 1)|delta|^2
+    + d s^2) / |delta|^2 (the MSE's factor 2 cancels in the ratio); within
+    15% with 400 draws of 1024 against 64."""
+    rng = np.random.default_rng(0)
+    dim, noise_std = 8, 0.5
+    x = rng.normal(size=(20000, dim)).astype("float32")
+    y = (x @ np.ones(dim) + noise_std * rng.normal(size=20000)
+         ).astype("float32")[:, None]
+    delta = np.full(dim, 0.2)
+    expected = least_squares_noise_scale(dim, delta @ delta, noise_std)
+    model = _least_squares_model(delta, dim)
+    before = model.get_weights()
+    result = keras_legw.measure_noise_scale(model, x, y, 64, 1024,
+                                            num_estimates=400)
+    assert result.noise_scale == pytest.approx(expected, rel=0.15)
+    assert result.grad_sq_norm == pytest.approx(4 * delta @ delta, rel=0.15)
+    np.testing.assert_array_equal(model.get_weights()[0], before[0])
+
+
+def test_noise_scale_callback_logs_it_during_fit():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2048, 4)).astype("float32")
+    y = (x @ np.ones(4) + rng.normal(size=2048)).astype("float32")[:, None]
+    model = _least_squares_model(np.zeros(4), 4)
+    callback = keras_legw.NoiseScaleCallback(x, y, 16, 256, every_n_steps=4,
+                                             num_estimates=2)
+    history = model.fit(x, y, batch_size=256, epochs=2, verbose=0,
+                        callbacks=[callback])
+    assert [step for step, _ in callback.history] == [4, 8, 12, 16]
+    assert history.history["noise_scale"] == [
+        callback.history[1][1].noise_scale, callback.history[3][1].noise_scale]
+
+
+@pytest.mark.parametrize("small,big,num,argument", [
+    (64, 64, 10, "small_batch_size"),
+    (0, 64, 10, "small_batch_size"),
+    (8, 5000, 10, "big_batch_size"),  # more than the 100 examples
+    (8, 64, 0, "num_estimates"),
+])
+def test_measure_noise_scale_bad_arguments(small, big, num, argument):
+    model = _least_squares_model(np.zeros(2), 2)
+    x, y = np.ones((100, 2), "float32"), np.ones((100, 1), "float32")
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        keras_legw.measure_noise_scale(model, x, y, small, big,
+                                       num_estimates=num)
+    with pytest.raises(ValueError, match="`every_n_steps`"):
+        keras_legw.NoiseScaleCallback(x, y, 8, 64, every_n_steps=0)
