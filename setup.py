@@ -40,7 +40,8 @@ setup(
             "tensorboard>=2.16",  # tf.summary; TF 2.21 no longer pulls it in
             "matplotlib>=3.7",
         ],
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # The library's tests also run on Keras' JAX backend (the CPU wheel).
+        "test": ["pytest>=8", "pytest-xdist>=3", "jax>=0.4.30"],
         # models.gnmt --dataset=wmt16
         "wmt16": ["tensorflow-datasets>=4.9"],
     },

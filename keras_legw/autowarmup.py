@@ -290,9 +290,7 @@ class AutoWarmup(keras.callbacks.Callback):
             self._set_rate()
 
     def _set_rate(self):
-        # Under JAX, fit keeps the optimizer's variables in its own state
-        # between epochs; syncing makes the next step read the new rate.
-        if hasattr(self.model, "jax_state_sync"):
-            self.model.jax_state_sync()
+        # Under JAX, reading `self.model` syncs fit's state into the model
+        # (keras.callbacks.Callback.model), so the next step sees this rate.
         self.model.optimizer.learning_rate = self.controller.learning_rate(
             self.step)
