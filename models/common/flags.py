@@ -267,6 +267,7 @@ def run_script(run, kwargs, default_model_dir, summary):
     data error ends the process with status 2 and one line) and prints
     `summary(results)` with where the results are."""
     kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir
+    exit_on_error(trainer.prepare_model_dir, own_dir=kwargs["model_dir"])
     write_flags(kwargs["model_dir"])
     results = exit_on_error(run, **kwargs)
     print(f"{summary(results)}; results in "

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Callable, Optional
 
@@ -116,6 +117,64 @@ def _read_history(path):
     return []
 
 
+def prepare_model_dir(own_dir):
+    """Creates `own_dir` and checks that a file can be written there, before
+    any training: a folder that cannot be written is one clear error."""
+    probe = os.path.join(own_dir, ".write_test")
+    try:
+        os.makedirs(own_dir, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"--model_dir: {own_dir} cannot be written "
+                         f"({error.strerror or error}). Choose a folder you "
+                         "can write to.") from None
+
+
+def checkpoint_candidates(checkpoint_dir):
+    """The checkpoints in `checkpoint_dir`, newest first: the manager's list,
+    or the `ckpt-N.index` files when its `checkpoint` file is unreadable."""
+    try:
+        state = tf.train.get_checkpoint_state(checkpoint_dir)
+        paths = list(state.all_model_checkpoint_paths) if state else []
+    except (tf.errors.OpError, ValueError):
+        paths = []
+    if not paths:
+        indexes = tf.io.gfile.glob(os.path.join(checkpoint_dir,
+                                                "ckpt-*.index"))
+        paths = sorted((p[:-len(".index")] for p in indexes),
+                       key=lambda p: int(p.rsplit("-", 1)[1]))
+    return paths[::-1]
+
+
+def restore_newest_readable(checkpoint, checkpoint_dir):
+    """Restores the newest checkpoint that reads whole; each unreadable one
+    is named in one line on stderr and the previous one is tried. Returns
+    the path restored (None when there is none).
+
+    Raises:
+        ValueError: checkpoints exist but none is readable (nothing in the
+            folder is touched).
+    """
+    candidates = checkpoint_candidates(checkpoint_dir)
+    for path in candidates:
+        try:
+            checkpoint.restore(path).assert_consumed()
+            return path
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError,
+                OSError) as error:  # what a cut or garbled file raises
+            reason = str(error).strip().splitlines()[0][:200]
+            print(f"warning: checkpoint {path} is unreadable ({reason}); "
+                  "trying the previous one", file=sys.stderr, flush=True)
+    if candidates:
+        raise ValueError(
+            f"No readable checkpoint in {checkpoint_dir} (tried "
+            f"{', '.join(candidates)}). Nothing was overwritten: restore a "
+            "good copy, or move the folder away to start over.")
+    return None
+
+
 def write_json(path, value):
     """Writes `value` as JSON to `path` atomically (a temporary file, then a
     rename), so a crash never leaves half a file."""
@@ -191,7 +250,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             "--num_cpu_devices=2).")
     chief = distribute.is_chief(strategy)
     own_dir = distribute.worker_dir(model_dir, strategy)
-    os.makedirs(own_dir, exist_ok=True)
+    prepare_model_dir(own_dir)
     end_step = total_steps if max_steps is None else min(total_steps, max_steps)
 
     with strategy.scope():
@@ -214,9 +273,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     # Every worker restores the chief's latest checkpoint: a worker killed
     # mid-save may hold an older one of its own, and workers that resume at
     # different steps would pair up the wrong collective ops.
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if latest:
-        checkpoint.restore(latest).assert_consumed()
+    restore_newest_readable(checkpoint, os.path.join(model_dir, "checkpoints"))
     start_step = int(optimizer.iterations.numpy())
     history_path = os.path.join(own_dir, HISTORY_FILE)
     history = [h for h in _read_history(history_path) if h["step"] <= start_step]

@@ -111,6 +111,54 @@ def test_stop_mid_epoch_in_one_process_and_resume_equals_uninterrupted(
     _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
 
 
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(max(os.path.getsize(path) // 2, 1))
+
+
+def test_a_truncated_newest_checkpoint_costs_one_checkpoint(tmp_path,
+                                                            capfd):
+    """Checkpoints at steps 4 and 8; the newest cut in half: the rerun names
+    it in one line, resumes from step 4 and ends with the weights of a run
+    that stopped at step 4 and resumed cleanly."""
+    kwargs = dict(SMALL, strategy="default", batch_size=256, epochs=3)
+    for name in ("damaged", "clean"):
+        mnist_lstm.run(model_dir=str(tmp_path / name), max_steps=8
+                       if name == "damaged" else 4, **kwargs)
+    checkpoints = tmp_path / "damaged" / "checkpoints"
+    _truncate(checkpoints / "ckpt-8.data-00000-of-00001")
+    capfd.readouterr()
+    resumed = mnist_lstm.run(model_dir=str(tmp_path / "damaged"), **kwargs)
+    err = capfd.readouterr().err
+    warnings = [l for l in err.splitlines() if l.startswith("warning:")]
+    assert len(warnings) == 1 and "ckpt-8" in warnings[0]
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 12
+    mnist_lstm.run(model_dir=str(tmp_path / "clean"), **kwargs)
+    _assert_same_weights(tmp_path / "damaged", tmp_path / "clean", exact=True)
+
+
+def test_no_readable_checkpoint_is_one_error_and_nothing_is_overwritten(
+        tmp_path):
+    kwargs = dict(SMALL, strategy="default", batch_size=256, epochs=3)
+    mnist_lstm.run(model_dir=str(tmp_path), max_steps=8, **kwargs)
+    checkpoints = tmp_path / "checkpoints"
+    for data in checkpoints.glob("ckpt-*.data-*"):
+        _truncate(data)
+    before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    with pytest.raises(ValueError, match="No readable checkpoint in"):
+        mnist_lstm.run(model_dir=str(tmp_path), **kwargs)
+    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
+
+
+def test_a_model_dir_that_cannot_be_written_is_one_error(tmp_path):
+    (tmp_path / "a_file").write_text("in the way")
+    result = _script([f"--model_dir={tmp_path / 'a_file' / 'run'}",
+                      "--max_steps=1"])
+    assert result.returncode == 2
+    assert "cannot be written" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("name,cls", [
     ("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
     ("lamb", keras.optimizers.Lamb), ("lars", LARS),
