@@ -226,6 +226,7 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
     """Writes `schedule.json` (on the chief) and trains `task` for the
     schedule's steps with the options' loop settings (`trainer.train`).
     Returns (results, model)."""
+    trainer.check_resume_batch(model_dir, options.batch_size)
     if distribute.is_chief(strategy):
         write_schedule(model_dir, schedule)
     return trainer.train(

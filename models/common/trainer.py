@@ -29,6 +29,7 @@ from keras_legw.noise_scale import NoiseScaleEstimator
 from models.common import distribute
 
 RESULTS_FILE = "results.json"
+RUN_FILE = "run.json"  # what a resume must match: the global batch
 HISTORY_FILE = "history.json"
 
 
@@ -175,6 +176,24 @@ def restore_newest_readable(checkpoint, checkpoint_dir):
     return None
 
 
+def check_resume_batch(model_dir, global_batch_size):
+    """Refuses to resume checkpoints trained at another global batch: LEGW's
+    schedule and the data order are functions of the batch and the step.
+    (A future adaptive batch would record its own sequence here.)"""
+    path = os.path.join(model_dir, RUN_FILE)
+    if not (os.path.exists(path) and checkpoint_candidates(
+            os.path.join(model_dir, "checkpoints"))):
+        return
+    with open(path) as f:
+        saved = json.load(f).get("global_batch_size")
+    if saved is not None and saved != global_batch_size:
+        raise ValueError(
+            f"--batch_size={global_batch_size}, but the checkpoints in "
+            f"{model_dir} were trained at batch {saved}: the schedule and the "
+            f"data order depend on it. Resume with --batch_size={saved}, or "
+            "use a new --model_dir.")
+
+
 def write_json(path, value):
     """Writes `value` as JSON to `path` atomically (a temporary file, then a
     rename), so a crash never leaves half a file."""
@@ -251,6 +270,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     chief = distribute.is_chief(strategy)
     own_dir = distribute.worker_dir(model_dir, strategy)
     prepare_model_dir(own_dir)
+    check_resume_batch(model_dir, global_batch_size)
     end_step = total_steps if max_steps is None else min(total_steps, max_steps)
 
     with strategy.scope():
@@ -274,6 +294,9 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     # mid-save may hold an older one of its own, and workers that resume at
     # different steps would pair up the wrong collective ops.
     restore_newest_readable(checkpoint, os.path.join(model_dir, "checkpoints"))
+    if chief:
+        write_json(os.path.join(own_dir, RUN_FILE),
+                   {"global_batch_size": global_batch_size})
     start_step = int(optimizer.iterations.numpy())
     history_path = os.path.join(own_dir, HISTORY_FILE)
     history = [h for h in _read_history(history_path) if h["step"] <= start_step]

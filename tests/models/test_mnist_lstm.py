@@ -111,6 +111,36 @@ def test_stop_mid_epoch_in_one_process_and_resume_equals_uninterrupted(
     _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
 
 
+@pytest.mark.parametrize("first,then", [("mirrored", "default"),
+                                        ("default", "mirrored")])
+def test_elastic_resume_on_another_number_of_replicas(tmp_path, first, then):
+    """Stopped on 2 replicas, resumed on 1 (and the other way round), with
+    the same global batch: the data and the rate are functions of the batch
+    and the step, so it ends with an uninterrupted run's weights (within
+    float tolerance: the all-reduce sums in another order)."""
+    kwargs = dict(SMALL, batch_size=256, epochs=2)
+    mnist_lstm.run(model_dir=str(tmp_path / "full"), strategy=then, **kwargs)
+    mnist_lstm.run(model_dir=str(tmp_path / "split"), strategy=first,
+                   max_steps=6, **kwargs)
+    resumed = mnist_lstm.run(model_dir=str(tmp_path / "split"), strategy=then,
+                             **kwargs)
+    assert resumed["resumed_from_step"] == 6
+    assert resumed["num_replicas"] == (2 if then == "mirrored" else 1)
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=False)
+
+
+def test_resume_at_another_batch_size_is_refused(tmp_path):
+    mnist_lstm.run(model_dir=str(tmp_path), batch_size=256, epochs=2,
+                   max_steps=2, **SMALL)
+    schedule = (tmp_path / "schedule.json").read_text()
+    result = _script([f"--model_dir={tmp_path}", "--batch_size=512",
+                      "--epochs=2", "--num_train_examples=1024", "--units=16"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("--batch_size=512, but the checkpoints in" in result.stderr
+            and "Resume with --batch_size=256" in result.stderr)
+    assert (tmp_path / "schedule.json").read_text() == schedule
+
+
 def _truncate(path):
     with open(path, "r+b") as f:
         f.truncate(max(os.path.getsize(path) // 2, 1))
@@ -142,8 +172,8 @@ def test_no_readable_checkpoint_is_one_error_and_nothing_is_overwritten(
     kwargs = dict(SMALL, strategy="default", batch_size=256, epochs=3)
     mnist_lstm.run(model_dir=str(tmp_path), max_steps=8, **kwargs)
     checkpoints = tmp_path / "checkpoints"
-    for data in checkpoints.glob("ckpt-*.data-*"):
-        _truncate(data)
+    for shard in checkpoints.glob("ckpt-*.data-*"):
+        _truncate(shard)
     before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
     with pytest.raises(ValueError, match="No readable checkpoint in"):
         mnist_lstm.run(model_dir=str(tmp_path), **kwargs)
