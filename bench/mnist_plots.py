@@ -321,9 +321,13 @@ def plot_recipes(rows):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for recipe, (rate, by_batch) in recipe_summary(rows).items():
         batches = sorted(by_batch)
+        label = f"{recipe} (base rate {rate:g})"
+        below = [(b, 100 * np.mean(by_batch[b][0])) for b in batches
+                 if 100 * np.mean(by_batch[b][0]) < 97.0]
+        if below:  # say where the line leaves the axis
+            label += "; " + ", ".join(f"{b}: {a:.1f}%" for b, a in below)
         style = dict(marker="o", color=recipe_color(recipe),
-                     linestyle="--" if "+" in recipe else "-",
-                     label=f"{recipe} (base rate {rate:g})")
+                     linestyle="--" if "+" in recipe else "-", label=label)
         axes[0].plot(batches, [100 * np.mean(by_batch[b][0])
                                for b in batches], **style)
         axes[1].plot(batches, [np.mean(by_batch[b][1]) for b in batches],
