@@ -264,9 +264,9 @@ def plot_gap_vs_budget(rows):
 
 
 def recipe_summary(rows):
-    """{recipe: {batch: (accuracies, final train losses)}} at each recipe's
-    frozen rate, 25 epochs; an extra axis (`x+noise`) shares x's batch-128
-    runs (k = 1 is the same run)."""
+    """{recipe: (rate, {batch: (accuracies, final train losses)})} at each
+    recipe's frozen rate, 25 epochs; the noise-scaling axis (`x+noise`)
+    shares x's batch-128 runs (at k = 1 it is the same run)."""
     from bench import mnist_recipes
 
     summary = {}
@@ -281,7 +281,8 @@ def recipe_summary(rows):
         by_batch = {}
         for r in rows:
             own = r["recipe"] == recipe or (
-                r["recipe"] == core and int(r["batch_size"]) == BASE)
+                recipe.endswith("+noise") and r["recipe"] == core
+                and int(r["batch_size"]) == BASE)
             if own and float(r["base_learning_rate"]) == rate \
                     and r["test_accuracy"]:
                 acc, loss = by_batch.setdefault(int(r["batch_size"]), ([], []))
