@@ -328,7 +328,8 @@ def plot_recipes(rows):
         if below:  # say where the line leaves the axis
             label += "; " + ", ".join(f"{b}: {a:.1f}%" for b, a in below)
         style = dict(marker="o", color=recipe_color(recipe),
-                     linestyle="--" if "+" in recipe else "-", label=label)
+                     linestyle={"noise": "--", "smoothing": ":"}.get(
+                         recipe.partition("+")[2], "-"), label=label)
         axes[0].plot(batches, [100 * np.mean(by_batch[b][0])
                                for b in batches], **style)
         axes[1].plot(batches, [np.mean(by_batch[b][1]) for b in batches],
