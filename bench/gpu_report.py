@@ -97,6 +97,13 @@ def window_timer():
     return WindowTimer()
 
 
+def seconds_to_98(timer):
+    """Seconds from the start of fit to the first epoch end at or above 98%
+    test accuracy (None if never)."""
+    return next((t for t, logs in timer.epoch_ends
+                 if logs["val_accuracy"] >= 0.98), None)
+
+
 def repeat_batch(x, y):
     """An endless generator of the same (device-resident) batch."""
     while True:
@@ -384,8 +391,7 @@ def mnist_section(args, report):
             def run(batch=batch):
                 timer, steps, accuracy, _ = mnist_fit(args, train, test,
                                                       batch, seed)
-                to_98 = next((t for t, logs in timer.epoch_ends
-                              if logs["val_accuracy"] >= 0.98), None)
+                to_98 = seconds_to_98(timer)
                 walls[batch] = (timer.epoch_ends[-1][0], to_98, steps,
                                 accuracy)
                 return timer.epoch_ends[-1][0]
@@ -436,8 +442,7 @@ def autowarmup_section(args, report):
             def run(batch=batch, seed=seed):
                 timer, steps, accuracy, warmup = mnist_fit(
                     args, train, test, batch, seed, autowarmup=True)
-                to_98 = next((t for t, logs in timer.epoch_ends
-                              if logs["val_accuracy"] >= 0.98), None)
+                to_98 = seconds_to_98(timer)
                 result.update(accuracy=accuracy, steps=steps, to_98=to_98,
                               warmup=warmup)
                 return accuracy

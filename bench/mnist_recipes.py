@@ -32,6 +32,7 @@ import statistics
 import threading
 
 from bench import sweep_runner
+from bench.mnist_sweep import seconds_to
 
 CSV = "docs/results/mnist_lstm_recipes.csv"
 NOISE_CSV = "docs/results/mnist_lstm_noise_scale.csv"
@@ -177,8 +178,7 @@ def run_one(spec, runs_dir, data_dir):
         if "NonFiniteLossError" not in str(error):
             raise
         return dict(row, status="diverged")
-    to_98 = next((h["train_seconds"] for h in results["history"]
-                  if h["metrics"]["test_accuracy"] >= 0.98), None)
+    to_98 = seconds_to(results["history"], 0.98)
     return dict(row, test_accuracy=results["test_accuracy"],
                 final_train_loss=f"{results['final_loss']:.4g}",
                 steps=results["steps"],
