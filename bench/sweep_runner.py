@@ -6,8 +6,10 @@ import argparse
 import csv
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 
 
 def run_in_child(module, kwargs):
@@ -33,11 +35,15 @@ def read_rows(csv_path):
         return list(csv.DictReader(f))
 
 
+_APPEND_LOCK = threading.Lock()
+
+
 def append_row(csv_path, columns, row):
-    """Appends one row, writing the header first if the file is new."""
+    """Appends one row, writing the header first if the file is new (safe to
+    call from several of `run_all`'s threads)."""
     os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
-    new = not os.path.exists(csv_path)
-    with open(csv_path, "a", newline="") as f:
+    with _APPEND_LOCK, open(csv_path, "a", newline="") as f:
+        new = f.tell() == 0
         writer = csv.DictWriter(f, fieldnames=columns)
         if new:
             writer.writeheader()
@@ -53,7 +59,39 @@ def sweep_arguments(doc, *, epochs, csv_path, runs_dir):
     parser.add_argument("--csv", default=csv_path)
     parser.add_argument("--runs_dir", default=runs_dir)
     parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs trained at the same time (one process each)")
     return parser.parse_args()
+
+
+def run_all(jobs, workers):
+    """Calls each of `jobs` (argument-less functions, in order) on `workers`
+    threads, each job starting when a thread is free. A job that raises is
+    reported and does not stop the others; raises at the end if any did."""
+    todo, failures = queue.Queue(), []
+    for job in jobs:
+        todo.put(job)
+
+    def work():
+        while True:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                job()
+            except Exception as error:  # reported, and raised again below
+                print(f"FAILED: {error}", file=sys.stderr, flush=True)
+                failures.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(max(1, workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} of the sweep's runs failed; "
+                           "see the messages above")
 
 
 def record_run(csv_path, name, labels, metrics, results):
