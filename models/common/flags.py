@@ -94,6 +94,11 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                          "Steps per call of the compiled training loop.")
     flags.DEFINE_boolean("jit_compile", False,
                          "Compile the training step with XLA.")
+    flags.DEFINE_integer("gradient_accumulation_steps", 1,
+                         "Split each replica's share of the batch into this "
+                         "many micro-batches, run one after another, and "
+                         "apply their summed gradient once: the global batch "
+                         "(and its schedule) with a micro-batch's memory.")
     flags.DEFINE_boolean("noise_scale", False,
                          "Measure the gradient noise scale B_simple (logged "
                          "to TensorBoard and results.json).")
@@ -102,7 +107,7 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                        "closer to 1 averages longer (late in training the "
                        "gradient is small against its noise and needs it).")
     for name in ("batch_size", "base_batch_size", "steps_per_loop",
-                 "num_cpu_devices"):
+                 "num_cpu_devices", "gradient_accumulation_steps"):
         flags.register_validator(name, lambda v: v is not None and v > 0,
                                  message=f"--{name} must be a positive integer.")
     flags.register_validator("epochs", lambda v: v is not None and v > 0,
@@ -146,6 +151,7 @@ class CommonOptions:
     checkpoint_every_steps: int = 0
     steps_per_loop: int = 100
     jit_compile: bool = False
+    gradient_accumulation_steps: int = 1
     noise_scale: bool = False
     noise_scale_decay: float = 0.99
     verbose: int = 1
@@ -238,7 +244,9 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
         steps_per_loop=options.steps_per_loop,
         jit_compile=options.jit_compile, noise_scale=options.noise_scale,
         noise_scale_decay=options.noise_scale_decay,
-        global_clipnorm=global_clipnorm, verbose=options.verbose)
+        global_clipnorm=global_clipnorm,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        verbose=options.verbose)
 
 
 def set_seed(seed, deterministic):

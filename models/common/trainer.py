@@ -107,6 +107,19 @@ def _divide(gradients, divisor):
             for g in gradients]
 
 
+def clip_by_global_norm(gradients, clip_norm):
+    """Scales `gradients` by clip_norm / max(norm, clip_norm), the norm
+    being that of the gradient as applied. Unlike `tf.clip_by_global_norm`,
+    which takes the norm of an IndexedSlices' values, rows that repeat
+    (a token seen twice in the batch) are summed first; the scaled
+    gradients keep their IndexedSlices form."""
+    factor = clip_norm / tf.maximum(tf.sqrt(_squared_norm(gradients)),
+                                    clip_norm)
+    return [tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
+            if isinstance(g, tf.IndexedSlices) else g * factor
+            for g in gradients]
+
+
 def _current_learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
@@ -206,7 +219,8 @@ def write_json(path, value):
 def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
           total_steps, model_dir, max_steps=None, checkpoint_every_steps=0,
           steps_per_loop=100, jit_compile=False, noise_scale=False,
-          noise_scale_decay=0.99, global_clipnorm=None, verbose=1):
+          noise_scale_decay=0.99, global_clipnorm=None,
+          gradient_accumulation_steps=1, verbose=1):
     """Trains `task` to `total_steps` (or `max_steps`), resuming from
     `model_dir`; the stats are also written to `model_dir/results.json`.
 
@@ -232,6 +246,14 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         global_clipnorm: clip the global batch's gradient to this norm. Done
             here, after the all-reduce: a Keras optimizer's own
             `global_clipnorm` clips each replica's partial gradient.
+        gradient_accumulation_steps: N; each replica computes its share's
+            gradient as the sum over N micro-batches of 1/N of its rows, one
+            after another, so activations are held for a micro-batch only.
+            The update, the schedule's step, clipping, the noise scale and
+            checkpoints stay those of the global batch. A carried state is
+            split by rows with its batch (rows are independent sequences),
+            so stateful models train exactly as with N=1. Layers that mix
+            rows (batch normalization) see micro-batches.
         verbose: 1 for a progress bar per epoch, 0 for none.
 
     Returns:
@@ -241,7 +263,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         only one.
 
     Raises:
-        ValueError: if the global batch does not divide among the replicas.
+        ValueError: if the global batch does not divide among the replicas
+            and micro-batches.
         NonFiniteLossError: if the loss becomes NaN or Inf.
     """
     replicas = strategy.num_replicas_in_sync
@@ -253,10 +276,22 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     if steps_per_loop < 1:
         raise ValueError(f"steps_per_loop must be >= 1. Received: {steps_per_loop}")
     per_replica = global_batch_size // replicas
+    pieces = gradient_accumulation_steps
+    if not isinstance(pieces, int) or pieces < 1:
+        raise ValueError("Flag --gradient_accumulation_steps must be a "
+                         f"positive integer. Received: {pieces!r}")
     if noise_scale and replicas == 1 and global_batch_size % 2:
         raise ValueError(
             f"Flag --noise_scale on one replica splits the batch in two "
             f"halves: --batch_size={global_batch_size} must be even.")
+    halves = 2 if noise_scale and replicas == 1 else 1
+    if per_replica % (pieces * halves):
+        raise ValueError(
+            f"Flag --gradient_accumulation_steps={pieces}: --batch_size="
+            f"{global_batch_size} must divide by it x {replicas} replica(s)"
+            + (" x 2 (--noise_scale's halves)" if halves == 2 else "")
+            + f" = {pieces * replicas * halves}, so that every micro-batch "
+            "is the same size. Choose a batch or N that divides.")
     noise_batches = (per_replica, global_batch_size) if replicas > 1 else \
         (global_batch_size // 2, global_batch_size)
     estimator = NoiseScaleEstimator(noise_scale_decay) if noise_scale else None
@@ -329,8 +364,36 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
 
     # XLA compiles the forward and backward pass; the optimizer's update
     # (with its cross-replica all-reduce) stays outside the compiled region.
-    compute = tf.function(loss_and_gradients, jit_compile=True) \
+    micro_step = tf.function(loss_and_gradients, jit_compile=True) \
         if jit_compile else loss_and_gradients
+
+    def compute(inputs, labels, regularization_weight, state):
+        """(loss, gradients, state) of a replica's batch, summed over
+        `pieces` micro-batches of its rows computed one after another."""
+        if pieces == 1:
+            return micro_step(inputs, labels, regularization_weight, state)
+        rows = tf.shape(tf.nest.flatten(labels)[0])[0] // pieces
+        take = lambda tensors, j: tf.nest.map_structure(  # noqa: E731
+            lambda t: t[j * rows:(j + 1) * rows], tensors)
+
+        def body(j, loss, grads, states):
+            piece_loss, piece_grads, piece_state = micro_step(
+                *take((inputs, labels), j), regularization_weight / pieces,
+                take(state, j))
+            grads = [g + tf.convert_to_tensor(p)  # IndexedSlices densified
+                     for g, p in zip(grads, piece_grads)]
+            states = [a.write(j, t) for a, t in zip(states, piece_state)]
+            return j + 1, loss + piece_loss, grads, states
+
+        zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+        arrays = [tf.TensorArray(t.dtype, size=pieces) for t in state]
+        # parallel_iterations=1: one micro-batch's activations at a time.
+        _, loss, grads, arrays = tf.while_loop(
+            lambda j, *_: j < pieces, body, (0, tf.constant(0.0), zeros, arrays),
+            parallel_iterations=1)
+        state = [tf.ensure_shape(a.concat(), t.shape)
+                 for a, t in zip(arrays, state)]
+        return loss, grads, state
     apply = lambda grads: optimizer.apply_gradients(  # noqa: E731
         zip(grads, model.trainable_variables))
     zero = tf.constant(0.0)
@@ -366,7 +429,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                     "SUM", grads)
         big = _squared_norm(grads) if noise_scale else zero
         if global_clipnorm:
-            grads, _ = tf.clip_by_global_norm(grads, global_clipnorm)
+            grads = clip_by_global_norm(grads, global_clipnorm)
         apply(_divide(grads, replicas) if reduce_here else grads)
         return loss, small, big, state
 

@@ -237,6 +237,43 @@ def test_noise_scaling_through_run(tmp_path):
                        model_dir=str(tmp_path / "x"), **SMALL)
 
 
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_gradient_accumulation_equals_the_whole_batch(tmp_path, strategy):
+    """--gradient_accumulation_steps=4 at batch 256 (micro-batches of 64
+    over all replicas) gives the weights, optimizer state and learning rate
+    of 256 in one piece, within float tolerance (sums in another order)."""
+    kwargs = dict(SMALL, batch_size=256, epochs=2, max_steps=6,
+                  strategy=strategy)
+    whole = mnist_lstm.run(model_dir=str(tmp_path / "whole"), **kwargs)
+    pieces = mnist_lstm.run(model_dir=str(tmp_path / "acc"),
+                            gradient_accumulation_steps=4, **kwargs)
+    assert pieces["steps"] == whole["steps"] == 6
+    assert pieces["final_learning_rate"] == whole["final_learning_rate"]
+    assert pieces["final_loss"] == pytest.approx(whole["final_loss"],
+                                                 rel=1e-4)
+    _assert_same_weights(tmp_path / "whole", tmp_path / "acc", exact=False)
+
+
+def test_gradient_accumulation_resumed_mid_epoch_equals_uninterrupted(
+        tmp_path):
+    kwargs = dict(SMALL, strategy="mirrored", batch_size=256, epochs=2,
+                  checkpoint_every_steps=3, gradient_accumulation_steps=2)
+    mnist_lstm.run(model_dir=str(tmp_path / "full"), **kwargs)
+    mnist_lstm.run(model_dir=str(tmp_path / "split"), max_steps=6, **kwargs)
+    resumed = mnist_lstm.run(model_dir=str(tmp_path / "split"), **kwargs)
+    assert resumed["resumed_from_step"] == 6 and resumed["steps"] == 8
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
+
+
+def test_batch_not_divisible_by_micro_batches(tmp_path):
+    with pytest.raises(ValueError, match=(
+            r"--gradient_accumulation_steps=3: --batch_size=256 must divide "
+            r"by it x 2 replica\(s\) = 6")):
+        mnist_lstm.run(batch_size=256, strategy="mirrored", max_steps=1,
+                       gradient_accumulation_steps=3,
+                       model_dir=str(tmp_path), **SMALL)
+
+
 def test_batch_not_divisible_by_replicas(tmp_path):
     with pytest.raises(ValueError, match=r"--batch_size=33 must be divisible "
                                          r"by the number of replicas, 2"):
@@ -266,6 +303,10 @@ def _script(args, env=None, timeout=120):
      "Flag --b_noise (the gradient noise scale, in examples) is required"),
     (["--b_noise=1000", "--max_steps=1"], "only allowed with it"),
     (["--b_noise=-3"], "--b_noise must be positive"),
+    (["--gradient_accumulation_steps=0"],
+     "--gradient_accumulation_steps must be a positive integer"),
+    (["--gradient_accumulation_steps=3", "--batch_size=128", "--max_steps=1"],
+     "--gradient_accumulation_steps=3: --batch_size=128 must divide by it"),
 ])
 def test_bad_flags_exit_with_a_clear_error(tmp_path, args, message):
     env = {}

@@ -113,3 +113,35 @@ def test_xla_compiled_step_matches_the_plain_one(tmp_path, strategy_name):
         weights.append(model.get_weights()[0])
     assert not np.allclose(weights[0][:, 0], delta)  # it trained
     np.testing.assert_allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_takes_the_norm_of_the_gradient_as_applied(tmp_path):
+    """Row 0 of an embedding looked up twice, each lookup's gradient
+    [1.5, 2]: the applied gradient is their sum [3, 4], norm 5, so clipping
+    to 1 and one SGD step at rate 1 moves the row by -[0.6, 0.8].
+    (tf.clip_by_global_norm takes the norm of the two lookups' values,
+    3.54, and would move it by -[0.85, 1.13].)"""
+    def batches(context, start_step):
+        return tf.data.Dataset.from_tensors(
+            (tf.zeros([2, 1], tf.int32), tf.zeros([2]))).repeat()
+
+    task = trainer.Task(
+        build_model=lambda: keras.Sequential([
+            keras.Input((1,), dtype="int32"),
+            keras.layers.Embedding(4, 2, embeddings_initializer="zeros"),
+            keras.layers.Flatten()]),
+        per_example_loss=lambda y, out: tf.reduce_sum(
+            out * tf.constant([3.0, 4.0]), axis=-1) + 0.0 * y,
+        train_dataset=batches,
+        eval_dataset=lambda context: batches(context, 0).take(1).map(
+            lambda x, y: (x, y, tf.ones([2]))),
+        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
+        eval_metrics=lambda sums: {"count": sums["count"]})
+    _, model = trainer.train(
+        task, strategy=tf.distribute.get_strategy(),
+        make_optimizer=lambda: keras.optimizers.SGD(1.0),
+        global_batch_size=2, num_examples=2, total_steps=1,
+        model_dir=str(tmp_path), global_clipnorm=1.0, verbose=0)
+    np.testing.assert_allclose(model.get_weights()[0][0], [-0.6, -0.8],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(model.get_weights()[0][1:], 0.0)
