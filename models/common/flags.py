@@ -24,7 +24,7 @@ from absl import flags, logging
 
 import keras_legw
 from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
-from models.common import distribute, trainer
+from models.common import distribute, preemption, trainer
 from models.common.data import DataError
 from models.common.distribute import STRATEGIES
 
@@ -286,9 +286,13 @@ def run_script(run, kwargs, default_model_dir, summary):
 
 def exit_on_error(function, **kwargs):
     """Calls `function(**kwargs)`; a ValueError or data error ends the
-    process with status 2 and one line on stderr."""
+    process with status 2 and one line on stderr, a preemption (SIGTERM or
+    SIGINT, see `preemption`) with 128 + the signal and one line."""
     try:
         return function(**kwargs)
     except (ValueError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except preemption.Preempted as stopped:
+        print(str(stopped), file=sys.stderr)
+        sys.exit(stopped.exit_status)

@@ -8,9 +8,10 @@ batch. The same loop runs under the default, one-device, mirrored,
 multi-worker and TPU strategies.
 
 Checkpoints (model, optimizer with its step counter) are written to
-`model_dir/checkpoints` at every epoch end and every `checkpoint_every_steps`
-steps; a restarted run restores the latest one and continues at its step, with
-the same data order (see `input_pipeline`) and the same learning rate.
+`model_dir/checkpoints` at every epoch end, every `checkpoint_every_steps`
+steps and when SIGTERM or SIGINT asks training to stop (see `preemption`);
+a restarted run restores the latest one and continues at its step, with the
+same data order (see `input_pipeline`) and the same learning rate.
 """
 
 import dataclasses
@@ -26,10 +27,11 @@ import tensorflow as tf
 
 from keras_legw import scaling
 from keras_legw.noise_scale import NoiseScaleEstimator
-from models.common import distribute
+from models.common import distribute, preemption
 
 RESULTS_FILE = "results.json"
 RUN_FILE = "run.json"  # what a resume must match: the global batch
+PROGRESS_FILE = "progress.json"  # the last checkpoint's step and seconds
 HISTORY_FILE = "history.json"
 
 
@@ -129,6 +131,19 @@ def _read_history(path):
         with open(path) as f:
             return json.load(f)
     return []
+
+
+def _train_seconds_at(step, own_dir, history):
+    """Training seconds up to `step`, the checkpoint resumed from: from
+    PROGRESS_FILE when it holds that step (any checkpoint), else from the
+    history (epoch ends)."""
+    path = os.path.join(own_dir, PROGRESS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            progress = json.load(f)
+        if progress["step"] == step:
+            return progress["train_seconds"]
+    return history[-1]["train_seconds"] if history else 0.0
 
 
 def prepare_model_dir(own_dir):
@@ -329,13 +344,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     # mid-save may hold an older one of its own, and workers that resume at
     # different steps would pair up the wrong collective ops.
     restore_newest_readable(checkpoint, os.path.join(model_dir, "checkpoints"))
-    if chief:
-        write_json(os.path.join(own_dir, RUN_FILE),
-                   {"global_batch_size": global_batch_size})
     start_step = int(optimizer.iterations.numpy())
     history_path = os.path.join(own_dir, HISTORY_FILE)
     history = [h for h in _read_history(history_path) if h["step"] <= start_step]
-    train_seconds = history[-1]["train_seconds"] if history else 0.0
+    train_seconds = _train_seconds_at(start_step, own_dir, history)
 
     train_data = strategy.distribute_datasets_from_function(
         lambda context: task.train_dataset(context, start_step))
@@ -485,72 +497,98 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     metrics, loss = (history[-1]["metrics"] if history else {}), float("nan")
     wall_start = time.perf_counter()
     state = zero_state(training=True)
-    while step < end_step:
-        epoch_index = next(i for i, e in enumerate(ends) if e > step)
-        epoch_end = min(ends[epoch_index], end_step)
-        progbar = keras.utils.Progbar(
-            epoch_end - step, verbose=verbose if chief else 0,
-            unit_name="step")
-        if chief and verbose:
-            print(f"Epoch {epoch_index + 1}/{len(ends)} (steps {step}-"
-                  f"{epoch_end} of {total_steps})", flush=True)
-        while step < epoch_end:
-            stop = min(epoch_end, step + steps_per_loop)
-            if checkpoint_every_steps:
-                stop = min(stop, (step // checkpoint_every_steps + 1)
-                           * checkpoint_every_steps)
-            start = time.perf_counter()
-            loss, small, big, state = train_loop(
-                iterator, tf.constant(stop - step), state)
-            loss = float(loss)
-            seconds = time.perf_counter() - start
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"The training loss became {loss} in steps {step}-{stop} "
-                    f"(learning rate {_current_learning_rate(optimizer):.4g}). "
-                    "Training stopped; the last checkpoint "
-                    f"({manager.latest_checkpoint}) is intact. Lower "
-                    "--base_learning_rate or check the input data.")
-            if loops == 1:  # drop the first loop from the throughput
-                timed_steps, timed_seconds = 0, 0.0
-            loops += 1
-            timed_steps += stop - step
-            timed_seconds += seconds
-            train_seconds += seconds
-            session_steps += stop - step
-            rate = (stop - step) * global_batch_size / seconds
-            step = stop
-            learning_rate = _current_learning_rate(optimizer)
-            if estimator:
-                for small_sq, big_sq in zip(small.numpy(), big.numpy()):
-                    estimator.update(small_sq, big_sq, *noise_batches)
-            with writer.as_default(step=step):
-                tf.summary.scalar("loss", loss)
-                tf.summary.scalar("learning_rate", learning_rate)
-                tf.summary.scalar("examples_per_second", rate)
+    agree_to_stop = preemption.make_agreement(strategy)
+
+    def save(step):
+        """A checkpoint at `step` (once), and the training seconds so far."""
+        if manager.latest_checkpoint != os.path.join(
+                manager.directory, f"ckpt-{step}"):
+            manager.save(checkpoint_number=step)
+        write_json(os.path.join(own_dir, PROGRESS_FILE),
+                   {"step": step, "train_seconds": train_seconds})
+
+    def stop_if_asked(step):
+        """Every worker calls this at the same steps (a collective)."""
+        signal_number = agree_to_stop(stops.signal_number)
+        if signal_number:
+            save(step)
+            raise preemption.Preempted(signal_number, step,
+                                       manager.latest_checkpoint)
+
+    with preemption.StopRequests() as stops:
+        # Written once the signals are caught: "training is about to start".
+        write_json(os.path.join(own_dir, RUN_FILE),
+                   {"global_batch_size": global_batch_size})
+        while step < end_step:
+            epoch_index = next(i for i, e in enumerate(ends) if e > step)
+            epoch_end = min(ends[epoch_index], end_step)
+            progbar = keras.utils.Progbar(
+                epoch_end - step, verbose=verbose if chief else 0,
+                unit_name="step")
+            if chief and verbose:
+                print(f"Epoch {epoch_index + 1}/{len(ends)} (steps {step}-"
+                      f"{epoch_end} of {total_steps})", flush=True)
+            while step < epoch_end:
+                stop = min(epoch_end, step + steps_per_loop)
+                if checkpoint_every_steps:
+                    stop = min(stop, (step // checkpoint_every_steps + 1)
+                               * checkpoint_every_steps)
+                start = time.perf_counter()
+                loss, small, big, state = train_loop(
+                    iterator, tf.constant(stop - step), state)
+                loss = float(loss)
+                seconds = time.perf_counter() - start
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"The training loss became {loss} in steps {step}-{stop} "
+                        f"(learning rate {_current_learning_rate(optimizer):.4g}). "
+                        "Training stopped; the last checkpoint "
+                        f"({manager.latest_checkpoint}) is intact. Lower "
+                        "--base_learning_rate or check the input data.")
+                if loops == 1:  # drop the first loop from the throughput
+                    timed_steps, timed_seconds = 0, 0.0
+                loops += 1
+                timed_steps += stop - step
+                timed_seconds += seconds
+                train_seconds += seconds
+                session_steps += stop - step
+                rate = (stop - step) * global_batch_size / seconds
+                step = stop
+                learning_rate = _current_learning_rate(optimizer)
                 if estimator:
-                    tf.summary.scalar("noise_scale", estimator.noise_scale)
-            progbar.update(step - (epoch_end - progbar.target),
-                           [("loss", loss), ("lr", learning_rate)])
-            if checkpoint_every_steps and step % checkpoint_every_steps == 0 \
-                    and step < epoch_end:
-                manager.save(checkpoint_number=step)
-        metrics = evaluate()
-        if estimator:
-            metrics["noise_scale"] = estimator.noise_scale
-        with writer.as_default(step=step):
-            for name, value in metrics.items():
-                tf.summary.scalar(f"eval/{name}", value)
-        history.append({
-            "step": step,
-            "epoch": scaling.steps_to_epochs(step, num_examples,
-                                             global_batch_size),
-            "train_seconds": train_seconds, "loss": loss, "metrics": metrics})
-        if chief and verbose:
-            print("  " + "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items()),
-                  flush=True)
-        manager.save(checkpoint_number=step)
-        write_json(history_path, history)
+                    for small_sq, big_sq in zip(small.numpy(), big.numpy()):
+                        estimator.update(small_sq, big_sq, *noise_batches)
+                with writer.as_default(step=step):
+                    tf.summary.scalar("loss", loss)
+                    tf.summary.scalar("learning_rate", learning_rate)
+                    tf.summary.scalar("examples_per_second", rate)
+                    if estimator:
+                        tf.summary.scalar("noise_scale", estimator.noise_scale)
+                progbar.update(step - (epoch_end - progbar.target),
+                               [("loss", loss), ("lr", learning_rate)])
+                if checkpoint_every_steps and step % checkpoint_every_steps == 0 \
+                        and step < epoch_end:
+                    save(step)
+                if step < epoch_end:  # at an epoch end: after its evaluation
+                    stop_if_asked(step)
+            metrics = evaluate()
+            if estimator:
+                metrics["noise_scale"] = estimator.noise_scale
+            with writer.as_default(step=step):
+                for name, value in metrics.items():
+                    tf.summary.scalar(f"eval/{name}", value)
+            history.append({
+                "step": step,
+                "epoch": scaling.steps_to_epochs(step, num_examples,
+                                                 global_batch_size),
+                "train_seconds": train_seconds, "loss": loss, "metrics": metrics})
+            if chief and verbose:
+                print("  " + "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items()),
+                      flush=True)
+            save(step)
+            write_json(history_path, history)
+            if step < end_step:  # a finished run finishes
+                stop_if_asked(step)
     writer.flush()
 
     results = {

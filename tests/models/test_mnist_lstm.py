@@ -3,6 +3,7 @@ errors. Small subsets and few steps keep each run to seconds."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -340,15 +341,15 @@ def _free_port():
 MULTI_WORKER_STEPS = 80
 
 
-def _start_workers(model_dir):
+def _start_workers(model_dir, args=(
+        "--batch_size=64", "--epochs=100", f"--max_steps={MULTI_WORKER_STEPS}",
+        "--checkpoint_every_steps=10", "--steps_per_loop=10",
+        "--num_train_examples=256")):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     return [subprocess.Popen(
         [sys.executable, "-m", "models.mnist_lstm", "--strategy=multi_worker",
-         "--batch_size=64", "--epochs=100", f"--max_steps={MULTI_WORKER_STEPS}",
-         "--checkpoint_every_steps=10", "--steps_per_loop=10",
-         "--num_train_examples=256", "--units=16", "--deterministic",
-         f"--model_dir={model_dir}"],
+         *args, "--units=16", "--deterministic", f"--model_dir={model_dir}"],
         env=dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": i}})),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -388,3 +389,87 @@ def test_multi_worker_killed_worker_restarts_from_last_checkpoint(tmp_path):
     assert chief["resumed_from_step"] == other["resumed_from_step"] >= 10
     assert chief["steps"] == other["steps"] == MULTI_WORKER_STEPS
     _assert_same_weights(model_dir, os.path.join(model_dir, "worker_1"))
+
+
+# Preemption: 2 epochs of 16 steps, one step per loop call, so a signal sent
+# once training starts stops it after the first step, mid-epoch.
+PREEMPTED_RUN = ["--batch_size=64", "--epochs=2", "--num_train_examples=1024",
+                 "--steps_per_loop=1"]
+
+
+def _wait_for(path, processes, timeout=300):
+    """Waits until `path` exists (the trainer writes run.json once it catches
+    the signals, just before the first step)."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert time.time() < deadline, f"no {path} within {timeout} s"
+        for process in processes:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+
+
+def _saved_step(model_dir):
+    return json.loads(open(os.path.join(model_dir, "progress.json")).read())[
+        "step"]
+
+
+@pytest.mark.parametrize("signal_number,status", [(signal.SIGTERM, 143),
+                                                  (signal.SIGINT, 130)])
+def test_a_signal_saves_mid_epoch_and_the_same_command_resumes(
+        tmp_path, signal_number, status):
+    """SIGTERM (or SIGINT) while training: a checkpoint at the step reached,
+    not an epoch end, exit status 128 + the signal with one line; the same
+    command resumes there and ends with an uninterrupted run's weights."""
+    args = [*PREEMPTED_RUN, "--units=16", "--deterministic",
+            "--num_cpu_devices=2", f"--model_dir={tmp_path / 'split'}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "models.mnist_lstm", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "split" / "run.json", [process])
+    process.send_signal(signal_number)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == status, err[-3000:]
+    step = _saved_step(tmp_path / "split")
+    assert 0 < step < 32 and step != 16
+    assert (f"Stopped by {signal.Signals(signal_number).name} at step {step}"
+            in err and "Traceback" not in err)
+    assert os.path.exists(tmp_path / "split" / "checkpoints" /
+                          f"ckpt-{step}.index")
+    if signal_number == signal.SIGINT:
+        return  # the same path as SIGTERM from here
+    result = _script(args, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((tmp_path / "split" / "results.json").read_text())
+    assert resumed["resumed_from_step"] == step and resumed["steps"] == 32
+    assert resumed["train_seconds"] > 0
+    mnist_lstm.run(batch_size=64, epochs=2, model_dir=str(tmp_path / "full"),
+                   **SMALL)
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
+
+
+def test_multi_worker_sigterm_to_one_worker_stops_both_at_one_step(tmp_path):
+    """Two local workers; only worker 1 gets SIGTERM. Both agree on a step,
+    save there (mid-epoch) and exit with 143; the restarted job resumes
+    from it and ends with the weights of an uninterrupted two-replica run
+    (within float tolerance: another all-reduce)."""
+    model_dir = str(tmp_path / "job")
+    workers = _start_workers(model_dir, PREEMPTED_RUN)
+    _wait_for(os.path.join(model_dir, "worker_1", "run.json"), workers)
+    workers[1].send_signal(signal.SIGTERM)
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 143, err[-3000:]
+        assert "Stopped by SIGTERM at step" in err
+    step = _saved_step(model_dir)
+    assert step == _saved_step(os.path.join(model_dir, "worker_1"))
+    assert 0 < step < 32 and step != 16
+
+    workers = _start_workers(model_dir, PREEMPTED_RUN)
+    for worker in workers:
+        _, err = worker.communicate(timeout=400)
+        assert worker.returncode == 0, err[-3000:]
+    chief = json.loads(open(os.path.join(model_dir, "results.json")).read())
+    assert chief["resumed_from_step"] == step and chief["steps"] == 32
+    mnist_lstm.run(batch_size=64, epochs=2, strategy="mirrored",
+                   model_dir=str(tmp_path / "full"), **SMALL)
+    _assert_same_weights(tmp_path / "full", model_dir, exact=False)
