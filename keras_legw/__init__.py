@@ -8,6 +8,7 @@ Public API:
     LEGW                      the learning-rate schedule
     LARS                      layer-wise adaptive rate scaling optimizer
     AutoWarmup                adaptive warmup callback (Kim et al. 2021)
+    AutoWarmupSchedule        the same as a schedule, for custom loops
     noise_scale_estimates, NoiseScaleEstimator
                               the gradient noise scale (largest useful batch)
     measure_noise_scale, NoiseScaleCallback
@@ -17,7 +18,8 @@ Public API:
                               the scaling rules and unit conversion
 """
 
-from keras_legw.autowarmup import AutoWarmup, AutoWarmupController
+from keras_legw.autowarmup import (AutoWarmup, AutoWarmupController,
+                                   AutoWarmupSchedule)
 from keras_legw.lars import LARS
 from keras_legw.noise_scale import (NoiseScaleCallback, NoiseScaleEstimator,
                                     NoiseScaleResult, measure_noise_scale,
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoWarmup",
     "AutoWarmupController",
+    "AutoWarmupSchedule",
     "LARS",
     "LEGW",
     "NoiseScaleCallback",

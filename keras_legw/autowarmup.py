@@ -18,7 +18,9 @@ reached.
 
 `AutoWarmupController` is the algorithm in NumPy alone (no framework);
 `AutoWarmup` is the Keras callback that feeds it the per-step loss of
-`model.fit` and sets the optimizer's float learning rate.
+`model.fit` and sets the optimizer's float learning rate;
+`AutoWarmupSchedule` is a learning-rate schedule for custom training loops
+that run many steps per compiled call (the model zoo's trainer).
 """
 
 import math
@@ -294,3 +296,109 @@ class AutoWarmup(keras.callbacks.Callback):
         # (keras.callbacks.Callback.model), so the next step sees this rate.
         self.model.optimizer.learning_rate = self.controller.learning_rate(
             self.step)
+
+
+class AutoWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """AutoWarmup as a learning-rate schedule, for custom training loops.
+
+    The rate at a step is a closed form of what the controller has decided
+    so far (the warmup's end and peak, held in two variables), so a loop
+    that runs many steps per compiled call follows the controller exactly:
+
+        rate(t) = min(min_learning_rate * gamma ** t, max_learning_rate)
+                  before the switch (and before `max_warmup_steps`);
+        rate(t) = peak * (1 + cos(pi * (t - W) / (total_steps - W))) / 2
+                  from the switch step W on (W = `max_warmup_steps`,
+                  peak = the rate reached there, if no switch came).
+
+    The loop calls `build()` where its variables belong (inside a
+    tf.distribute scope, say), `observe(losses)` with the per-step training
+    losses after each call, and `check()` at each epoch end.
+    `get_state()` / `set_state()` carry everything to resume exactly.
+
+    Args: as `AutoWarmupController`.
+    """
+
+    def __init__(self, total_steps, min_learning_rate=1e-5,
+                 max_learning_rate=1.0, max_warmup_fraction=0.5, seed=0):
+        self.controller = AutoWarmupController(
+            total_steps, min_learning_rate, max_learning_rate,
+            max_warmup_fraction, seed)
+        self._config = dict(total_steps=total_steps,
+                            min_learning_rate=min_learning_rate,
+                            max_learning_rate=max_learning_rate,
+                            max_warmup_fraction=max_warmup_fraction, seed=seed)
+        self._switch_step = self._peak = None
+
+    @property
+    def total_steps(self):
+        return self.controller.total_steps
+
+    @property
+    def warmup_steps(self):
+        """None during the warmup, then the step at which it ended."""
+        return self.controller.warmup_steps
+
+    @property
+    def peak_learning_rate(self):
+        """None during the warmup, then the rate the decay starts from."""
+        return self.controller.peak_learning_rate
+
+    def build(self):
+        """Creates the two variables (switch step, -1 until it comes; peak)."""
+        self._switch_step = keras.Variable(-1.0, trainable=False,
+                                           name="autowarmup_switch_step")
+        self._peak = keras.Variable(0.0, trainable=False,
+                                    name="autowarmup_peak")
+        self._publish()
+
+    def observe(self, losses):
+        """Feeds the training losses of the steps just run, in order."""
+        for loss in np.ravel(losses):
+            self.controller.observe(loss)
+        self._publish()
+
+    def check(self):
+        """One Gaussian-process test (see `AutoWarmupController.check`)."""
+        positive = self.controller.check()
+        self._publish()
+        return positive
+
+    def get_state(self):
+        return self.controller.get_state()
+
+    def set_state(self, state):
+        self.controller.set_state(state)
+        self._publish()
+
+    def _publish(self):
+        if self._switch_step is None:
+            return
+        decided = self.controller.warmup_steps is not None
+        self._switch_step.assign(
+            float(self.controller.warmup_steps) if decided else -1.0)
+        self._peak.assign(self.controller.peak_learning_rate if decided
+                          else 0.0)
+
+    def __call__(self, step):
+        if self._switch_step is None:
+            raise ValueError("AutoWarmupSchedule.build() must be called "
+                             "before the schedule is used.")
+        c = self.controller
+        step = keras.ops.cast(step, "float32")
+        # exp(t log gamma) rather than gamma ** t: float32 keeps 1e-6.
+        warm = keras.ops.minimum(
+            c.min_learning_rate * keras.ops.exp(step * math.log(c.gamma)),
+            c.max_learning_rate)
+        switched = self._switch_step.value >= 0
+        start = keras.ops.where(switched, self._switch_step.value,
+                                float(c.max_warmup_steps))
+        peak = keras.ops.where(switched, self._peak.value,
+                               c.warmup_rate(c.max_warmup_steps))
+        span = keras.ops.maximum(c.total_steps - start, 1.0)
+        done = keras.ops.clip((step - start) / span, 0.0, 1.0)
+        decay = peak * 0.5 * (1.0 + keras.ops.cos(math.pi * done))
+        return keras.ops.where(switched | (step >= start), decay, warm)
+
+    def get_config(self):
+        return dict(self._config)

@@ -110,6 +110,13 @@ def epochs_to_steps(epochs, num_examples, batch_size):
     return float(epochs) * float(num_examples) / float(batch_size)
 
 
+def whole_steps(epochs, num_examples, batch_size):
+    """The whole number of steps that cover `epochs` epochs: `epochs_to_steps`
+    rounded up, ignoring float noise (600.0000001 is 600 steps)."""
+    return int(math.ceil(round(epochs_to_steps(epochs, num_examples,
+                                                batch_size), 6)))
+
+
 def steps_to_epochs(steps, num_examples, batch_size):
     """Returns the (fractional) epoch reached after `steps` steps."""
     return float(steps) * float(batch_size) / float(num_examples)

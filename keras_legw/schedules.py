@@ -17,11 +17,6 @@ from keras_legw._validation import check_non_negative, check_one_of, check_posit
 DECAYS = ("constant", "polynomial", "cosine", "exponential", "piecewise")
 
 
-def _ceil_steps(steps):
-    """Rounds a fractional step count up, ignoring float noise (600.0000001)."""
-    return int(math.ceil(round(steps, 6)))
-
-
 @keras.saving.register_keras_serializable(package="keras_legw")
 class LEGW(keras.optimizers.schedules.LearningRateSchedule):
     """Linear-epoch gradual warmup (LEGW) with batch-size scaling of the peak.
@@ -254,20 +249,14 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
     @property
     def warmup_steps(self):
         """The first step at which the rate reaches its peak."""
-        return _ceil_steps(
-            rules.epochs_to_steps(
-                self._warmup_epochs, self.num_examples, self.batch_size
-            )
-        )
+        return rules.whole_steps(
+            self._warmup_epochs, self.num_examples, self.batch_size)
 
     @property
     def total_steps(self):
         """Steps that cover `total_epochs` epochs (rounded up)."""
-        return _ceil_steps(
-            rules.epochs_to_steps(
-                self.total_epochs, self.num_examples, self.batch_size
-            )
-        )
+        return rules.whole_steps(
+            self.total_epochs, self.num_examples, self.batch_size)
 
     def __call__(self, step):
         epoch = ops.cast(step, "float32") * (

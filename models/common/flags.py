@@ -8,7 +8,11 @@ holds those as `CommonOptions` and trains with `train(task, options, ...)`.
 Schedules (`--schedule`):
   legw      sqrt peak scaling, warmup epochs x k (You et al. 2019);
   goyal     linear peak scaling, constant-epoch warmup (Goyal et al. 2017);
-  constant  the scaled peak rate from step 0: no warmup, no decay.
+  constant  the scaled peak rate from step 0: no warmup, no decay;
+  autowu    AutoWarmup (Kim et al. 2021): exponential warmup from
+            --min_learning_rate until the training loss stops falling (at
+            most --max_warmup_fraction of the steps), then a cosine decay;
+            the base hyperparameters are not used.
 `--scaling` and `--warmup_scaling` override the preset's rules, e.g.
 `--schedule=legw --warmup_scaling=none` is sqrt scaling with a constant-epoch
 warmup.
@@ -34,6 +38,7 @@ SCHEDULES = {
     "goyal": ("linear", "none"),
     "constant": ("sqrt", "none"),
 }
+AUTOWU = "autowu"
 FLAGS_FILE = "flags.txt"
 
 
@@ -56,8 +61,16 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
                           "; default: the optimizer's (see --optimizer)."))
     flags.DEFINE_float("base_warmup_epochs", base_warmup_epochs,
                        "Warmup epochs at --base_batch_size.")
-    flags.DEFINE_enum("schedule", "legw", [*SCHEDULES, *extra_schedules],
+    flags.DEFINE_enum("schedule", "legw",
+                      [*SCHEDULES, AUTOWU, *extra_schedules],
                       "Learning-rate schedule preset.")
+    flags.DEFINE_float("min_learning_rate", 1e-5,
+                       "--schedule=autowu: the rate at step 0.")
+    flags.DEFINE_float("max_learning_rate", 1.0,
+                       "--schedule=autowu: the warmup's ceiling.")
+    flags.DEFINE_float("max_warmup_fraction", 0.5,
+                       "--schedule=autowu: the longest warmup, as a fraction "
+                       "of the run's steps.")
     flags.DEFINE_enum("scaling", None, list(LEARNING_RATE_SCALINGS),
                       "Peak-rate scaling rule; default: the preset's.")
     flags.DEFINE_enum("warmup_scaling", None, list(WARMUP_SCALINGS),
@@ -136,6 +149,9 @@ class CommonOptions:
     base_warmup_epochs: float
     epochs: float
     schedule: str = "legw"
+    min_learning_rate: float = 1e-5
+    max_learning_rate: float = 1.0
+    max_warmup_fraction: float = 0.5
     scaling: Optional[str] = None
     warmup_scaling: Optional[str] = None
     b_noise: Optional[float] = None
@@ -206,18 +222,27 @@ def make_schedule(*, schedule, base_learning_rate, base_batch_size,
 
 def write_schedule(model_dir, schedule):
     """Writes the schedule's arguments and derived values (peak rate, warmup
-    epochs and steps, total steps) to `model_dir/schedule.json`."""
+    epochs and steps, total steps; for AutoWarmup, decided later, null) to
+    `model_dir/schedule.json`."""
     os.makedirs(model_dir, exist_ok=True)
+    derived = ("peak_learning_rate", "warmup_epochs", "warmup_steps",
+               "total_steps")
     with open(os.path.join(model_dir, "schedule.json"), "w") as f:
         json.dump({**schedule.get_config(),
-                   "peak_learning_rate": schedule.peak_learning_rate,
-                   "warmup_epochs": schedule.warmup_epochs,
-                   "warmup_steps": schedule.warmup_steps,
-                   "total_steps": schedule.total_steps}, f, indent=2)
+                   **{name: getattr(schedule, name, None) for name in derived}},
+                  f, indent=2)
 
 
 def schedule_of(options, num_examples):
     """The schedule that `options` describe, for `num_examples` per epoch."""
+    if options.schedule == AUTOWU:
+        return keras_legw.AutoWarmupSchedule(
+            keras_legw.scaling.whole_steps(options.epochs, num_examples,
+                                           options.batch_size),
+            min_learning_rate=options.min_learning_rate,
+            max_learning_rate=options.max_learning_rate,
+            max_warmup_fraction=options.max_warmup_fraction,
+            seed=options.seed)
     return make_schedule(
         schedule=options.schedule, base_learning_rate=options.base_learning_rate,
         base_batch_size=options.base_batch_size, batch_size=options.batch_size,
@@ -246,6 +271,8 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
         noise_scale_decay=options.noise_scale_decay,
         global_clipnorm=global_clipnorm,
         gradient_accumulation_steps=options.gradient_accumulation_steps,
+        adaptive_schedule=schedule if isinstance(
+            schedule, keras_legw.AutoWarmupSchedule) else None,
         verbose=options.verbose)
 
 

@@ -79,13 +79,26 @@ class Task:
     initial_state: Optional[Callable] = None
 
 
+class JsonState(tf.train.experimental.PythonState):
+    """An object's `get_state()` (JSON-able) as a part of a checkpoint,
+    restored with its `set_state(...)`."""
+
+    def __init__(self, owner):
+        self._owner = owner
+
+    def serialize(self):
+        return json.dumps(self._owner.get_state())
+
+    def deserialize(self, string_value):
+        self._owner.set_state(json.loads(string_value))
+
+
 def epoch_end_steps(num_examples, global_batch_size, total_steps):
     """The step after which each epoch ends: ceil(e * N / B) for e = 1, 2, ...
     (epochs counted in examples, as in the LEGW schedule), and total_steps."""
     ends, epoch = [], 1
     while True:
-        step = math.ceil(round(
-            scaling.epochs_to_steps(epoch, num_examples, global_batch_size), 6))
+        step = scaling.whole_steps(epoch, num_examples, global_batch_size)
         if step >= total_steps:
             return ends + [total_steps]
         ends.append(step)
@@ -235,7 +248,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
           total_steps, model_dir, max_steps=None, checkpoint_every_steps=0,
           steps_per_loop=100, jit_compile=False, noise_scale=False,
           noise_scale_decay=0.99, global_clipnorm=None,
-          gradient_accumulation_steps=1, verbose=1):
+          gradient_accumulation_steps=1, adaptive_schedule=None, verbose=1):
     """Trains `task` to `total_steps` (or `max_steps`), resuming from
     `model_dir`; the stats are also written to `model_dir/results.json`.
 
@@ -269,6 +282,12 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             split by rows with its batch (rows are independent sequences),
             so stateful models train exactly as with N=1. Layers that mix
             rows (batch normalization) see micro-batches.
+        adaptive_schedule: a schedule that learns from the training loss
+            (`keras_legw.AutoWarmupSchedule`), used by the optimizer: it is
+            built in the strategy scope, given each step's global training
+            loss, checked at every epoch end, and its state goes into the
+            checkpoints; its `warmup_steps` and `peak_learning_rate` go into
+            the results.
         verbose: 1 for a progress bar per epoch, 0 for none.
 
     Returns:
@@ -325,6 +344,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
 
     with strategy.scope():
         model = task.build_model()
+        if adaptive_schedule is not None:
+            adaptive_schedule.build()
         optimizer = make_optimizer()
         optimizer.build(model.trainable_variables)
     if (noise_scale or global_clipnorm) and isinstance(
@@ -336,8 +357,10 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     # model.variables explicitly: Keras 3 models track their variables for
     # tf.train.Checkpoint only partly; this list holds every one of them
     # (non-trainable statistics and random-seed states included).
+    extra = {} if adaptive_schedule is None else {
+        "adaptive_schedule": JsonState(adaptive_schedule)}
     checkpoint = tf.train.Checkpoint(model_variables=list(model.variables),
-                                     optimizer=optimizer)
+                                     optimizer=optimizer, **extra)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(own_dir, "checkpoints"), max_to_keep=3)
     # Every worker restores the chief's latest checkpoint: a worker killed
@@ -447,17 +470,16 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
 
     @tf.function
     def train_loop(iterator, num_steps, state):
-        total = tf.constant(0.0)
+        losses = tf.TensorArray(tf.float32, size=num_steps)
         small = tf.TensorArray(tf.float32, size=num_steps)
         big = tf.TensorArray(tf.float32, size=num_steps)
         for i in tf.range(num_steps):
             loss, s, b, state = strategy.run(replica_step,
                                              args=(next(iterator), state))
-            total += strategy.reduce("SUM", loss, axis=None)
+            losses = losses.write(i, strategy.reduce("SUM", loss, axis=None))
             small = small.write(i, strategy.reduce("MEAN", s, axis=None))
             big = big.write(i, strategy.reduce("MEAN", b, axis=None))
-        mean_loss = total / tf.cast(num_steps, tf.float32)
-        return mean_loss, small.stack(), big.stack(), state
+        return losses.stack(), small.stack(), big.stack(), state
 
     def zero_state(training):
         if not stateful:
@@ -534,9 +556,9 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                     stop = min(stop, (step // checkpoint_every_steps + 1)
                                * checkpoint_every_steps)
                 start = time.perf_counter()
-                loss, small, big, state = train_loop(
+                losses, small, big, state = train_loop(
                     iterator, tf.constant(stop - step), state)
-                loss = float(loss)
+                loss = float(tf.reduce_mean(losses))
                 seconds = time.perf_counter() - start
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(
@@ -555,6 +577,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                 rate = (stop - step) * global_batch_size / seconds
                 step = stop
                 learning_rate = _current_learning_rate(optimizer)
+                if adaptive_schedule is not None:
+                    adaptive_schedule.observe(losses.numpy())
                 if estimator:
                     for small_sq, big_sq in zip(small.numpy(), big.numpy()):
                         estimator.update(small_sq, big_sq, *noise_batches)
@@ -571,6 +595,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
                     save(step)
                 if step < epoch_end:  # at an epoch end: after its evaluation
                     stop_if_asked(step)
+            if adaptive_schedule is not None and step == ends[epoch_index]:
+                adaptive_schedule.check()  # at true epoch ends only
             metrics = evaluate()
             if estimator:
                 metrics["noise_scale"] = estimator.noise_scale
@@ -607,6 +633,9 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
         (history[-1]["loss"] if history else None),
         "wall_seconds": time.perf_counter() - wall_start,
         "train_seconds": train_seconds,
+        **({} if adaptive_schedule is None else {
+            "warmup_steps": adaptive_schedule.warmup_steps,
+            "peak_learning_rate": adaptive_schedule.peak_learning_rate}),
         "history": history,
         **metrics,
     }

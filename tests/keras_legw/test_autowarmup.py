@@ -164,3 +164,48 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
     kwargs = {"total_steps": 100, **kwargs}
     with pytest.raises(ValueError, match=f"`{argument}`"):
         keras_legw.AutoWarmup(**kwargs)
+
+
+def _numpy_rate(step, switch, peak, low=1e-5, high=1.0):
+    """The schedule's closed form, transcribed: exponential warmup to the
+    cap (CAP steps) and a cosine from there, or, once a switch is decided,
+    the cosine from (switch, peak) to 0 at TOTAL (the peak before it)."""
+    gamma = (high / low) ** (1.0 / CAP)
+    if switch is None:
+        if step < CAP:
+            return min(low * gamma ** step, high)
+        switch, peak = CAP, min(low * gamma ** CAP, high)
+    done = min(max(step - switch, 0), TOTAL - switch) / (TOTAL - switch)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def test_schedule_follows_the_controller_before_and_after_a_switch():
+    """The in-graph rate equals a NumPy transcription of the formula at
+    every step, before any decision (warmup, then the cap's decay) and after
+    a switch the controller made; a resumed copy (set_state) agrees."""
+    schedule = keras_legw.AutoWarmupSchedule(TOTAL, max_warmup_fraction=0.5)
+    schedule.build()
+    steps = np.arange(0, TOTAL + 1, 7)
+    got = keras.ops.convert_to_numpy(schedule(steps))
+    want = [_numpy_rate(t, None, None) for t in steps]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+    rates = [schedule.controller.learning_rate(t) for t in range(700)]
+    schedule.observe([(math.log10(r) + 2.0) ** 2 for r in rates])  # min 0.01
+    for _ in range(3):
+        schedule.check()
+    switch, peak = schedule.warmup_steps, schedule.peak_learning_rate
+    assert switch == 700 and 0.002 < peak < 0.05
+    got = keras.ops.convert_to_numpy(schedule(steps))
+    want = [_numpy_rate(t, switch, peak) for t in steps]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert [schedule.controller.learning_rate(t) for t in (710, 1500)] == \
+        pytest.approx([_numpy_rate(t, switch, peak) for t in (710, 1500)])
+
+    resumed = keras_legw.AutoWarmupSchedule(TOTAL, max_warmup_fraction=0.5)
+    resumed.build()
+    resumed.set_state(schedule.get_state())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(resumed(steps)),
+                               got, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"build\(\) must be called"):
+        keras_legw.AutoWarmupSchedule(TOTAL)(3)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_legw
 from keras_legw import LARS, LEGW
 from models import mnist_lstm
 from models.common import data
@@ -266,6 +267,35 @@ def test_gradient_accumulation_resumed_mid_epoch_equals_uninterrupted(
     _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
 
 
+def test_autowu_through_the_trainer_resumes_exactly(tmp_path):
+    """--schedule=autowu: the rate follows the controller (the results'
+    final rate is its closed form at the last step), and a run stopped
+    mid-epoch resumes from the controller's state in the checkpoint (its
+    losses, checks and random state) to the uninterrupted run's weights and
+    decision."""
+    # 2 steps an epoch, 40 steps, the cap at 20; Adam's loss climbs from a
+    # rate near 1 (step ~16), which the checks at epoch ends catch.
+    kwargs = dict(SMALL, strategy="default", batch_size=256, epochs=20,
+                  num_train_examples=512, schedule="autowu",
+                  min_learning_rate=1e-4, max_learning_rate=10.0)
+    full = mnist_lstm.run(model_dir=str(tmp_path / "full"), **kwargs)
+    mnist_lstm.run(model_dir=str(tmp_path / "split"), max_steps=11, **kwargs)
+    resumed = mnist_lstm.run(model_dir=str(tmp_path / "split"), **kwargs)
+    assert resumed["resumed_from_step"] == 11 and full["steps"] == 40
+    assert 11 < full["warmup_steps"] < 20  # a switch by the checks
+    assert full["peak_learning_rate"] < 0.3
+    assert (resumed["warmup_steps"], resumed["peak_learning_rate"]) == (
+        full["warmup_steps"], full["peak_learning_rate"])
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
+    reference = keras_legw.AutoWarmupController(40, 1e-4, 10.0)
+    reference.warmup_steps = full["warmup_steps"]
+    reference.peak_learning_rate = full["peak_learning_rate"]
+    assert [h["step"] for h in full["history"]][-1] == 40
+    assert full["final_learning_rate"] == reference.learning_rate(40) == 0.0
+    schedule = json.loads((tmp_path / "full" / "schedule.json").read_text())
+    assert schedule["total_steps"] == 40 and schedule["max_learning_rate"] == 10
+
+
 def test_batch_not_divisible_by_micro_batches(tmp_path):
     with pytest.raises(ValueError, match=(
             r"--gradient_accumulation_steps=3: --batch_size=256 must divide "
@@ -304,6 +334,8 @@ def _script(args, env=None, timeout=120):
      "Flag --b_noise (the gradient noise scale, in examples) is required"),
     (["--b_noise=1000", "--max_steps=1"], "only allowed with it"),
     (["--b_noise=-3"], "--b_noise must be positive"),
+    (["--schedule=autowu", "--max_learning_rate=1e-6"],
+     "Argument `max_learning_rate` must be larger than `min_learning_rate`"),
     (["--gradient_accumulation_steps=0"],
      "--gradient_accumulation_steps must be a positive integer"),
     (["--gradient_accumulation_steps=3", "--batch_size=128", "--max_steps=1"],
