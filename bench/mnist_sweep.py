@@ -3,6 +3,7 @@
     python -m bench.mnist_sweep --plan=tuning      # base hyperparameters, batch 128
     python -m bench.mnist_sweep --plan=claim       # issue 4: 128..8192, 4 schedules
     python -m bench.mnist_sweep --plan=budget      # 128 vs 8192 at 2x and 4x epochs
+    python -m bench.mnist_sweep --plan=autowu      # AutoWarmup at 128 and 8192
 
 Each finished run is appended at once to its CSV (`--csv`), so a stop loses
 nothing; runs already in the CSV are skipped, so rerunning the command
@@ -13,7 +14,10 @@ from its checkpoint).
 Columns: schedule, batch_size, seed, epochs, test_accuracy, steps,
 wall_seconds (training seconds, evaluation excluded), seconds_to_98
 (training seconds until the test accuracy first reached 98%, empty if never);
-the tuning plan adds optimizer and base_learning_rate.
+the tuning plan adds optimizer and base_learning_rate, the autowu plan
+(`docs/results/mnist_lstm_autowu.csv`) warmup_steps and peak_learning_rate
+(AutoWarmup's decision; Adam, rates 1e-5 to 0.1 at both batches, as the GPU
+callback runs in gpu_autowarmup.csv).
 """
 
 import argparse
@@ -27,10 +31,13 @@ SCHEDULES = {
     "goyal": dict(schedule="goyal"),
     "sqrt_constant_warmup": dict(schedule="legw", warmup_scaling="none"),
     "no_scaling": dict(schedule="legw", scaling="none", warmup_scaling="none"),
+    "autowu": dict(schedule="autowu", min_learning_rate=1e-5,
+                   max_learning_rate=0.1),
 }
 COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_accuracy",
            "steps", "wall_seconds", "seconds_to_98"]
 TUNING_COLUMNS = COLUMNS + ["optimizer", "base_learning_rate"]
+AUTOWU_COLUMNS = COLUMNS + ["warmup_steps", "peak_learning_rate"]
 
 
 def plan_runs(plan, epochs):
@@ -55,6 +62,9 @@ def plan_runs(plan, epochs):
                 for factor in (2, 4) for batch in (128, 8192)
                 for label in ("legw", "sqrt_constant_warmup")
                 if batch != 128 or label == "legw"]
+    if plan == "autowu":
+        return [dict(schedule="autowu", batch_size=batch, seed=seed,
+                     epochs=epochs) for seed in (0, 1) for batch in (128, 8192)]
     raise ValueError(f"unknown plan {plan!r}")
 
 
@@ -94,7 +104,7 @@ def run_one(spec, runs_dir, data_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--plan", choices=["tuning", "claim", "budget"],
+    parser.add_argument("--plan", choices=["tuning", "claim", "budget", "autowu"],
                         required=True)
     parser.add_argument("--epochs", type=float, default=25)
     parser.add_argument("--csv", default=None)
@@ -103,6 +113,7 @@ def main():
     args = parser.parse_args()
     csv_path = args.csv or {
         "tuning": "docs/results/mnist_lstm_base_tuning.csv",
+        "autowu": "docs/results/mnist_lstm_autowu.csv",
     }.get(args.plan, "docs/results/mnist_lstm_sweep.csv")
     done = _done(csv_path)
     for spec in plan_runs(args.plan, args.epochs):
@@ -122,6 +133,10 @@ def main():
             columns = TUNING_COLUMNS
             row.update(optimizer=spec["optimizer"],
                        base_learning_rate=spec["base_learning_rate"])
+        if args.plan == "autowu":
+            columns = AUTOWU_COLUMNS
+            row.update(warmup_steps=results["warmup_steps"],
+                       peak_learning_rate=f"{results['peak_learning_rate']:.6g}")
         sweep_runner.append_row(csv_path, columns, row)
         done.add(name)
         print(f"{name}: test_accuracy {results['test_accuracy']:.4f}, "
