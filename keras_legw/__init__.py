@@ -14,7 +14,7 @@ Public API:
     measure_noise_scale, NoiseScaleCallback
                               the same for a compiled model / in model.fit
     batch_scale_factor, scale_learning_rate, scale_warmup_epochs,
-    epochs_to_steps, steps_to_epochs
+    epochs_to_steps, steps_to_epochs, whole_steps
                               the scaling rules and unit conversion
 """
 
@@ -30,6 +30,7 @@ from keras_legw.scaling import (
     scale_learning_rate,
     scale_warmup_epochs,
     steps_to_epochs,
+    whole_steps,
 )
 from keras_legw.schedules import LEGW
 
@@ -51,4 +52,5 @@ __all__ = [
     "scale_learning_rate",
     "scale_warmup_epochs",
     "steps_to_epochs",
+    "whole_steps",
 ]

@@ -316,3 +316,18 @@ def test_noise_scale_round_trips_through_config():
     assert config["noise_scale"] == 1500.0
     clone = keras_legw.LEGW.from_config(config)
     assert clone.peak_learning_rate == schedule.peak_learning_rate
+
+
+@pytest.mark.parametrize("epochs,num_examples,batch_size,want", [
+    (1, 60000, 128, 469),     # 468.75 rounds up
+    (3, 100, 1, 300),
+    (0.1 * 3, 1000, 100, 3),  # 3.0000000000000004 is float noise: 3, not 4
+    (0.1 * 7, 1000, 100, 7),  # 7.000000000000001: 7, not 8
+    (1, 101, 100, 2),
+])
+def test_whole_steps_round_up_once_ignoring_float_noise(epochs, num_examples,
+                                                        batch_size, want):
+    assert keras_legw.whole_steps(epochs, num_examples, batch_size) == want
+    schedule = keras_legw.LEGW(0.1, batch_size, batch_size, 0.0, num_examples,
+                               epochs)
+    assert schedule.total_steps == want
