@@ -35,7 +35,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from models.common import data as data_lib
-from models.common import distribute, trainer, translation_input
+from models.common import checkpoints, distribute, trainer, translation_input
 from models.common import flags as common_flags
 
 CONFIGS = {
@@ -347,7 +347,7 @@ def run(*, config="small", dataset="multi30k", source="de", beam_width=4,
         with open(os.path.join(model_dir, "translations.txt"), "w",
                   encoding="utf-8") as f:
             f.write("\n".join(translations) + "\n")
-        trainer.write_json(os.path.join(model_dir, trainer.RESULTS_FILE),
+        checkpoints.write_json(os.path.join(model_dir, checkpoints.RESULTS_FILE),
                            results)
     return results
 

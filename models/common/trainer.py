@@ -12,13 +12,15 @@ Checkpoints (model, optimizer with its step counter) are written to
 steps and when SIGTERM or SIGINT asks training to stop (see `preemption`);
 a restarted run restores the latest one and continues at its step, with the
 same data order (see `input_pipeline`) and the same learning rate.
+
+The pieces: `train_step` (the compiled step), `evaluation`, `checkpoints`
+(and the files beside them), `preemption`; this module holds the loop, its
+logging (progress bar, TensorBoard) and the results.
 """
 
 import dataclasses
-import json
 import math
 import os
-import sys
 import time
 from typing import Callable, Optional
 
@@ -27,12 +29,11 @@ import tensorflow as tf
 
 from keras_legw import scaling
 from keras_legw.noise_scale import NoiseScaleEstimator
+from models.common import checkpoints as ckpt
 from models.common import distribute, preemption
-
-RESULTS_FILE = "results.json"
-RUN_FILE = "run.json"  # what a resume must match: the global batch
-PROGRESS_FILE = "progress.json"  # the last checkpoint's step and seconds
-HISTORY_FILE = "history.json"
+from models.common.evaluation import Evaluator
+from models.common.train_step import (CompiledStep, StepOptions,
+                                      check_step_options, noise_batches)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -79,20 +80,6 @@ class Task:
     initial_state: Optional[Callable] = None
 
 
-class JsonState(tf.train.experimental.PythonState):
-    """An object's `get_state()` (JSON-able) as a part of a checkpoint,
-    restored with its `set_state(...)`."""
-
-    def __init__(self, owner):
-        self._owner = owner
-
-    def serialize(self):
-        return json.dumps(self._owner.get_state())
-
-    def deserialize(self, string_value):
-        self._owner.set_state(json.loads(string_value))
-
-
 def epoch_end_steps(num_examples, global_batch_size, total_steps):
     """The step after which each epoch ends: ceil(e * N / B) for e = 1, 2, ...
     (epochs counted in examples, as in the LEGW schedule), and total_steps."""
@@ -105,143 +92,8 @@ def epoch_end_steps(num_examples, global_batch_size, total_steps):
         epoch += 1
 
 
-def _squared_norm(tensors):
-    # convert_to_tensor densifies IndexedSlices (embedding gradients), whose
-    # indices may repeat.
-    return tf.add_n([
-        tf.reduce_sum(tf.square(tf.cast(tf.convert_to_tensor(t), tf.float32)))
-        for t in tensors])
-
-
-def _divide(gradients, divisor):
-    """Gradients / divisor, IndexedSlices (embedding gradients) included."""
-    if divisor == 1:
-        return gradients
-    return [tf.IndexedSlices(g.values / divisor, g.indices, g.dense_shape)
-            if isinstance(g, tf.IndexedSlices) else g / divisor
-            for g in gradients]
-
-
-def clip_by_global_norm(gradients, clip_norm):
-    """Scales `gradients` by clip_norm / max(norm, clip_norm), the norm
-    being that of the gradient as applied. Unlike `tf.clip_by_global_norm`,
-    which takes the norm of an IndexedSlices' values, rows that repeat
-    (a token seen twice in the batch) are summed first; the scaled
-    gradients keep their IndexedSlices form."""
-    factor = clip_norm / tf.maximum(tf.sqrt(_squared_norm(gradients)),
-                                    clip_norm)
-    return [tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
-            if isinstance(g, tf.IndexedSlices) else g * factor
-            for g in gradients]
-
-
 def _current_learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-def _read_history(path):
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return []
-
-
-def _train_seconds_at(step, own_dir, history):
-    """Training seconds up to `step`, the checkpoint resumed from: from
-    PROGRESS_FILE when it holds that step (any checkpoint), else from the
-    history (epoch ends)."""
-    path = os.path.join(own_dir, PROGRESS_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            progress = json.load(f)
-        if progress["step"] == step:
-            return progress["train_seconds"]
-    return history[-1]["train_seconds"] if history else 0.0
-
-
-def prepare_model_dir(own_dir):
-    """Creates `own_dir` and checks that a file can be written there, before
-    any training: a folder that cannot be written is one clear error."""
-    probe = os.path.join(own_dir, ".write_test")
-    try:
-        os.makedirs(own_dir, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(f"--model_dir: {own_dir} cannot be written "
-                         f"({error.strerror or error}). Choose a folder you "
-                         "can write to.") from None
-
-
-def checkpoint_candidates(checkpoint_dir):
-    """The checkpoints in `checkpoint_dir`, newest first: the manager's list,
-    or the `ckpt-N.index` files when its `checkpoint` file is unreadable."""
-    try:
-        state = tf.train.get_checkpoint_state(checkpoint_dir)
-        paths = list(state.all_model_checkpoint_paths) if state else []
-    except (tf.errors.OpError, ValueError):
-        paths = []
-    if not paths:
-        indexes = tf.io.gfile.glob(os.path.join(checkpoint_dir,
-                                                "ckpt-*.index"))
-        paths = sorted((p[:-len(".index")] for p in indexes),
-                       key=lambda p: int(p.rsplit("-", 1)[1]))
-    return paths[::-1]
-
-
-def restore_newest_readable(checkpoint, checkpoint_dir):
-    """Restores the newest checkpoint that reads whole; each unreadable one
-    is named in one line on stderr and the previous one is tried. Returns
-    the path restored (None when there is none).
-
-    Raises:
-        ValueError: checkpoints exist but none is readable (nothing in the
-            folder is touched).
-    """
-    candidates = checkpoint_candidates(checkpoint_dir)
-    for path in candidates:
-        try:
-            checkpoint.restore(path).assert_consumed()
-            return path
-        except (tf.errors.OpError, ValueError, AssertionError, IndexError,
-                OSError) as error:  # what a cut or garbled file raises
-            reason = str(error).strip().splitlines()[0][:200]
-            print(f"warning: checkpoint {path} is unreadable ({reason}); "
-                  "trying the previous one", file=sys.stderr, flush=True)
-    if candidates:
-        raise ValueError(
-            f"No readable checkpoint in {checkpoint_dir} (tried "
-            f"{', '.join(candidates)}). Nothing was overwritten: restore a "
-            "good copy, or move the folder away to start over.")
-    return None
-
-
-def check_resume_batch(model_dir, global_batch_size):
-    """Refuses to resume checkpoints trained at another global batch: LEGW's
-    schedule and the data order are functions of the batch and the step.
-    (A future adaptive batch would record its own sequence here.)"""
-    path = os.path.join(model_dir, RUN_FILE)
-    if not (os.path.exists(path) and checkpoint_candidates(
-            os.path.join(model_dir, "checkpoints"))):
-        return
-    with open(path) as f:
-        saved = json.load(f).get("global_batch_size")
-    if saved is not None and saved != global_batch_size:
-        raise ValueError(
-            f"--batch_size={global_batch_size}, but the checkpoints in "
-            f"{model_dir} were trained at batch {saved}: the schedule and the "
-            f"data order depend on it. Resume with --batch_size={saved}, or "
-            "use a new --model_dir.")
-
-
-def write_json(path, value):
-    """Writes `value` as JSON to `path` atomically (a temporary file, then a
-    rename), so a crash never leaves half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
@@ -301,346 +153,217 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             and micro-batches.
         NonFiniteLossError: if the loss becomes NaN or Inf.
     """
-    replicas = strategy.num_replicas_in_sync
-    if global_batch_size % replicas:
-        raise ValueError(
-            f"Flag --batch_size={global_batch_size} must be divisible by the "
-            f"number of replicas, {replicas}: each replica gets an equal "
-            f"share. Use a multiple of {replicas}.")
+    step_options = StepOptions(global_batch_size, jit_compile, noise_scale,
+                               global_clipnorm, gradient_accumulation_steps)
+    check_step_options(step_options, strategy.num_replicas_in_sync,
+                       task.initial_state is not None)
     if steps_per_loop < 1:
         raise ValueError(f"steps_per_loop must be >= 1. Received: {steps_per_loop}")
-    per_replica = global_batch_size // replicas
-    pieces = gradient_accumulation_steps
-    if not isinstance(pieces, int) or pieces < 1:
-        raise ValueError("Flag --gradient_accumulation_steps must be a "
-                         f"positive integer. Received: {pieces!r}")
-    if noise_scale and replicas == 1 and global_batch_size % 2:
-        raise ValueError(
-            f"Flag --noise_scale on one replica splits the batch in two "
-            f"halves: --batch_size={global_batch_size} must be even.")
-    halves = 2 if noise_scale and replicas == 1 else 1
-    if per_replica % (pieces * halves):
-        raise ValueError(
-            f"Flag --gradient_accumulation_steps={pieces}: --batch_size="
-            f"{global_batch_size} must divide by it x {replicas} replica(s)"
-            + (" x 2 (--noise_scale's halves)" if halves == 2 else "")
-            + f" = {pieces * replicas * halves}, so that every micro-batch "
-            "is the same size. Choose a batch or N that divides.")
-    noise_batches = (per_replica, global_batch_size) if replicas > 1 else \
-        (global_batch_size // 2, global_batch_size)
-    estimator = NoiseScaleEstimator(noise_scale_decay) if noise_scale else None
-    stateful = task.initial_state is not None
-    if noise_scale and stateful and replicas == 1:
-        raise ValueError(
-            "--noise_scale on one replica splits each batch in two halves, "
-            "which a model that carries its state from batch to batch cannot "
-            "do. Use two or more replicas (e.g. --strategy=mirrored "
-            "--num_cpu_devices=2).")
-    chief = distribute.is_chief(strategy)
     own_dir = distribute.worker_dir(model_dir, strategy)
-    prepare_model_dir(own_dir)
-    check_resume_batch(model_dir, global_batch_size)
-    end_step = total_steps if max_steps is None else min(total_steps, max_steps)
-
+    ckpt.prepare_model_dir(own_dir)
+    ckpt.check_resume_batch(model_dir, global_batch_size)
     with strategy.scope():
         model = task.build_model()
         if adaptive_schedule is not None:
             adaptive_schedule.build()
         optimizer = make_optimizer()
         optimizer.build(model.trainable_variables)
-    if (noise_scale or global_clipnorm) and isinstance(
-            optimizer, keras.optimizers.LossScaleOptimizer):
-        raise ValueError(
-            "--noise_scale and gradient clipping need unscaled gradients; "
-            "float16 loss scaling hands them scaled. Use --dtype=bfloat16 or "
-            "float32.")
+    step_fn = CompiledStep(task, strategy, model, optimizer, step_options)
     # model.variables explicitly: Keras 3 models track their variables for
     # tf.train.Checkpoint only partly; this list holds every one of them
     # (non-trainable statistics and random-seed states included).
-    extra = {} if adaptive_schedule is None else {
-        "adaptive_schedule": JsonState(adaptive_schedule)}
-    checkpoint = tf.train.Checkpoint(model_variables=list(model.variables),
-                                     optimizer=optimizer, **extra)
-    manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(own_dir, "checkpoints"), max_to_keep=3)
-    # Every worker restores the chief's latest checkpoint: a worker killed
-    # mid-save may hold an older one of its own, and workers that resume at
-    # different steps would pair up the wrong collective ops.
-    restore_newest_readable(checkpoint, os.path.join(model_dir, "checkpoints"))
-    start_step = int(optimizer.iterations.numpy())
-    history_path = os.path.join(own_dir, HISTORY_FILE)
-    history = [h for h in _read_history(history_path) if h["step"] <= start_step]
-    train_seconds = _train_seconds_at(start_step, own_dir, history)
-
-    train_data = strategy.distribute_datasets_from_function(
-        lambda context: task.train_dataset(context, start_step))
-    eval_data = strategy.distribute_datasets_from_function(task.eval_dataset)
-    iterator = iter(train_data)
-
-    def forward(inputs, state, training):
-        """(outputs, new_state); the state is [] for stateless models."""
-        if not stateful:
-            return model(inputs, training=training), []
-        outputs = model([inputs, *state], training=training)
-        return outputs[0], [tf.stop_gradient(t) for t in outputs[1:]]
-
-    def loss_and_gradients(inputs, labels, regularization_weight, state):
-        with tf.GradientTape() as tape:
-            outputs, state = forward(inputs, state, training=True)
-            loss = tf.reduce_sum(task.per_example_loss(labels, outputs))
-            loss = loss / global_batch_size
-            if model.losses:
-                loss += tf.add_n(model.losses) * regularization_weight
-            # Multiplied by the loss scale under float16 (LossScaleOptimizer),
-            # which apply_gradients divides out again; else unchanged.
-            scaled_loss = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled_loss, model.trainable_variables)
-        return loss, grads, state
-
-    # XLA compiles the forward and backward pass; the optimizer's update
-    # (with its cross-replica all-reduce) stays outside the compiled region.
-    micro_step = tf.function(loss_and_gradients, jit_compile=True) \
-        if jit_compile else loss_and_gradients
-
-    def compute(inputs, labels, regularization_weight, state):
-        """(loss, gradients, state) of a replica's batch, summed over
-        `pieces` micro-batches of its rows computed one after another."""
-        if pieces == 1:
-            return micro_step(inputs, labels, regularization_weight, state)
-        rows = tf.shape(tf.nest.flatten(labels)[0])[0] // pieces
-        take = lambda tensors, j: tf.nest.map_structure(  # noqa: E731
-            lambda t: t[j * rows:(j + 1) * rows], tensors)
-
-        def body(j, loss, grads, states):
-            piece_loss, piece_grads, piece_state = micro_step(
-                *take((inputs, labels), j), regularization_weight / pieces,
-                take(state, j))
-            grads = [g + tf.convert_to_tensor(p)  # IndexedSlices densified
-                     for g, p in zip(grads, piece_grads)]
-            states = [a.write(j, t) for a, t in zip(states, piece_state)]
-            return j + 1, loss + piece_loss, grads, states
-
-        zeros = [tf.zeros_like(v) for v in model.trainable_variables]
-        arrays = [tf.TensorArray(t.dtype, size=pieces) for t in state]
-        # parallel_iterations=1: one micro-batch's activations at a time.
-        _, loss, grads, arrays = tf.while_loop(
-            lambda j, *_: j < pieces, body, (0, tf.constant(0.0), zeros, arrays),
-            parallel_iterations=1)
-        state = [tf.ensure_shape(a.concat(), t.shape)
-                 for a, t in zip(arrays, state)]
-        return loss, grads, state
-    apply = lambda grads: optimizer.apply_gradients(  # noqa: E731
-        zip(grads, model.trainable_variables))
-    zero = tf.constant(0.0)
-
-    def replica_step(batch, state):
-        """One step on one replica: (loss, |G_small|^2, |G_big|^2, state);
-        the two squared norms are 0 unless the noise scale is measured (on
-        the gradients before clipping)."""
-        inputs, labels = batch
-        # Reduced here (rather than by the optimizer) to measure or clip the
-        # global batch's gradient; the optimizer sums what it is given over
-        # replicas again, hence the division by R before applying.
-        reduce_here = replicas > 1 and bool(noise_scale or global_clipnorm)
-        if noise_scale and replicas == 1:
-            # Two half batches give the small-batch estimates.
-            half = tf.shape(tf.nest.flatten(labels)[0])[0] // 2
-            halves = [tf.nest.map_structure(lambda t: t[:half],
-                                            (inputs, labels)),
-                      tf.nest.map_structure(lambda t: t[half:],
-                                            (inputs, labels))]
-            (loss_a, grads_a, _), (loss_b, grads_b, _) = [
-                compute(x, y, 0.5, state) for x, y in halves]
-            loss = loss_a + loss_b
-            small = (_squared_norm(grads_a) + _squared_norm(grads_b)) * 2.0
-            grads = [a + b for a, b in zip(grads_a, grads_b)]
-        else:
-            loss, grads, state = compute(inputs, labels, 1.0 / replicas, state)
-            # Small batch: this replica's mean gradient (R times its share).
-            small = _squared_norm(grads) * replicas ** 2 if noise_scale \
-                else zero
-            if reduce_here:
-                grads = tf.distribute.get_replica_context().all_reduce(
-                    "SUM", grads)
-        big = _squared_norm(grads) if noise_scale else zero
-        if global_clipnorm:
-            grads = clip_by_global_norm(grads, global_clipnorm)
-        apply(_divide(grads, replicas) if reduce_here else grads)
-        return loss, small, big, state
-
-    @tf.function
-    def train_loop(iterator, num_steps, state):
-        losses = tf.TensorArray(tf.float32, size=num_steps)
-        small = tf.TensorArray(tf.float32, size=num_steps)
-        big = tf.TensorArray(tf.float32, size=num_steps)
-        for i in tf.range(num_steps):
-            loss, s, b, state = strategy.run(replica_step,
-                                             args=(next(iterator), state))
-            losses = losses.write(i, strategy.reduce("SUM", loss, axis=None))
-            small = small.write(i, strategy.reduce("MEAN", s, axis=None))
-            big = big.write(i, strategy.reduce("MEAN", b, axis=None))
-        return losses.stack(), small.stack(), big.stack(), state
-
-    def zero_state(training):
-        if not stateful:
-            return []
-        return strategy.experimental_distribute_values_from_function(
-            lambda context: task.initial_state(training))
-
-    def replica_eval(batch, state):
-        if stateful:
-            return task.eval_sums(model, batch, state)
-        return task.eval_sums(model, batch), state
-
-    # Evaluation batches may differ in shape (sentences cut to their
-    # longest): one trace with unknown dimensions serves them all.
-    @tf.function(reduce_retracing=True)
-    def eval_step(batch, state):
-        sums, state = strategy.run(replica_eval, args=(batch, state))
-        return ({k: strategy.reduce("SUM", v, axis=None)
-                 for k, v in sums.items()}, state)
-
-    def evaluate():
-        totals, state = {}, zero_state(training=False)
-        for batch in eval_data:
-            sums, state = eval_step(batch, state)
-            for key, value in sums.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-        return task.eval_metrics(totals)
-
-    writer = tf.summary.create_file_writer(
-        os.path.join(own_dir, "tensorboard")) if chief else \
-        tf.summary.create_noop_writer()
-    ends = epoch_end_steps(num_examples, global_batch_size, total_steps)
-    step, session_steps = start_step, 0
-    # Throughput leaves out the session's first loop (it includes tracing)
-    # when later loops ran.
-    loops, timed_steps, timed_seconds = 0, 0, 0.0
-    metrics, loss = (history[-1]["metrics"] if history else {}), float("nan")
-    wall_start = time.perf_counter()
-    state = zero_state(training=True)
-    agree_to_stop = preemption.make_agreement(strategy)
-
-    def save(step):
-        """A checkpoint at `step` (once), and the training seconds so far."""
-        if manager.latest_checkpoint != os.path.join(
-                manager.directory, f"ckpt-{step}"):
-            manager.save(checkpoint_number=step)
-        write_json(os.path.join(own_dir, PROGRESS_FILE),
-                   {"step": step, "train_seconds": train_seconds})
-
-    def stop_if_asked(step):
-        """Every worker calls this at the same steps (a collective)."""
-        signal_number = agree_to_stop(stops.signal_number)
-        if signal_number:
-            save(step)
-            raise preemption.Preempted(signal_number, step,
-                                       manager.latest_checkpoint)
-
-    with preemption.StopRequests() as stops:
-        # Written once the signals are caught: "training is about to start".
-        write_json(os.path.join(own_dir, RUN_FILE),
-                   {"global_batch_size": global_batch_size})
-        while step < end_step:
-            epoch_index = next(i for i, e in enumerate(ends) if e > step)
-            epoch_end = min(ends[epoch_index], end_step)
-            progbar = keras.utils.Progbar(
-                epoch_end - step, verbose=verbose if chief else 0,
-                unit_name="step")
-            if chief and verbose:
-                print(f"Epoch {epoch_index + 1}/{len(ends)} (steps {step}-"
-                      f"{epoch_end} of {total_steps})", flush=True)
-            while step < epoch_end:
-                stop = min(epoch_end, step + steps_per_loop)
-                if checkpoint_every_steps:
-                    stop = min(stop, (step // checkpoint_every_steps + 1)
-                               * checkpoint_every_steps)
-                start = time.perf_counter()
-                losses, small, big, state = train_loop(
-                    iterator, tf.constant(stop - step), state)
-                loss = float(tf.reduce_mean(losses))
-                seconds = time.perf_counter() - start
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"The training loss became {loss} in steps {step}-{stop} "
-                        f"(learning rate {_current_learning_rate(optimizer):.4g}). "
-                        "Training stopped; the last checkpoint "
-                        f"({manager.latest_checkpoint}) is intact. Lower "
-                        "--base_learning_rate or check the input data.")
-                if loops == 1:  # drop the first loop from the throughput
-                    timed_steps, timed_seconds = 0, 0.0
-                loops += 1
-                timed_steps += stop - step
-                timed_seconds += seconds
-                train_seconds += seconds
-                session_steps += stop - step
-                rate = (stop - step) * global_batch_size / seconds
-                step = stop
-                learning_rate = _current_learning_rate(optimizer)
-                if adaptive_schedule is not None:
-                    adaptive_schedule.observe(losses.numpy())
-                if estimator:
-                    for small_sq, big_sq in zip(small.numpy(), big.numpy()):
-                        estimator.update(small_sq, big_sq, *noise_batches)
-                with writer.as_default(step=step):
-                    tf.summary.scalar("loss", loss)
-                    tf.summary.scalar("learning_rate", learning_rate)
-                    tf.summary.scalar("examples_per_second", rate)
-                    if estimator:
-                        tf.summary.scalar("noise_scale", estimator.noise_scale)
-                progbar.update(step - (epoch_end - progbar.target),
-                               [("loss", loss), ("lr", learning_rate)])
-                if checkpoint_every_steps and step % checkpoint_every_steps == 0 \
-                        and step < epoch_end:
-                    save(step)
-                if step < epoch_end:  # at an epoch end: after its evaluation
-                    stop_if_asked(step)
-            if adaptive_schedule is not None and step == ends[epoch_index]:
-                adaptive_schedule.check()  # at true epoch ends only
-            metrics = evaluate()
-            if estimator:
-                metrics["noise_scale"] = estimator.noise_scale
-            with writer.as_default(step=step):
-                for name, value in metrics.items():
-                    tf.summary.scalar(f"eval/{name}", value)
-            history.append({
-                "step": step,
-                "epoch": scaling.steps_to_epochs(step, num_examples,
-                                                 global_batch_size),
-                "train_seconds": train_seconds, "loss": loss, "metrics": metrics})
-            if chief and verbose:
-                print("  " + "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items()),
-                      flush=True)
-            save(step)
-            write_json(history_path, history)
-            if step < end_step:  # a finished run finishes
-                stop_if_asked(step)
-    writer.flush()
-
-    results = {
-        "steps": step,
-        "epochs": scaling.steps_to_epochs(step, num_examples, global_batch_size),
-        "global_batch_size": global_batch_size,
-        "num_replicas": replicas,
-        "resumed_from_step": start_step,
-        "examples_per_second": (timed_steps * global_batch_size
-                                / timed_seconds) if timed_seconds else None,
-        f"{task.example_name}_per_second": (
-            timed_steps * global_batch_size * task.example_size
-            / timed_seconds) if timed_seconds else None,
-        "final_learning_rate": _current_learning_rate(optimizer),
-        "final_loss": loss if session_steps else
-        (history[-1]["loss"] if history else None),
-        "wall_seconds": time.perf_counter() - wall_start,
-        "train_seconds": train_seconds,
-        **({} if adaptive_schedule is None else {
-            "warmup_steps": adaptive_schedule.warmup_steps,
-            "peak_learning_rate": adaptive_schedule.peak_learning_rate}),
-        "history": history,
-        **metrics,
-    }
-    write_json(os.path.join(own_dir, RESULTS_FILE), results)
+    trackables = dict(model_variables=list(model.variables),
+                      optimizer=optimizer)
+    if adaptive_schedule is not None:
+        trackables["adaptive_schedule"] = ckpt.JsonState(adaptive_schedule)
+    run = _Run(task=task, strategy=strategy, optimizer=optimizer,
+               step_fn=step_fn, num_examples=num_examples,
+               total_steps=total_steps, own_dir=own_dir, verbose=verbose,
+               checkpoints=ckpt.Checkpoints(trackables, model_dir, own_dir),
+               checkpoint_every_steps=checkpoint_every_steps,
+               steps_per_loop=steps_per_loop,
+               estimator=NoiseScaleEstimator(noise_scale_decay)
+               if noise_scale else None,
+               adaptive_schedule=adaptive_schedule)
+    end_step = total_steps if max_steps is None else min(total_steps, max_steps)
+    results = run.train(end_step)
+    ckpt.write_json(os.path.join(own_dir, ckpt.RESULTS_FILE), results)
     return results, model
+
+
+class _Run:
+    """One session of training: the loop over epochs and loop calls, with
+    its logging, checkpoints, evaluation and preemption checks."""
+
+    def __init__(self, *, task, strategy, optimizer, step_fn, checkpoints,
+                 num_examples, total_steps, own_dir, checkpoint_every_steps,
+                 steps_per_loop, estimator, adaptive_schedule, verbose):
+        self.task, self.strategy, self.optimizer = task, strategy, optimizer
+        self.step_fn, self.checkpoints = step_fn, checkpoints
+        self.batch = step_fn.options.global_batch_size
+        self.num_examples, self.total_steps = num_examples, total_steps
+        self.own_dir, self.verbose = own_dir, verbose
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.steps_per_loop = steps_per_loop
+        self.estimator, self.adaptive_schedule = estimator, adaptive_schedule
+        self.noise_batches = noise_batches(self.batch,
+                                           strategy.num_replicas_in_sync)
+        self.chief = distribute.is_chief(strategy)
+        self.ends = epoch_end_steps(num_examples, self.batch, total_steps)
+        self.writer = tf.summary.create_file_writer(
+            os.path.join(own_dir, "tensorboard")) if self.chief else \
+            tf.summary.create_noop_writer()
+        self.agree_to_stop = preemption.make_agreement(strategy)
+        # Throughput leaves out the session's first loop call (it includes
+        # tracing) when later calls ran.
+        self.loops, self.timed_steps, self.timed_seconds = 0, 0, 0.0
+        self.session_steps, self.loss = 0, float("nan")
+
+    def train(self, end_step):
+        """Trains from the restored step to `end_step`; returns the stats."""
+        self.start_step, self.history, self.train_seconds = \
+            self.checkpoints.restore(
+                lambda: int(self.optimizer.iterations.numpy()))
+        self.step = self.start_step
+        self.metrics = self.history[-1]["metrics"] if self.history else {}
+        self.iterator = iter(self.strategy.distribute_datasets_from_function(
+            lambda context: self.task.train_dataset(context, self.start_step)))
+        self.evaluate = Evaluator(self.task, self.strategy,
+                                  self.step_fn.model, self.step_fn.zero_state)
+        self.state = self.step_fn.zero_state(training=True)
+        wall_start = time.perf_counter()
+        with preemption.StopRequests() as self.stops:
+            # Written once the signals are caught: training is about to start.
+            ckpt.write_json(os.path.join(self.own_dir, ckpt.RUN_FILE),
+                            {"global_batch_size": self.batch})
+            while self.step < end_step:
+                self._epoch(end_step)
+        self.writer.flush()
+        return self._results(time.perf_counter() - wall_start)
+
+    def _epoch(self, end_step):
+        """Trains to the end of the current epoch (or `end_step`), then
+        evaluates and checkpoints."""
+        index = next(i for i, e in enumerate(self.ends) if e > self.step)
+        epoch_end = min(self.ends[index], end_step)
+        progbar = keras.utils.Progbar(
+            epoch_end - self.step, verbose=self.verbose if self.chief else 0,
+            unit_name="step")
+        if self.chief and self.verbose:
+            print(f"Epoch {index + 1}/{len(self.ends)} (steps {self.step}-"
+                  f"{epoch_end} of {self.total_steps})", flush=True)
+        while self.step < epoch_end:
+            self._loop_call(self._next_stop(epoch_end))
+            progbar.update(self.step - (epoch_end - progbar.target),
+                           [("loss", self.loss),
+                            ("lr", _current_learning_rate(self.optimizer))])
+            every = self.checkpoint_every_steps
+            if every and self.step % every == 0 and self.step < epoch_end:
+                self.checkpoints.save(self.step, self.train_seconds)
+            if self.step < epoch_end:  # at an epoch end: after its evaluation
+                self._stop_if_asked()
+        if self.adaptive_schedule is not None and self.step == self.ends[index]:
+            self.adaptive_schedule.check()  # at true epoch ends only
+        self._evaluate_and_save()
+        if self.step < end_step:  # a finished run finishes
+            self._stop_if_asked()
+
+    def _next_stop(self, epoch_end):
+        stop = min(epoch_end, self.step + self.steps_per_loop)
+        if self.checkpoint_every_steps:
+            every = self.checkpoint_every_steps
+            stop = min(stop, (self.step // every + 1) * every)
+        return stop
+
+    def _loop_call(self, stop):
+        """Runs the steps up to `stop` in one call; logs what they gave."""
+        start = time.perf_counter()
+        losses, small, big, self.state = self.step_fn.train_loop(
+            self.iterator, tf.constant(stop - self.step), self.state)
+        self.loss = float(tf.reduce_mean(losses))
+        seconds = time.perf_counter() - start
+        if not math.isfinite(self.loss):
+            raise NonFiniteLossError(
+                f"The training loss became {self.loss} in steps {self.step}-"
+                f"{stop} (learning rate "
+                f"{_current_learning_rate(self.optimizer):.4g}). Training "
+                f"stopped; the last checkpoint ({self.checkpoints.latest}) is "
+                "intact. Lower --base_learning_rate or check the input data.")
+        if self.loops == 1:  # drop the first call from the throughput
+            self.timed_steps, self.timed_seconds = 0, 0.0
+        self.loops += 1
+        self.timed_steps += stop - self.step
+        self.timed_seconds += seconds
+        self.train_seconds += seconds
+        self.session_steps += stop - self.step
+        rate = (stop - self.step) * self.batch / seconds
+        self.step = stop
+        if self.adaptive_schedule is not None:
+            self.adaptive_schedule.observe(losses.numpy())
+        if self.estimator:
+            for small_sq, big_sq in zip(small.numpy(), big.numpy()):
+                self.estimator.update(small_sq, big_sq, *self.noise_batches)
+        with self.writer.as_default(step=self.step):
+            tf.summary.scalar("loss", self.loss)
+            tf.summary.scalar("learning_rate",
+                              _current_learning_rate(self.optimizer))
+            tf.summary.scalar("examples_per_second", rate)
+            if self.estimator:
+                tf.summary.scalar("noise_scale", self.estimator.noise_scale)
+
+    def _evaluate_and_save(self):
+        self.metrics = self.evaluate()
+        if self.estimator:
+            self.metrics["noise_scale"] = self.estimator.noise_scale
+        with self.writer.as_default(step=self.step):
+            for name, value in self.metrics.items():
+                tf.summary.scalar(f"eval/{name}", value)
+        self.history.append({
+            "step": self.step,
+            "epoch": scaling.steps_to_epochs(self.step, self.num_examples,
+                                             self.batch),
+            "train_seconds": self.train_seconds, "loss": self.loss,
+            "metrics": self.metrics})
+        if self.chief and self.verbose:
+            print("  " + "  ".join(f"{k}: {v:.4f}"
+                                   for k, v in self.metrics.items()),
+                  flush=True)
+        self.checkpoints.save(self.step, self.train_seconds)
+        self.checkpoints.write_history(self.history)
+
+    def _stop_if_asked(self):
+        """Every worker calls this at the same steps (a collective)."""
+        signal_number = self.agree_to_stop(self.stops.signal_number)
+        if signal_number:
+            self.checkpoints.save(self.step, self.train_seconds)
+            raise preemption.Preempted(signal_number, self.step,
+                                       self.checkpoints.latest)
+
+    def _results(self, wall_seconds):
+        timed = self.timed_steps * self.batch
+        rate = timed / self.timed_seconds if self.timed_seconds else None
+        schedule = self.adaptive_schedule
+        return {
+            "steps": self.step,
+            "epochs": scaling.steps_to_epochs(self.step, self.num_examples,
+                                              self.batch),
+            "global_batch_size": self.batch,
+            "num_replicas": self.strategy.num_replicas_in_sync,
+            "resumed_from_step": self.start_step,
+            "examples_per_second": rate,
+            f"{self.task.example_name}_per_second":
+                rate * self.task.example_size if rate else None,
+            "final_learning_rate": _current_learning_rate(self.optimizer),
+            "final_loss": self.loss if self.session_steps else
+            (self.history[-1]["loss"] if self.history else None),
+            "wall_seconds": wall_seconds,
+            "train_seconds": self.train_seconds,
+            **({} if schedule is None else {
+                "warmup_steps": schedule.warmup_steps,
+                "peak_learning_rate": schedule.peak_learning_rate}),
+            "history": self.history,
+            **self.metrics,
+        }
 
 
 def accuracy_eval(model, batch):
