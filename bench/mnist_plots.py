@@ -194,7 +194,6 @@ def plot_accuracy_vs_batch(rows, budget=25.0):
 def plot_lr_8192(budget=25.0):
     """The four schedules' learning rates at batch 8192."""
     import keras_legw
-    import bench.mnist_sweep as sweep
     from models import mnist_lstm
     from models.common.flags import make_schedule
 
@@ -202,10 +201,8 @@ def plot_lr_8192(budget=25.0):
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = np.linspace(0, budget, 400)
     for schedule, label in LABELS.items():
-        kwargs = sweep.SCHEDULES[schedule]
         lr = make_schedule(
-            schedule=kwargs["schedule"], scaling=kwargs.get("scaling"),
-            warmup_scaling=kwargs.get("warmup_scaling"), batch_size=8192,
+            schedule=schedule, batch_size=8192,
             num_examples=60000, **mnist_lstm.BASE,
             base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"])
         steps = [keras_legw.epochs_to_steps(e, 60000, 8192) for e in epochs]

@@ -25,15 +25,11 @@ import os
 
 from bench import sweep_runner
 
-# schedule label -> run() keyword arguments
-SCHEDULES = {
-    "legw": dict(schedule="legw"),
-    "goyal": dict(schedule="goyal"),
-    "sqrt_constant_warmup": dict(schedule="legw", warmup_scaling="none"),
-    "no_scaling": dict(schedule="legw", scaling="none", warmup_scaling="none"),
-    "autowu": dict(schedule="autowu", min_learning_rate=1e-5,
-                   max_learning_rate=0.1),
-}
+# The claim's schedules: keras_legw recipes, each the zoo's --schedule.
+CLAIM_SCHEDULES = ("legw", "goyal", "sqrt_constant_warmup", "no_scaling")
+# run() keyword arguments a label adds to --schedule=<label>.
+EXTRA_ARGUMENTS = {"autowu": dict(min_learning_rate=1e-5,
+                                  max_learning_rate=0.1)}
 COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_accuracy",
            "steps", "wall_seconds", "seconds_to_98"]
 TUNING_COLUMNS = COLUMNS + ["optimizer", "base_learning_rate"]
@@ -54,7 +50,7 @@ def plan_runs(plan, epochs):
         order = [(0, 128), (0, 8192), (1, 128), (1, 8192), (0, 2048), (0, 512)]
         return [dict(schedule=label, batch_size=batch, seed=seed,
                      epochs=epochs)
-                for seed, batch in order for label in SCHEDULES
+                for seed, batch in order for label in CLAIM_SCHEDULES
                 if batch != 128 or label == "legw"]
     if plan == "budget":
         return [dict(schedule=label, batch_size=batch, seed=0,
@@ -91,7 +87,8 @@ def seconds_to(history, threshold):
 
 def run_one(spec, runs_dir, data_dir):
     """Trains one run in a child process and returns its results dict."""
-    kwargs = dict(SCHEDULES.get(spec["schedule"], {}),
+    kwargs = dict(EXTRA_ARGUMENTS.get(spec["schedule"], {}),
+                  schedule=spec["schedule"],
                   batch_size=spec["batch_size"], seed=spec["seed"],
                   epochs=spec["epochs"], model_dir=os.path.join(
                       runs_dir, run_name(spec)),

@@ -83,6 +83,10 @@ def plot_curves():
                 if s == sweep}
         if not runs:
             continue
+        # The longest budget only: the short-budget runs stay in the CSVs.
+        longest = max((run.rsplit("_e", 1)[1] for run in runs), key=float)
+        runs = {run: points for run, points in runs.items()
+                if run.rsplit("_e", 1)[1] == longest}
         batches = sorted({run_label(run)[1] for run in runs})
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for run, points in sorted(runs.items(), key=lambda kv: run_label(

@@ -6,6 +6,7 @@ the peak learning rate by sqrt(k) and the warmup length, in epochs, by k.
 
 Public API:
     LEGW                      the learning-rate schedule
+    recipe, goyal, RECIPES    named scaling recipes (legw, goyal, ...)
     LARS                      layer-wise adaptive rate scaling optimizer
     AutoWarmup                adaptive warmup callback (Kim et al. 2021)
     AutoWarmupSchedule        the same as a schedule, for custom loops
@@ -21,6 +22,7 @@ Public API:
 from keras_legw.autowarmup import (AutoWarmup, AutoWarmupController,
                                    AutoWarmupSchedule)
 from keras_legw.lars import LARS
+from keras_legw.recipes import RECIPES, goyal, recipe
 from keras_legw.noise_scale import (NoiseScaleCallback, NoiseScaleEstimator,
                                     NoiseScaleResult, measure_noise_scale,
                                     noise_scale_estimates)
@@ -45,10 +47,13 @@ __all__ = [
     "NoiseScaleCallback",
     "NoiseScaleEstimator",
     "NoiseScaleResult",
+    "RECIPES",
     "batch_scale_factor",
     "epochs_to_steps",
+    "goyal",
     "measure_noise_scale",
     "noise_scale_estimates",
+    "recipe",
     "scale_learning_rate",
     "scale_warmup_epochs",
     "steps_to_epochs",

@@ -22,6 +22,18 @@ def check_positive(name, value):
         )
 
 
+def check_positive_integer(name, value, minimum=1):
+    """Raises ValueError unless `value` is an integer (Python or NumPy, not
+    a bool) >= `minimum` (default 1)."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and value >= minimum):
+        wanted = "a positive integer" if minimum == 1 else \
+            f"an integer >= {minimum}"
+        raise ValueError(
+            f"Argument `{name}` must be {wanted}. Received: {name}={value!r}"
+        )
+
+
 def check_non_negative(name, value):
     """Raises ValueError unless `value` is a finite real number >= 0."""
     if not (_is_finite_number(value) and value >= 0):

@@ -28,7 +28,7 @@ import math
 import keras
 import numpy as np
 
-from keras_legw._validation import check_positive
+from keras_legw._validation import check_positive, check_positive_integer
 
 LENGTH_SCALE = 0.2
 FIT_POINTS = 100        # at most this many losses fit the GP's scale and noise
@@ -98,10 +98,7 @@ class AutoWarmupController:
 
     def __init__(self, total_steps, min_learning_rate=1e-5,
                  max_learning_rate=1.0, max_warmup_fraction=0.5, seed=0):
-        if not (isinstance(total_steps, (int, np.integer))
-                and not isinstance(total_steps, bool) and total_steps > 1):
-            raise ValueError("Argument `total_steps` must be an integer > 1. "
-                             f"Received: total_steps={total_steps!r}")
+        check_positive_integer("total_steps", total_steps, minimum=2)
         check_positive("min_learning_rate", min_learning_rate)
         check_positive("max_learning_rate", max_learning_rate)
         if max_learning_rate <= min_learning_rate:
@@ -199,7 +196,22 @@ class AutoWarmupController:
         self._rng.bit_generator.state = state["rng"]
 
 
-class AutoWarmup(keras.callbacks.Callback):
+class _Decision:
+    """The controller's decision, read-only, for the callback and the
+    schedule (each holds an `AutoWarmupController` as `controller`)."""
+
+    @property
+    def warmup_steps(self):
+        """None during the warmup, then the step at which it ended."""
+        return self.controller.warmup_steps
+
+    @property
+    def peak_learning_rate(self):
+        """None during the warmup, then the rate the decay starts from."""
+        return self.controller.peak_learning_rate
+
+
+class AutoWarmup(_Decision, keras.callbacks.Callback):
     """AutoWarmup (Kim et al. 2021) as a Keras callback for `model.fit`.
 
     Drives the optimizer's float learning rate: exponential warmup from
@@ -239,29 +251,14 @@ class AutoWarmup(keras.callbacks.Callback):
                  max_learning_rate=1.0, max_warmup_fraction=0.5,
                  check_every_steps=None, seed=0):
         super().__init__()
-        if check_every_steps is not None and not (
-                isinstance(check_every_steps, (int, np.integer))
-                and not isinstance(check_every_steps, bool)
-                and check_every_steps > 0):
-            raise ValueError("Argument `check_every_steps` must be None or a "
-                             "positive integer. Received: check_every_steps="
-                             f"{check_every_steps!r}")
+        if check_every_steps is not None:
+            check_positive_integer("check_every_steps", check_every_steps)
         self.controller = AutoWarmupController(
             total_steps, min_learning_rate, max_learning_rate,
             max_warmup_fraction, seed)
         self.check_every_steps = check_every_steps
         self.step = 0
         self._epoch_batches, self._epoch_mean = 0, 0.0
-
-    @property
-    def warmup_steps(self):
-        """None during the warmup, then the step at which it ended."""
-        return self.controller.warmup_steps
-
-    @property
-    def peak_learning_rate(self):
-        """None during the warmup, then the rate the decay starts from."""
-        return self.controller.peak_learning_rate
 
     def on_train_begin(self, logs=None):
         rate = getattr(self.model.optimizer, "_learning_rate", None)
@@ -298,7 +295,8 @@ class AutoWarmup(keras.callbacks.Callback):
             self.step)
 
 
-class AutoWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+class AutoWarmupSchedule(_Decision,
+                         keras.optimizers.schedules.LearningRateSchedule):
     """AutoWarmup as a learning-rate schedule, for custom training loops.
 
     The rate at a step is a closed form of what the controller has decided
@@ -333,16 +331,6 @@ class AutoWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @property
     def total_steps(self):
         return self.controller.total_steps
-
-    @property
-    def warmup_steps(self):
-        """None during the warmup, then the step at which it ended."""
-        return self.controller.warmup_steps
-
-    @property
-    def peak_learning_rate(self):
-        """None during the warmup, then the rate the decay starts from."""
-        return self.controller.peak_learning_rate
 
     def build(self):
         """Creates the two variables (switch step, -1 until it comes; peak)."""

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from keras_legw import scaling
+from keras_legw import recipes, scaling
 from keras_legw.schedules import DECAYS, LEGW
 
 TABLE_ROWS = 11
@@ -76,7 +76,9 @@ def _build_parser():
     return parser
 
 
-def _schedule(args, **overrides):
+def _schedule(args, recipe_name=None, **overrides):
+    """LEGW with the command line's arguments and `overrides`; with
+    `recipe_name`, that recipe's rules replace the command line's."""
     kwargs = dict(
         base_learning_rate=args.base_lr,
         base_batch_size=args.base_batch,
@@ -96,7 +98,11 @@ def _schedule(args, **overrides):
         noise_scale=args.noise_scale,
     )
     kwargs.update(overrides)
-    return LEGW(**kwargs)
+    if recipe_name is None:
+        return LEGW(**kwargs)
+    fixed = recipes.RECIPES[recipe_name]
+    return recipes.recipe(recipe_name, **{k: v for k, v in kwargs.items()
+                                          if k not in fixed})
 
 
 def rates_by_epoch(schedule, epochs):
@@ -135,7 +141,7 @@ def plan_curves(args, schedule, points=500):
     curves = {
         f"LEGW ({schedule.scaling} scaling, warmup x k)": schedule,
         "linear scaling, constant-epoch warmup (Goyal)": _schedule(
-            args, scaling="linear", warmup_scaling="none", noise_scale=None
+            args, "goyal", noise_scale=None
         ),
         f"{schedule.scaling} scaling, no warmup": _schedule(
             args, base_warmup_epochs=0.0

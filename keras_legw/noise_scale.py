@@ -32,7 +32,7 @@ import math
 import keras
 import numpy as np
 
-from keras_legw._validation import check_non_negative
+from keras_legw._validation import check_non_negative, check_positive_integer
 
 
 def noise_scale_estimates(small_batch_grad_sq_norm, big_batch_grad_sq_norm,
@@ -143,10 +143,7 @@ def _check_batches(num_examples, small_batch_size, big_batch_size,
     for name, value in (("small_batch_size", small_batch_size),
                         ("big_batch_size", big_batch_size),
                         ("num_estimates", num_estimates)):
-        if not (isinstance(value, int) and not isinstance(value, bool)
-                and value > 0):
-            raise ValueError(f"Argument `{name}` must be a positive integer. "
-                             f"Received: {name}={value!r}")
+        check_positive_integer(name, value)
     if small_batch_size >= big_batch_size:
         raise ValueError(
             "Argument `small_batch_size` must be smaller than `big_batch_size`."
@@ -239,10 +236,7 @@ class NoiseScaleCallback(keras.callbacks.Callback):
     def __init__(self, x, y, small_batch_size, big_batch_size, every_n_steps,
                  num_estimates=10, seed=0):
         super().__init__()
-        if not (isinstance(every_n_steps, int) and every_n_steps > 0):
-            raise ValueError("Argument `every_n_steps` must be a positive "
-                             f"integer. Received: every_n_steps="
-                             f"{every_n_steps!r}")
+        check_positive_integer("every_n_steps", every_n_steps)
         _check_batches(len(x), small_batch_size, big_batch_size,
                        num_estimates)
         self.x, self.y = x, y

@@ -5,10 +5,14 @@ hyperparameters, and in `main` turns the parsed flags into the plain keyword
 arguments of its `run(...)` with `common_run_kwargs(FLAGS)`. Inside, `run`
 holds those as `CommonOptions` and trains with `train(task, options, ...)`.
 
-Schedules (`--schedule`):
-  legw      sqrt peak scaling, warmup epochs x k (You et al. 2019);
-  goyal     linear peak scaling, constant-epoch warmup (Goyal et al. 2017);
-  constant  the scaled peak rate from step 0: no warmup, no decay;
+Schedules (`--schedule`): the recipes of `keras_legw.RECIPES`
+  legw                  sqrt peak scaling, warmup epochs x k (You et al. 2019);
+  goyal                 linear peak scaling, constant-epoch warmup (Goyal et
+                        al. 2017);
+  sqrt_constant_warmup  sqrt peak scaling, constant-epoch warmup;
+  no_scaling            the base schedule unchanged;
+  constant              the scaled peak rate from step 0: no warmup, no decay;
+and
   autowu    AutoWarmup (Kim et al. 2021): exponential warmup from
             --min_learning_rate until the training loss stops falling (at
             most --max_warmup_fraction of the steps), then a cosine decay;
@@ -28,16 +32,10 @@ from absl import flags, logging
 
 import keras_legw
 from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
-from models.common import distribute, preemption, trainer
+from models.common import checkpoints, distribute, preemption, trainer
 from models.common.data import DataError
 from models.common.distribute import STRATEGIES
 
-SCHEDULES = {
-    # name: (peak scaling, warmup scaling)
-    "legw": ("sqrt", "linear"),
-    "goyal": ("linear", "none"),
-    "constant": ("sqrt", "none"),
-}
 AUTOWU = "autowu"
 FLAGS_FILE = "flags.txt"
 
@@ -62,7 +60,7 @@ def define_common_flags(*, base_batch_size, base_learning_rate,
     flags.DEFINE_float("base_warmup_epochs", base_warmup_epochs,
                        "Warmup epochs at --base_batch_size.")
     flags.DEFINE_enum("schedule", "legw",
-                      [*SCHEDULES, AUTOWU, *extra_schedules],
+                      [*keras_legw.RECIPES, AUTOWU, *extra_schedules],
                       "Learning-rate schedule preset.")
     flags.DEFINE_float("min_learning_rate", 1e-5,
                        "--schedule=autowu: the rate at step 0.")
@@ -196,28 +194,27 @@ def make_schedule(*, schedule, base_learning_rate, base_batch_size,
                   batch_size, base_warmup_epochs, num_examples, epochs,
                   scaling=None, warmup_scaling=None, decay="polynomial",
                   b_noise=None):
-    """The `keras_legw.LEGW` schedule that the flags describe."""
-    if schedule not in SCHEDULES:
+    """The `keras_legw.LEGW` schedule that the flags describe: the recipe
+    `schedule`, its rules replaced by `scaling` / `warmup_scaling` when
+    given."""
+    if schedule not in keras_legw.RECIPES:
         raise ValueError(f"Flag --schedule must be one of "
-                         f"{', '.join(SCHEDULES)}. Received: {schedule!r}")
-    preset_scaling, preset_warmup = SCHEDULES[schedule]
+                         f"{', '.join(keras_legw.RECIPES)}. Received: "
+                         f"{schedule!r}")
     if (b_noise is not None) != (scaling == "noise"):
         raise ValueError("Flag --b_noise (the gradient noise scale, in "
                          "examples) is required with --scaling=noise and only "
                          f"allowed with it. Received: --b_noise={b_noise} "
                          f"with --scaling={scaling}")
-    constant = schedule == "constant"
-    return keras_legw.LEGW(
-        base_learning_rate=base_learning_rate,
-        base_batch_size=base_batch_size,
-        batch_size=batch_size,
-        base_warmup_epochs=0.0 if constant else base_warmup_epochs,
-        num_examples=num_examples,
-        total_epochs=epochs,
-        decay="constant" if constant else decay,
-        scaling=scaling or preset_scaling,
-        warmup_scaling=warmup_scaling or preset_warmup,
-        noise_scale=b_noise)
+    fixed = keras_legw.RECIPES[schedule]
+    flags_given = dict(base_warmup_epochs=base_warmup_epochs, decay=decay)
+    overrides = dict(scaling=scaling, warmup_scaling=warmup_scaling)
+    return keras_legw.recipe(
+        schedule, base_learning_rate=base_learning_rate,
+        base_batch_size=base_batch_size, batch_size=batch_size,
+        num_examples=num_examples, total_epochs=epochs, noise_scale=b_noise,
+        **{k: v for k, v in flags_given.items() if k not in fixed},
+        **{k: v for k, v in overrides.items() if v is not None})
 
 
 def write_schedule(model_dir, schedule):
@@ -257,7 +254,9 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
     """Writes `schedule.json` (on the chief) and trains `task` for the
     schedule's steps with the options' loop settings (`trainer.train`).
     Returns (results, model)."""
-    trainer.check_resume_batch(model_dir, options.batch_size)
+    # Checked here too (the trainer checks for its direct callers) so that a
+    # refused resume leaves schedule.json untouched.
+    checkpoints.check_resume_batch(model_dir, options.batch_size)
     if distribute.is_chief(strategy):
         write_schedule(model_dir, schedule)
     return trainer.train(
@@ -303,7 +302,7 @@ def run_script(run, kwargs, default_model_dir, summary):
     data error ends the process with status 2 and one line) and prints
     `summary(results)` with where the results are."""
     kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir
-    exit_on_error(trainer.prepare_model_dir, own_dir=kwargs["model_dir"])
+    exit_on_error(checkpoints.prepare_model_dir, own_dir=kwargs["model_dir"])
     write_flags(kwargs["model_dir"])
     results = exit_on_error(run, **kwargs)
     print(f"{summary(results)}; results in "

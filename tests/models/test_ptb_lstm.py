@@ -96,6 +96,20 @@ def _run(tmp_path, name, **kwargs):
     return ptb_lstm.run(model_dir=str(tmp_path / name), **kwargs)
 
 
+def _assert_same_weights(dir_a, dir_b):
+    """The model variables of the newest checkpoints in two runs agree
+    within float tolerance (sums in another order)."""
+    reader = [tf.train.load_checkpoint(str(d / "checkpoints"))
+              for d in (dir_a, dir_b)]
+    names = [n for n in reader[0].get_variable_to_shape_map()
+             if n.startswith("model_variables/")]
+    assert names
+    for name in names:
+        np.testing.assert_allclose(reader[0].get_tensor(name),
+                                   reader[1].get_tensor(name),
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_two_replicas_carry_their_rows_like_one(tmp_path):
     """Each replica carries the state of its own rows: two replicas give the
     weights of one (same global batches, clipping after the all-reduce)."""
@@ -108,15 +122,7 @@ def test_two_replicas_carry_their_rows_like_one(tmp_path):
         single["examples_per_second"] * 20)
     for name in ("m", "d"):
         assert (tmp_path / name / "results.json").exists()
-    reader = [tf.train.load_checkpoint(str(tmp_path / n / "checkpoints"))
-              for n in ("m", "d")]
-    names = [n for n in reader[0].get_variable_to_shape_map()
-             if n.startswith("model_variables/")]
-    assert names
-    for name in names:
-        np.testing.assert_allclose(reader[0].get_tensor(name),
-                                   reader[1].get_tensor(name),
-                                   rtol=1e-4, atol=1e-6)
+    _assert_same_weights(tmp_path / "m", tmp_path / "d")
 
 
 def test_noise_scale_on_two_replicas_leaves_training_unchanged(tmp_path):
@@ -148,15 +154,7 @@ def test_gradient_accumulation_splits_the_carried_state_by_rows(tmp_path,
                   gradient_accumulation_steps=2)
     assert pieces["test_perplexity"] == pytest.approx(
         whole["test_perplexity"], rel=1e-5)
-    reader = [tf.train.load_checkpoint(str(tmp_path / n / "checkpoints"))
-              for n in ("whole", "acc")]
-    names = [n for n in reader[0].get_variable_to_shape_map()
-             if n.startswith("model_variables/")]
-    assert names
-    for name in names:
-        np.testing.assert_allclose(reader[0].get_tensor(name),
-                                   reader[1].get_tensor(name),
-                                   rtol=1e-4, atol=1e-6, err_msg=name)
+    _assert_same_weights(tmp_path / "whole", tmp_path / "acc")
 
 
 def test_bad_config_and_too_little_data(tmp_path):

@@ -21,11 +21,10 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("batch_size", [128, 2048, 8192])
-@pytest.mark.parametrize("label", sorted(EXPECTED))
+@pytest.mark.parametrize("label", mnist_sweep.CLAIM_SCHEDULES)
 def test_sweep_labels_are_the_stated_rules(label, batch_size):
     schedule = common_flags.make_schedule(
-        **mnist_sweep.SCHEDULES[label], **BASE, batch_size=batch_size,
-        epochs=25)
+        schedule=label, **BASE, batch_size=batch_size, epochs=25)
     steps = np.arange(0, schedule.total_steps + 3, 7)
     want = legw_numpy(steps, **BASE, batch_size=batch_size, total_epochs=25,
                       **EXPECTED[label])
