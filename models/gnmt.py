@@ -34,8 +34,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from models import gnmt_input
 from models.common import data as data_lib
-from models.common import checkpoints, distribute, trainer, translation_input
+from models.common import checkpoints, distribute, trainer
 from models.common import flags as common_flags
 
 CONFIGS = {
@@ -110,7 +111,7 @@ class GNMT(keras.Model):
         """(outputs [b, s, units], attention keys [b, s, units], source mask
         [b, s] as 1.0 / 0.0, final states [h1, c1, h2, c2, ...] of the
         layers, the bidirectional layer's two directions concatenated)."""
-        mask = tf.not_equal(source, translation_input.PAD_ID)
+        mask = tf.not_equal(source, gnmt_input.PAD_ID)
         x = self.dropout(self.source_embedding(source), training=training)
         states = []
         for i, layer in enumerate(self.encoder_layers):
@@ -169,21 +170,21 @@ def translate(model, source, *, beam_width, max_length):
     encoded, keys, mask, states = model.encode(source)
     batch = tf.shape(source)[0]
     cache = (encoded, keys, mask, *states)
-    prompt = tf.concat([tf.fill([batch, 1], translation_input.START_ID),
+    prompt = tf.concat([tf.fill([batch, 1], gnmt_input.START_ID),
                         tf.zeros([batch, max_length - 1], tf.int32)], axis=1)
     prompt_mask = tf.concat([tf.ones([batch, 1], tf.bool),
                              tf.zeros([batch, max_length - 1], tf.bool)], 1)
     vocabulary_size = model.logits.units
     only_padding = tf.where(
-        tf.range(vocabulary_size) == translation_input.PAD_ID, 0.0, -1e9)
+        tf.range(vocabulary_size) == gnmt_input.PAD_ID, 0.0, -1e9)
 
     def next_token_logits(prompt, cache, index):
         token = tf.gather(prompt, [index - 1], axis=1)
         encoded, keys, mask, *states = cache
         logits, states = model.decode(token, encoded, keys, mask, states)
         finished = tf.logical_or(
-            tf.equal(token, translation_input.END_ID),
-            tf.logical_and(tf.equal(token, translation_input.PAD_ID),
+            tf.equal(token, gnmt_input.END_ID),
+            tf.logical_and(tf.equal(token, gnmt_input.PAD_ID),
                            index > 1))
         logits = tf.where(finished, only_padding[None], logits[:, 0])
         return logits, None, (encoded, keys, mask, *states)
@@ -191,7 +192,7 @@ def translate(model, source, *, beam_width, max_length):
     sampler = keras_hub.samplers.BeamSampler(num_beams=beam_width)
     return sampler(next_token_logits, prompt, cache=cache, index=1,
                    mask=prompt_mask,
-                   stop_token_ids=[translation_input.END_ID])
+                   stop_token_ids=[gnmt_input.END_ID])
 
 
 def detokenize(target_tokenizer, ids):
@@ -200,10 +201,10 @@ def detokenize(target_tokenizer, ids):
     them, SacreBLEU's 13a tokenization does not)."""
     rows = []
     for row in np.asarray(ids):
-        row = row[row != translation_input.START_ID]
-        ends = np.flatnonzero(row == translation_input.END_ID)
+        row = row[row != gnmt_input.START_ID]
+        ends = np.flatnonzero(row == gnmt_input.END_ID)
         row = row[:ends[0]] if len(ends) else row
-        rows.append([int(t) for t in row if t != translation_input.PAD_ID])
+        rows.append([int(t) for t in row if t != gnmt_input.PAD_ID])
     texts = target_tokenizer.detokenize(rows) if rows else []
     texts = [t.decode() if isinstance(t, bytes) else str(t) for t in texts]
     return [re.sub(r" ?([-']) ?", r"\1", t) for t in texts]
@@ -241,14 +242,14 @@ def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
 
     def per_example_loss(target_out, logits):
         """Cross-entropy summed over each sentence's tokens."""
-        mask = tf.cast(tf.not_equal(target_out, translation_input.PAD_ID),
+        mask = tf.cast(tf.not_equal(target_out, gnmt_input.PAD_ID),
                        tf.float32)
         return tf.reduce_sum(cross_entropy(target_out, logits) * mask, axis=-1)
 
     def eval_sums(model, batch):
         inputs, target_out, pair_mask = batch
         logits = model(inputs, training=False)
-        mask = tf.cast(tf.not_equal(target_out, translation_input.PAD_ID),
+        mask = tf.cast(tf.not_equal(target_out, gnmt_input.PAD_ID),
                        tf.float32) * pair_mask[:, None]
         return {"cross_entropy": tf.reduce_sum(
                     cross_entropy(target_out, logits) * mask),
@@ -258,9 +259,9 @@ def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
         build_model=lambda: build_model(config, *vocabulary_sizes),
         per_example_loss=per_example_loss,
         train_dataset=lambda context, start_step:
-            translation_input.train_batches(train_pairs, global_batch_size,
+            gnmt_input.train_batches(train_pairs, global_batch_size,
                                             seed, start_step, context),
-        eval_dataset=lambda context: translation_input.eval_batches(
+        eval_dataset=lambda context: gnmt_input.eval_batches(
             test_pairs, eval_batch_size, context),
         eval_sums=eval_sums,
         eval_metrics=lambda sums: {"test_perplexity": float(
@@ -316,13 +317,13 @@ def run(*, config="small", dataset="multi30k", source="de", beam_width=4,
     target = "en" if source == "de" else "de"
     tokenizers, train_pairs, test_pairs = [], [], []
     for side, language in enumerate((source, target)):
-        tokens = translation_input.vocabulary(
+        tokens = gnmt_input.vocabulary(
             train_text[side], settings["vocabulary_size"],
             os.path.join(model_dir, f"vocabulary.{language}.txt"))
-        tokenizers.append(translation_input.tokenizer(tokens))
+        tokenizers.append(gnmt_input.tokenizer(tokens))
         for text_split, pairs in ((train_text, train_pairs),
                                   (test_text, test_pairs)):
-            ids, lengths, _ = translation_input.encode(
+            ids, lengths, _ = gnmt_input.encode(
                 tokenizers[side], text_split[side], settings["max_length"],
                 wrap=side == 1)
             pairs += [ids, lengths]

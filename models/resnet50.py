@@ -33,7 +33,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from keras_legw import LARS
-from models.common import distribute, imagenet_input, trainer
+from models import resnet50_input
+from models.common import distribute, trainer
 from models.common import flags as common_flags
 from models.resnet50_model import build_resnet50
 
@@ -62,7 +63,7 @@ def define_flags():
     flags.DEFINE_integer("label_offset", 1,
                          "Subtracted from TFRecord labels (1..1000 in the TPU "
                          "reference format).")
-    flags.DEFINE_integer("num_train_examples", imagenet_input.NUM_TRAIN_EXAMPLES,
+    flags.DEFINE_integer("num_train_examples", resnet50_input.NUM_TRAIN_EXAMPLES,
                          "Training examples per epoch.")
     flags.DEFINE_integer("num_eval_examples", None,
                          "Evaluation examples; default: the 50,000 of the "
@@ -89,9 +90,9 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
               label_offset, seed):
 
     if data == "tfrecord":
-        train_files = imagenet_input.record_files(data_dir, "train")
-        eval_files = imagenet_input.record_files(data_dir, "validation")
-        imagenet_input.check_first_record(train_files, label_offset)
+        train_files = resnet50_input.record_files(data_dir, "train")
+        eval_files = resnet50_input.record_files(data_dir, "validation")
+        resnet50_input.check_first_record(train_files, label_offset)
 
     def dataset(context, training):
         batch = context.get_per_replica_batch_size(
@@ -99,13 +100,13 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
         common = dict(image_size=image_size, per_replica_batch=batch, seed=seed,
                       eval_examples=None if training else num_eval_examples)
         if data == "synthetic":
-            return imagenet_input.synthetic_dataset(input_context=context,
+            return resnet50_input.synthetic_dataset(input_context=context,
                                                     **common)
         if data == "tfds":
-            return imagenet_input.tfds_dataset(
+            return resnet50_input.tfds_dataset(
                 split="train" if training else "validation", training=training,
                 input_context=context, data_dir=data_dir, **common)
-        return imagenet_input.tfrecord_dataset(
+        return resnet50_input.tfrecord_dataset(
             train_files if training else eval_files, training=training,
             input_context=context, label_offset=label_offset, **common)
 
@@ -113,9 +114,9 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
         from_logits=True, label_smoothing=label_smoothing, reduction=None)
     return trainer.Task(
         build_model=lambda: build_resnet50(image_size,
-                                           imagenet_input.NUM_CLASSES),
+                                           resnet50_input.NUM_CLASSES),
         per_example_loss=lambda labels, logits: cross_entropy(
-            tf.one_hot(labels, imagenet_input.NUM_CLASSES), logits),
+            tf.one_hot(labels, resnet50_input.NUM_CLASSES), logits),
         # The stream of a TFRecord/TFDS input restarts its shuffle on resume
         # rather than replaying the exact order (as MNIST does).
         train_dataset=lambda context, start_step: dataset(context, True),
@@ -137,7 +138,7 @@ def eval_sizes(data, batch_size, eval_batch_size, num_eval_examples):
         eval_batch_size = min(batch_size, 1024) if synthetic else 1024
     if num_eval_examples is None:
         num_eval_examples = (eval_batch_size if synthetic
-                             else imagenet_input.NUM_EVAL_EXAMPLES)
+                             else resnet50_input.NUM_EVAL_EXAMPLES)
     for name, value in (("eval_batch_size", eval_batch_size),
                         ("num_eval_examples", num_eval_examples)):
         if value < 1:
@@ -152,7 +153,7 @@ def default_model_dir(batch_size, seed):
 
 def run(*, data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
         label_smoothing=0.1, label_offset=1,
-        num_train_examples=imagenet_input.NUM_TRAIN_EXAMPLES,
+        num_train_examples=resnet50_input.NUM_TRAIN_EXAMPLES,
         num_eval_examples=None, eval_batch_size=None, **options):
     """Trains ResNet-50 and returns the stats dict (also in
     `model_dir/results.json`) with `images_per_second` and `top1_accuracy`.

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 from models import gnmt
-from models.common import data, translation_input
+from models import gnmt_input
+from models.common import data
 
 TINY = dict(layers=3, units=8, dropout=0.0, vocabulary_size=200,
             max_length=24)
@@ -43,31 +44,31 @@ def test_multi30k_loader_counts_and_alignment():
 
 def test_vocabulary_is_cached_and_checked(tmp_path):
     path = str(tmp_path / "vocabulary.en.txt")
-    tokens = translation_input.vocabulary(SENTENCES, 100, path)
-    assert tokens[:4] == translation_input.RESERVED_TOKENS
+    tokens = gnmt_input.vocabulary(SENTENCES, 100, path)
+    assert tokens[:4] == gnmt_input.RESERVED_TOKENS
     assert "man" in tokens and "the" in tokens  # the most frequent words
     with open(path, "a", encoding="utf-8") as f:
         f.write("cached\n")  # a second call reads the file, not the text
-    assert translation_input.vocabulary([], 100, path)[-1] == "cached"
+    assert gnmt_input.vocabulary([], 100, path)[-1] == "cached"
     with open(path, "w", encoding="utf-8") as f:
         f.write("x\ny\n")
     with pytest.raises(ValueError, match="not a vocabulary of this model"):
-        translation_input.vocabulary(SENTENCES, 100, path)
+        gnmt_input.vocabulary(SENTENCES, 100, path)
 
 
 def test_encode_wraps_pads_and_cuts(tmp_path):
-    tokens = translation_input.vocabulary(SENTENCES, 100,
+    tokens = gnmt_input.vocabulary(SENTENCES, 100,
                                           str(tmp_path / "v.txt"))
-    tokenizer = translation_input.tokenizer(tokens)
+    tokenizer = gnmt_input.tokenizer(tokens)
     plain = [list(tokenizer(tf.constant([s]))[0]) for s in SENTENCES[:3]]
-    ids, lengths, cut = translation_input.encode(tokenizer, SENTENCES[:3],
+    ids, lengths, cut = gnmt_input.encode(tokenizer, SENTENCES[:3],
                                                  8, wrap=True)
     assert cut == sum(len(p) + 2 > 8 for p in plain) > 0
     for row, length, want in zip(ids, lengths, plain):
-        wrapped = [translation_input.START_ID, *want,
-                   translation_input.END_ID]
+        wrapped = [gnmt_input.START_ID, *want,
+                   gnmt_input.END_ID]
         if len(wrapped) > 8:
-            wrapped = wrapped[:7] + [translation_input.END_ID]
+            wrapped = wrapped[:7] + [gnmt_input.END_ID]
         assert list(row[:length]) == wrapped
         assert not row[length:].any()
     assert ids.shape == (3, lengths.max())
@@ -79,7 +80,7 @@ def test_batches_are_cut_to_their_longest_pair():
                       np.int32)
     pairs = (source, (source > 0).sum(1), target, (target > 0).sum(1))
     context = tf.distribute.InputContext()
-    batches = list(translation_input.eval_batches(pairs, 2, context)
+    batches = list(gnmt_input.eval_batches(pairs, 2, context)
                    .as_numpy_iterator())
     (src, target_in), target_out, mask = batches[0]
     assert src.shape == (2, 3) and target_in.shape == (2, 4)
@@ -116,7 +117,7 @@ def test_step_by_step_decoding_equals_teacher_forcing():
 def _greedy(model, source, max_length):
     """Greedy decoding by hand: argmax of each step's logits."""
     encoded, keys, mask, states = model.encode(source)
-    token = tf.fill((source.shape[0], 1), translation_input.START_ID)
+    token = tf.fill((source.shape[0], 1), gnmt_input.START_ID)
     out = [token[:, 0].numpy()]
     for _ in range(max_length - 1):
         logits, states = model.decode(token, encoded, keys, mask, states)
@@ -129,14 +130,14 @@ def test_beam_of_one_is_greedy_and_finished_beams_pad():
     model = _tiny_model(vocabulary=12)
     # A strong [END] bias makes sentences finish early.
     bias = model.logits.bias.numpy()
-    bias[translation_input.END_ID] += 0.02
+    bias[gnmt_input.END_ID] += 0.02
     model.logits.bias.assign(bias)
     source = tf.constant(np.random.default_rng(1).integers(4, 12, (4, 5)),
                          tf.int32)
     beam = gnmt.translate(model, source, beam_width=1, max_length=7).numpy()
     greedy = _greedy(model, source, 7)
     for row_beam, row_greedy in zip(beam, greedy):
-        ends = np.flatnonzero(row_greedy == translation_input.END_ID)
+        ends = np.flatnonzero(row_greedy == gnmt_input.END_ID)
         stop = ends[0] + 1 if len(ends) else 7
         np.testing.assert_array_equal(row_beam[:stop], row_greedy[:stop])
         assert not row_beam[stop:].any()  # padding after [END]
@@ -155,7 +156,7 @@ def _exhaustive_best(model, source, vocabulary, steps):
     for row in range(source.shape[0]):
         src = tf.repeat(source[row:row + 1], len(sequences), axis=0)
         encoded, keys, mask, states = model.encode(src)
-        token = tf.fill((len(sequences), 1), translation_input.START_ID)
+        token = tf.fill((len(sequences), 1), gnmt_input.START_ID)
         score = np.zeros(len(sequences))
         finished = np.zeros(len(sequences), bool)
         for t in range(steps):
@@ -163,10 +164,10 @@ def _exhaustive_best(model, source, vocabulary, steps):
             log_p = tf.nn.log_softmax(logits[:, 0]).numpy()
             chosen = sequences[:, t]
             step = log_p[np.arange(len(sequences)), chosen]
-            padding = chosen == translation_input.PAD_ID
+            padding = chosen == gnmt_input.PAD_ID
             score += np.where(finished, np.where(padding, 0.0, -np.inf), step)
-            finished |= np.isin(chosen, [translation_input.END_ID,
-                                         translation_input.PAD_ID])
+            finished |= np.isin(chosen, [gnmt_input.END_ID,
+                                         gnmt_input.PAD_ID])
             token = tf.constant(chosen[:, None], tf.int32)
         best.append(sequences[np.argmax(score)])
     return np.stack(best)
@@ -180,7 +181,7 @@ def test_wide_beam_finds_the_exhaustive_best(case):
     [END] and padding unlikely, so scores of whole sentences decide (and a
     beam of one misses the best); "finishing" makes [END] likely, so the
     zero-cost padding of finished beams decides."""
-    END, PAD = translation_input.END_ID, translation_input.PAD_ID
+    END, PAD = gnmt_input.END_ID, gnmt_input.PAD_ID
     model = _tiny_model(seed=5 if case == "full_length" else 4, vocabulary=6)
     bias = model.logits.bias.numpy()
     if case == "full_length":
@@ -206,8 +207,8 @@ def test_bleu_evaluation_over_batches_of_any_length(tmp_path):
     """Several batches, sentences of different lengths, a short last batch:
     one translation a sentence, and translating them one by one agrees."""
     model = _tiny_model(vocabulary=12)
-    tokens = translation_input.RESERVED_TOKENS + list("abcdefgh")
-    tokenizer = translation_input.tokenizer(tokens)
+    tokens = gnmt_input.RESERVED_TOKENS + list("abcdefgh")
+    tokenizer = gnmt_input.tokenizer(tokens)
     rng = np.random.default_rng(2)
     source = np.zeros((5, 7), np.int32)
     for i, length in enumerate((7, 2, 5, 3, 6)):
@@ -253,10 +254,10 @@ def test_bleu_matches_the_formula():
 
 
 def test_detokenize_cuts_at_end_and_rejoins(tmp_path):
-    tokens = translation_input.vocabulary(SENTENCES, 100,
+    tokens = gnmt_input.vocabulary(SENTENCES, 100,
                                           str(tmp_path / "v.txt"))
-    tokenizer = translation_input.tokenizer(tokens)
-    ids, _, cut = translation_input.encode(tokenizer, SENTENCES[2:4], 64,
+    tokenizer = gnmt_input.tokenizer(tokens)
+    ids, _, cut = gnmt_input.encode(tokenizer, SENTENCES[2:4], 64,
                                            wrap=True)
     assert cut == 0
     ids = np.concatenate([ids, np.full((2, 2), 7, np.int32)], axis=1)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from models import resnet50
-from models.common import imagenet_input
+from models import resnet50_input
 from models.common.data import DataError
 from models.common.flags import make_schedule
 
@@ -46,7 +46,7 @@ def test_parameter_count_and_v1_5_strides():
 
 def test_default_flags_are_the_papers_table_4():
     schedule = make_schedule(schedule="legw", batch_size=32768,
-                             num_examples=imagenet_input.NUM_TRAIN_EXAMPLES,
+                             num_examples=resnet50_input.NUM_TRAIN_EXAMPLES,
                              **resnet50.BASE)
     assert schedule.peak_learning_rate == pytest.approx(32.0)  # 2^5
     assert schedule.warmup_epochs == pytest.approx(10.0)
@@ -119,8 +119,8 @@ def _coordinate_image(size=48, step=5):
 
 
 def _denormalize(image):
-    return (np.asarray(image) * np.array(imagenet_input.STDDEV_RGB)
-            + np.array(imagenet_input.MEAN_RGB))
+    return (np.asarray(image) * np.array(resnet50_input.STDDEV_RGB)
+            + np.array(resnet50_input.MEAN_RGB))
 
 
 def test_eval_crop_is_the_central_87_5_percent():
@@ -128,7 +128,7 @@ def test_eval_crop_is_the_central_87_5_percent():
     # crop is unchanged, so pixel (i, j) comes from (i + 3, j + 3).
     image = _coordinate_image()
     jpeg = tf.io.encode_jpeg(image, quality=100)
-    got = _denormalize(imagenet_input.preprocess_eval(jpeg, 42))
+    got = _denormalize(resnet50_input.preprocess_eval(jpeg, 42))
     error = np.abs(got - image[3:45, 3:45])
     # JPEG (chroma subsampling) moves a few values by up to ~4; a crop one
     # pixel off moves every red and green value by 5.
@@ -141,7 +141,7 @@ def test_train_crop_is_an_upright_window_flipped_left_right_only():
     flips = set()
     for seed in range(1, 9):
         tf.random.set_seed(seed)
-        got = _denormalize(imagenet_input.preprocess_train(jpeg, 16, seed))
+        got = _denormalize(resnet50_input.preprocess_train(jpeg, 16, seed))
         red, green = got[..., 0], got[..., 1]
         # Columns run one way across the image (both ways over seeds), rows
         # always top to bottom; each row holds the same columns.
@@ -158,11 +158,11 @@ def test_train_crop_is_an_upright_window_flipped_left_right_only():
 def test_preprocessing_shapes_and_normalisation():
     gray = np.full((50, 60, 3), 124, np.uint8)
     jpeg = tf.io.encode_jpeg(gray, quality=100)
-    train = imagenet_input.preprocess_train(jpeg, 32)
-    evaluation = imagenet_input.preprocess_eval(jpeg, 32)
+    train = resnet50_input.preprocess_train(jpeg, 32)
+    evaluation = resnet50_input.preprocess_eval(jpeg, 32)
     assert train.shape == evaluation.shape == (32, 32, 3)
-    expected = (124.0 - np.array(imagenet_input.MEAN_RGB)) / np.array(
-        imagenet_input.STDDEV_RGB)
+    expected = (124.0 - np.array(resnet50_input.MEAN_RGB)) / np.array(
+        resnet50_input.STDDEV_RGB)
     np.testing.assert_allclose(evaluation.numpy().mean(axis=(0, 1)), expected,
                                atol=0.03)
 
