@@ -26,6 +26,7 @@ differ slightly). Perplexity is exp(total cross-entropy / tokens), checked
 against `keras_hub.metrics.Perplexity` in the tests.
 """
 
+import math
 import os
 
 import keras
@@ -60,15 +61,17 @@ def define_flags():
 
 def reference_schedule(config, base_learning_rate, batch_size, num_examples,
                        epochs):
-    """The tutorial's rate: constant, then multiplied by `decay` after each
-    epoch from `decay_start` on (no warmup, no batch scaling)."""
-    boundaries = [float(e) for e in range(config["decay_start"], int(epochs))]
-    return keras_legw.LEGW(
-        base_learning_rate=base_learning_rate, base_batch_size=batch_size,
-        batch_size=batch_size, base_warmup_epochs=0.0,
-        num_examples=num_examples, total_epochs=epochs, decay="piecewise",
-        scaling="none", boundaries=boundaries,
-        multipliers=[config["decay"] ** i for i in range(len(boundaries) + 1)])
+    """The tutorial's rate as a plain Keras schedule: `base_learning_rate`,
+    multiplied by `decay` after each epoch from `decay_start` on (no warmup,
+    no batch scaling). Epoch e starts at step `whole_steps(e, N, B)`;
+    `PiecewiseConstantDecay` switches after its boundary, hence the - 1."""
+    starts = [keras_legw.whole_steps(e, num_examples, batch_size)
+              for e in range(config["decay_start"], math.ceil(epochs))]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [s - 1 for s in starts] or [0],
+        [base_learning_rate * config["decay"] ** i
+         for i in range(len(starts) + 1)] if starts else
+        [base_learning_rate] * 2)
 
 
 def build_model(config, vocabulary_size, batch_size):

@@ -217,25 +217,25 @@ def make_schedule(*, schedule, base_learning_rate, base_batch_size,
         **{k: v for k, v in overrides.items() if v is not None})
 
 
-def write_schedule(model_dir, schedule):
-    """Writes the schedule's arguments and derived values (peak rate, warmup
-    epochs and steps, total steps; for AutoWarmup, decided later, null) to
+def write_schedule(model_dir, schedule, total_steps):
+    """Writes the schedule's arguments, the run's `total_steps` and the
+    schedule's derived values (peak rate, warmup epochs and steps; null
+    where the schedule has none, or for AutoWarmup until it decides) to
     `model_dir/schedule.json`."""
     os.makedirs(model_dir, exist_ok=True)
-    derived = ("peak_learning_rate", "warmup_epochs", "warmup_steps",
-               "total_steps")
+    derived = ("peak_learning_rate", "warmup_epochs", "warmup_steps")
     with open(os.path.join(model_dir, "schedule.json"), "w") as f:
         json.dump({**schedule.get_config(),
-                   **{name: getattr(schedule, name, None) for name in derived}},
-                  f, indent=2)
+                   **{name: getattr(schedule, name, None) for name in derived},
+                   "total_steps": total_steps}, f, indent=2)
 
 
 def schedule_of(options, num_examples):
     """The schedule that `options` describe, for `num_examples` per epoch."""
     if options.schedule == AUTOWU:
         return keras_legw.AutoWarmupSchedule(
-            keras_legw.scaling.whole_steps(options.epochs, num_examples,
-                                           options.batch_size),
+            keras_legw.whole_steps(options.epochs, num_examples,
+                                   options.batch_size),
             min_learning_rate=options.min_learning_rate,
             max_learning_rate=options.max_learning_rate,
             max_warmup_fraction=options.max_warmup_fraction,
@@ -252,17 +252,19 @@ def schedule_of(options, num_examples):
 def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
           model_dir, global_clipnorm=None):
     """Writes `schedule.json` (on the chief) and trains `task` for the
-    schedule's steps with the options' loop settings (`trainer.train`).
-    Returns (results, model)."""
+    options' epochs with their loop settings (`trainer.train`). Returns
+    (results, model)."""
     # Checked here too (the trainer checks for its direct callers) so that a
     # refused resume leaves schedule.json untouched.
     checkpoints.check_resume_batch(model_dir, options.batch_size)
+    total_steps = keras_legw.whole_steps(options.epochs, num_examples,
+                                         options.batch_size)
     if distribute.is_chief(strategy):
-        write_schedule(model_dir, schedule)
+        write_schedule(model_dir, schedule, total_steps)
     return trainer.train(
         task, strategy=strategy, make_optimizer=make_optimizer,
         global_batch_size=options.batch_size, num_examples=num_examples,
-        total_steps=schedule.total_steps, model_dir=model_dir,
+        total_steps=total_steps, model_dir=model_dir,
         max_steps=options.max_steps,
         checkpoint_every_steps=options.checkpoint_every_steps,
         steps_per_loop=options.steps_per_loop,
