@@ -328,3 +328,30 @@ def test_script_without_data_exits_with_one_clear_error(tmp_path):
     assert "train.de.gz of translation not found in /nonexistent/translation" \
         in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bleu_equals_sacrebleu_on_multi30k_references():
+    """Our corpus BLEU (keras-hub's Bleu: 13a tokenization, case-sensitive,
+    4-grams, no smoothing) against sacrebleu's default corpus_bleu, so the
+    published numbers compare with Multi30k papers: the test_2016_flickr
+    references against copies with words dropped and neighbours swapped."""
+    import sacrebleu
+
+    references = list(data.load_multi30k(
+        "de", "en", download=False)["test_2016_flickr"][1])
+    rng = np.random.default_rng(0)
+    for drop in (0.1, 0.4):
+        hypotheses = []
+        for sentence in references:
+            words = [w for w in sentence.split() if rng.random() > drop]
+            if len(words) > 3:
+                i = rng.integers(len(words) - 1)
+                words[i], words[i + 1] = words[i + 1], words[i]
+            hypotheses.append(" ".join(words) or sentence.split()[0])
+        ours = gnmt.bleu(references, hypotheses)
+        theirs = sacrebleu.corpus_bleu(hypotheses, [references]).score
+        assert 5 < theirs < 80
+        assert ours == pytest.approx(theirs, abs=0.01)
+    lowered = [s.lower() for s in references]  # case matters, as in sacrebleu
+    assert gnmt.bleu(references, lowered) == pytest.approx(
+        sacrebleu.corpus_bleu(lowered, [references]).score, abs=0.01)
