@@ -152,6 +152,32 @@ def table(path, columns):
     return "\n".join(lines)
 
 
+def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
+                     base_warmup=0.1):
+    """The PTB rows of one epoch budget as a Markdown table, each against
+    the tutorial's schedule and LEGW at the base batch (the frozen base:
+    rate 1.0, warmup 0.1 epochs at batch 20)."""
+    rows = [r for r in rows if float(r["epochs"]) == epochs]
+    by = {(r["schedule"], int(r["batch_size"])): float(r["test_perplexity"])
+          for r in rows}
+    lines = ["| schedule | batch | peak rate | warmup epochs | steps | test "
+             "perplexity | vs reference | vs LEGW at 20 | training seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        batch, value = int(r["batch_size"]), float(r["test_perplexity"])
+        k, legw = batch / base_batch, r["schedule"] == "legw"
+        versus = [f"{100 * (value / by[key] - 1):+.1f}%" if key in by else ""
+                  for key in (("reference", base_batch), ("legw", base_batch))]
+        lines.append(
+            f"| {'LEGW' if legw else r['schedule']} | {batch}"
+            f"{f' ({k:g}x)' if k > 1 else ''} | "
+            f"{base_rate * k ** 0.5 if legw else base_rate:g} | "
+            f"{base_warmup * k if legw else 0:g} | {r['steps']} | "
+            f"{value:.2f} | {' | '.join(versus)} | "
+            f"{float(r['wall_seconds']):.0f} |")
+    return "\n".join(lines)
+
+
 def main():
     export_curves()
     plot_curves()
@@ -163,6 +189,10 @@ def main():
             print(f"{sweep}:")
             print(table(path, ["schedule", "batch_size", "epochs", *metric,
                                "steps", "wall_seconds", "tokens_per_second"]))
+    ptb_rows = read_rows(SWEEPS["ptb"][1])
+    for epochs in sorted({float(r["epochs"]) for r in ptb_rows}):
+        print(f"\nptb, {epochs:g} epochs:")
+        print(ptb_budget_table(ptb_rows, epochs))
 
 
 if __name__ == "__main__":

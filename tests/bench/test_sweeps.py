@@ -115,3 +115,22 @@ def test_gpu_report_batches_cover_each_epoch_once_and_straddle():
     seen = np.concatenate([next(batches)[1] for _ in range(5)])  # 2 epochs
     assert sorted(seen[:10]) == list(range(10))
     assert sorted(seen[10:]) == list(range(10))
+
+
+def test_ptb_budget_table_compares_each_row_with_both_base_runs():
+    from bench import sequence_plots
+
+    rows = [dict(schedule=s, batch_size=b, epochs=e, test_perplexity=p,
+                 steps=n, wall_seconds=w)
+            for s, b, e, p, n, w in [
+                ("reference", "20", "13.0", "100.0", "30199", "4000.4"),
+                ("legw", "20", "13.0", "125.0", "30199", "4100"),
+                ("legw", "320", "13.0", "103.0", "1885", "900"),
+                ("legw", "320", "3.0", "333.65", "435", "616")]]
+    lines = sequence_plots.ptb_budget_table(rows, 13.0).splitlines()
+    assert len(lines) == 5  # header, rule, the three 13-epoch rows
+    assert lines[2] == ("| reference | 20 | 1 | 0 | 30199 | 100.00 | +0.0% "
+                        "| -20.0% | 4000 |")
+    # 16x: peak 1.0 x sqrt(16), warmup 0.1 x 16; 103 / 100 and 103 / 125.
+    assert lines[4] == ("| LEGW | 320 (16x) | 4 | 1.6 | 1885 | 103.00 | "
+                        "+3.0% | -17.6% | 900 |")
