@@ -69,6 +69,9 @@ def test_legw_lars_and_autowarmup_on_jax():
         out["final_rate"] = float(model.optimizer.learning_rate)
         out["first_loss"] = history.history["loss"][0]
         out["last_loss"] = history.history["loss"][-1]
+        custom = keras_legw.AutoWarmupSchedule(100, max_learning_rate=0.1)
+        custom.build()
+        out["custom"] = [float(custom(t)) for t in (0, 25, 50, 75, 100)]
     """)
     want = legw_numpy(np.array(steps), **KWARGS)
     np.testing.assert_allclose(out["rates"], want, rtol=2e-5, atol=1e-7)
@@ -80,6 +83,9 @@ def test_legw_lars_and_autowarmup_on_jax():
     assert out["switch"] < 320 and out["peak"] < 2.0
     assert out["final_rate"] == 0.0
     assert out["last_loss"] < 0.02 < out["first_loss"]
+    # The schedule form: 1e-5 * 1e4 ** (t / 50) to the cap, then a cosine.
+    np.testing.assert_allclose(out["custom"], [1e-5, 1e-3, 0.1, 0.05, 0.0],
+                               rtol=1e-5, atol=1e-9)
 
 
 def test_the_reference_is_the_library_on_this_backend():

@@ -244,10 +244,10 @@ def test_bad_arguments_raise_value_error_naming_them(overrides, argument):
 
 @pytest.mark.skipif(os.environ.get("LEGW_SKIP_TORCH") == "1",
                     reason="LEGW_SKIP_TORCH=1 (make test TORCH=)")
-def test_schedule_and_lars_run_on_the_pytorch_backend():
-    """Written in keras.ops only: the same values on Keras' torch backend, and
-    LARS trains there (a fresh process, since the backend is fixed at
-    import)."""
+def test_schedule_lars_and_autowarmup_run_on_the_pytorch_backend():
+    """Written in keras.ops only: the same values on Keras' torch backend,
+    LARS and AutoWarmup train there in fit (a fresh process, since the
+    backend is fixed at import)."""
     assert importlib.util.find_spec("torch"), (
         "PyTorch is not installed, so the torch-backend test cannot run: "
         "`make test` installs its CPU build; set LEGW_SKIP_TORCH=1 (or run "
@@ -263,15 +263,45 @@ def test_schedule_and_lars_run_on_the_pytorch_backend():
                                       exclude_from_weight_decay=["bias"]),
                       "mse")
         model.fit(np.ones((8, 3)), np.ones((8, 2)), epochs=2, verbose=0)
-        print(json.dumps([float(schedule(s)) for s in steps]))
+        rates = [float(schedule(s)) for s in steps]
+
+        # AutoWarmup in fit: least squares whose SGD diverges above ~1.
+        keras.utils.set_random_seed(0)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(512, 4)).astype("float32")
+        y = (x @ np.array([1.0, -2.0, 0.5, 3.0])
+             + 0.1 * rng.normal(size=512)).astype("float32")[:, None]
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        warmup = keras_legw.AutoWarmup(640, min_learning_rate=1e-4,
+                                       max_learning_rate=100.0,
+                                       check_every_steps=8)
+        history = model.fit(x, y, batch_size=32, epochs=40, verbose=0,
+                            callbacks=[warmup])
+        auto = [warmup.warmup_steps, warmup.peak_learning_rate,
+                float(model.optimizer.learning_rate),
+                history.history["loss"][0], history.history["loss"][-1]]
+        # The schedule form, for custom loops: its closed form in torch ops.
+        custom = keras_legw.AutoWarmupSchedule(100, max_learning_rate=0.1)
+        custom.build()
+        auto.append([float(custom(t)) for t in (0, 25, 50, 75, 100)])
+        print(json.dumps([rates, auto]))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True,
                             text=True, env=dict(os.environ,
                                                 KERAS_BACKEND="torch"))
     assert result.returncode == 0, result.stderr[-2000:]
-    got = json.loads(result.stdout.strip().splitlines()[-1])
+    got, auto = json.loads(result.stdout.strip().splitlines()[-1])
     want = legw_numpy(_probe_steps(keras_legw.LEGW(**kwargs)), **kwargs)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
+    # AutoWarmup switched before its cap (320) below the divergence, the
+    # rate reached torch's train step (the loss fell to the noise floor),
+    # and it ends at 0; the schedule is 1e-5 * 1e4 ** (t / 50), then cosine.
+    switch, peak, final_rate, first_loss, last_loss, custom = auto
+    assert switch < 320 and peak < 2.0 and final_rate == 0.0
+    assert last_loss < 0.02 < first_loss
+    np.testing.assert_allclose(custom, [1e-5, 1e-3, 0.1, 0.05, 0.0],
+                               rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("noise_scale", [50.0, 2000.0, 1e6])
