@@ -134,3 +134,23 @@ def test_ptb_budget_table_compares_each_row_with_both_base_runs():
     # 16x: peak 1.0 x sqrt(16), warmup 0.1 x 16; 103 / 100 and 103 / 125.
     assert lines[4] == ("| LEGW | 320 (16x) | 4 | 1.6 | 1885 | 103.00 | "
                         "+3.0% | -17.6% | 900 |")
+
+
+def test_autowu_plan_runs_the_zoo_schedule_with_one_rate_range(monkeypatch):
+    """Four runs (128 and 8192, two seeds), each `--schedule=autowu` with
+    the same min and max rate, as the GPU callback runs used."""
+    calls = []
+    monkeypatch.setattr(sweep_runner, "run_in_child",
+                        lambda module, kwargs: calls.append((module, kwargs)))
+    plan = mnist_sweep.plan_runs("autowu", 25)
+    assert sorted((s["batch_size"], s["seed"]) for s in plan) == [
+        (128, 0), (128, 1), (8192, 0), (8192, 1)]
+    for spec in plan:
+        mnist_sweep.run_one(spec, "runs/x", None)
+    assert {c[0] for c in calls} == {"mnist_lstm"}
+    assert all(c[1]["schedule"] == "autowu" and c[1]["min_learning_rate"]
+               == 1e-5 and c[1]["max_learning_rate"] == 0.1 for c in calls)
+    legw = mnist_sweep.plan_runs("claim", 25)[0]
+    mnist_sweep.run_one(legw, "runs/x", None)
+    assert calls[-1][1]["schedule"] == "legw"
+    assert "max_learning_rate" not in calls[-1][1]
