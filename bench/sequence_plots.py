@@ -57,6 +57,7 @@ def export_curves():
 
 LINESTYLES = ("-", "--", ":", "-.")
 PERPLEXITY_TICKS = (20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
+FINE_PERPLEXITY_TICKS = tuple(range(60, 300, 10))
 
 
 def run_label(run):
@@ -98,9 +99,12 @@ def plot_curves():
         ax.set(xlabel="epoch", ylabel="test perplexity", yscale="log",
                title=f"{sweep.upper()}: test perplexity during training")
         values = [p for points in runs.values() for _, p in points]
-        plain_log_ticks(ax.yaxis, [t for t in PERPLEXITY_TICKS
-                                   if min(values) / 1.2 <= t
-                                   <= max(values) * 1.2])
+        # A narrow range (the 13-epoch runs at 20) gets every 10.
+        ticks = FINE_PERPLEXITY_TICKS if max(values) < 3 * min(values) \
+            else PERPLEXITY_TICKS
+        plain_log_ticks(ax.yaxis, [t for t in ticks
+                                   if min(values) / 1.05 <= t
+                                   <= max(values) * 1.05])
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         fig.tight_layout()
