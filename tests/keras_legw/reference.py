@@ -44,3 +44,40 @@ def least_squares_noise_scale(dim, delta_sq_norm, noise_std):
     y = w*.x + N(0, s^2), at w = w* + delta: G = delta and
     tr(Sigma) = (d + 1) |delta|^2 + d s^2."""
     return ((dim + 1) * delta_sq_norm + dim * noise_std ** 2) / delta_sq_norm
+
+
+# Python run in a fresh process on any Keras backend (with `keras`, `np` and
+# `keras_legw` imported): AutoWarmup in `fit` on least squares whose SGD
+# diverges above a rate of about 1, and AutoWarmupSchedule's closed form.
+# Leaves its numbers in `auto`, for `check_autowarmup_on_a_backend`.
+AUTOWARMUP_ON_A_BACKEND = """
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(512, 4)).astype("float32")
+y = (x @ np.array([1.0, -2.0, 0.5, 3.0])
+     + 0.1 * rng.normal(size=512)).astype("float32")[:, None]
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+model.compile(keras.optimizers.SGD(0.1), "mse")
+warmup = keras_legw.AutoWarmup(640, min_learning_rate=1e-4,
+                               max_learning_rate=100.0, check_every_steps=8)
+history = model.fit(x, y, batch_size=32, epochs=40, verbose=0,
+                    callbacks=[warmup])
+custom = keras_legw.AutoWarmupSchedule(100, max_learning_rate=0.1)
+custom.build()
+auto = [warmup.warmup_steps, warmup.peak_learning_rate,
+        float(model.optimizer.learning_rate), history.history["loss"][0],
+        history.history["loss"][-1],
+        [float(custom(t)) for t in (0, 25, 50, 75, 100)]]
+"""
+
+
+def check_autowarmup_on_a_backend(auto):
+    """The warmup ended before its cap (320) below the divergence, the rate
+    it set reached the backend's train step (the loss fell to the noise
+    floor) and ends at 0; the schedule is 1e-5 * 1e4 ** (t / 50) to its cap,
+    then a cosine to 0."""
+    switch, peak, final_rate, first_loss, last_loss, custom = auto
+    assert switch < 320 and peak < 2.0 and final_rate == 0.0
+    assert last_loss < 0.02 < first_loss
+    np.testing.assert_allclose(custom, [1e-5, 1e-3, 0.1, 0.05, 0.0],
+                               rtol=1e-5, atol=1e-9)

@@ -15,7 +15,9 @@ import tensorflow as tf
 
 import keras_legw
 from tests.conftest import two_cpu_mirrored_strategy
-from tests.keras_legw.reference import legw_numpy
+from tests.keras_legw.reference import (AUTOWARMUP_ON_A_BACKEND,
+                                        check_autowarmup_on_a_backend,
+                                        legw_numpy)
 
 MNIST = dict(base_learning_rate=0.1, base_warmup_epochs=0.2,
              num_examples=60000, total_epochs=25)
@@ -264,29 +266,7 @@ def test_schedule_lars_and_autowarmup_run_on_the_pytorch_backend():
                       "mse")
         model.fit(np.ones((8, 3)), np.ones((8, 2)), epochs=2, verbose=0)
         rates = [float(schedule(s)) for s in steps]
-
-        # AutoWarmup in fit: least squares whose SGD diverges above ~1.
-        keras.utils.set_random_seed(0)
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(512, 4)).astype("float32")
-        y = (x @ np.array([1.0, -2.0, 0.5, 3.0])
-             + 0.1 * rng.normal(size=512)).astype("float32")[:, None]
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-        model.compile(keras.optimizers.SGD(0.1), "mse")
-        warmup = keras_legw.AutoWarmup(640, min_learning_rate=1e-4,
-                                       max_learning_rate=100.0,
-                                       check_every_steps=8)
-        history = model.fit(x, y, batch_size=32, epochs=40, verbose=0,
-                            callbacks=[warmup])
-        auto = [warmup.warmup_steps, warmup.peak_learning_rate,
-                float(model.optimizer.learning_rate),
-                history.history["loss"][0], history.history["loss"][-1]]
-        # The schedule form, for custom loops: its closed form in torch ops.
-        custom = keras_legw.AutoWarmupSchedule(100, max_learning_rate=0.1)
-        custom.build()
-        auto.append([float(custom(t)) for t in (0, 25, 50, 75, 100)])
-        print(json.dumps([rates, auto]))
-    """)
+    """) + AUTOWARMUP_ON_A_BACKEND + "\nprint(json.dumps([rates, auto]))\n"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True,
                             text=True, env=dict(os.environ,
                                                 KERAS_BACKEND="torch"))
@@ -294,14 +274,7 @@ def test_schedule_lars_and_autowarmup_run_on_the_pytorch_backend():
     got, auto = json.loads(result.stdout.strip().splitlines()[-1])
     want = legw_numpy(_probe_steps(keras_legw.LEGW(**kwargs)), **kwargs)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
-    # AutoWarmup switched before its cap (320) below the divergence, the
-    # rate reached torch's train step (the loss fell to the noise floor),
-    # and it ends at 0; the schedule is 1e-5 * 1e4 ** (t / 50), then cosine.
-    switch, peak, final_rate, first_loss, last_loss, custom = auto
-    assert switch < 320 and peak < 2.0 and final_rate == 0.0
-    assert last_loss < 0.02 < first_loss
-    np.testing.assert_allclose(custom, [1e-5, 1e-3, 0.1, 0.05, 0.0],
-                               rtol=1e-5, atol=1e-9)
+    check_autowarmup_on_a_backend(auto)
 
 
 @pytest.mark.parametrize("noise_scale", [50.0, 2000.0, 1e6])
