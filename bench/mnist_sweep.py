@@ -14,10 +14,11 @@ from its checkpoint).
 Columns: schedule, batch_size, seed, epochs, test_accuracy, steps,
 wall_seconds (training seconds, evaluation excluded), seconds_to_98
 (training seconds until the test accuracy first reached 98%, empty if never);
-the tuning plan adds optimizer and base_learning_rate, the autowu plan
-(`docs/results/mnist_lstm_autowu.csv`) warmup_steps and peak_learning_rate
+the tuning plan (`mnist_lstm_base_tuning.csv`) adds optimizer and
+base_learning_rate. The autowu plan's rows go into the sweep's CSV with
+schedule=autowu and fill its warmup_steps and peak_learning_rate columns
 (AutoWarmup's decision; Adam, rates 1e-5 to 0.1 at both batches, as the GPU
-callback runs in gpu_autowarmup.csv).
+callback runs in gpu_autowarmup.csv); the other schedules leave them empty.
 """
 
 import argparse
@@ -33,7 +34,7 @@ EXTRA_ARGUMENTS = {"autowu": dict(min_learning_rate=1e-5,
 COLUMNS = ["schedule", "batch_size", "seed", "epochs", "test_accuracy",
            "steps", "wall_seconds", "seconds_to_98"]
 TUNING_COLUMNS = COLUMNS + ["optimizer", "base_learning_rate"]
-AUTOWU_COLUMNS = COLUMNS + ["warmup_steps", "peak_learning_rate"]
+AUTOWU_COLUMNS = COLUMNS + list(sweep_runner.AUTOWU_COLUMNS)
 
 
 def plan_runs(plan, epochs):
@@ -110,7 +111,6 @@ def main():
     args = parser.parse_args()
     csv_path = args.csv or {
         "tuning": "docs/results/mnist_lstm_base_tuning.csv",
-        "autowu": "docs/results/mnist_lstm_autowu.csv",
     }.get(args.plan, "docs/results/mnist_lstm_sweep.csv")
     done = _done(csv_path)
     for spec in plan_runs(args.plan, args.epochs):
@@ -132,8 +132,7 @@ def main():
                        base_learning_rate=spec["base_learning_rate"])
         if args.plan == "autowu":
             columns = AUTOWU_COLUMNS
-            row.update(warmup_steps=results["warmup_steps"],
-                       peak_learning_rate=f"{results['peak_learning_rate']:.6g}")
+            row.update(sweep_runner.autowu_fields(results))
         sweep_runner.append_row(csv_path, columns, row)
         done.add(name)
         print(f"{name}: test_accuracy {results['test_accuracy']:.4f}, "

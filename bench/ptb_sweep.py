@@ -3,6 +3,7 @@
 
     python -m bench.ptb_sweep --epochs=13 --workers=2   # the tutorial's budget
     python -m bench.ptb_sweep --epochs=3                # the short budget
+    python -m bench.ptb_sweep --epochs=13 --plan=autowu --workers=2
 
 The base hyperparameters are frozen: the tutorial's small config and LEGW's
 base (rate 1.0 at batch 20, warmup 0.1 epochs) as in `models/ptb_lstm.py`;
@@ -10,9 +11,13 @@ nothing was tuned for the large batches. At 13 epochs the `reference` run is
 the whole tutorial schedule (rate 1.0, halved after epoch 4); at 3 epochs it
 is the tutorial's first epochs. On a two-core CPU one epoch at batch 20 takes
 5-8 minutes.
+The autowu plan trains AutoWarmup (`--schedule=autowu`) at 20 and 320 with
+one rate range, SGD from 0.01 up to at most 10 (LEGW's peak is 1 at 20 and 4
+at 320), the other hyperparameters the frozen base's.
 Each finished run is appended at once to `docs/results/ptb_sweep.csv`
 (schedule, batch_size, seed, epochs, test_perplexity, steps, wall_seconds =
-training seconds, tokens_per_second); rerunning continues the sweep.
+training seconds, tokens_per_second; AutoWarmup's warmup_steps and
+peak_learning_rate); rerunning continues the sweep.
 """
 
 import functools
@@ -21,8 +26,12 @@ import os
 from bench import sweep_runner
 
 # Longest first, so that two workers finish close together.
-RUNS = [("reference", 20), ("legw", 20), ("legw", 320), ("legw", 80),
-        ("legw", 1280)]
+PLANS = {"legw": [("reference", 20), ("legw", 20), ("legw", 320),
+                  ("legw", 80), ("legw", 1280)],
+         "autowu": [("autowu", 20), ("autowu", 320)]}
+# run() keyword arguments a schedule adds: AutoWarmup's one rate range.
+EXTRA_ARGUMENTS = {"autowu": dict(min_learning_rate=0.01,
+                                  max_learning_rate=10.0)}
 
 
 def run_name(schedule, batch_size, seed, epochs):
@@ -31,14 +40,15 @@ def run_name(schedule, batch_size, seed, epochs):
 
 def main():
     args = sweep_runner.sweep_arguments(
-        __doc__, epochs=3, csv_path="docs/results/ptb_sweep.csv", runs_dir="runs/ptb_sweep")
+        __doc__, epochs=3, csv_path="docs/results/ptb_sweep.csv",
+        runs_dir="runs/ptb_sweep", plans=tuple(PLANS))
     done = {run_name(r["schedule"], r["batch_size"], r["seed"], r["epochs"])
             for r in sweep_runner.read_rows(args.csv)}
 
     def train(schedule, batch_size, name):
         results = sweep_runner.run_in_child("ptb_lstm", dict(
-            config="small", schedule=schedule, batch_size=batch_size,
-            seed=args.seed, epochs=args.epochs, data_dir=args.data_dir,
+            EXTRA_ARGUMENTS.get(schedule, {}), config="small",
+            schedule=schedule, batch_size=batch_size, seed=args.seed, epochs=args.epochs, data_dir=args.data_dir,
             model_dir=os.path.join(args.runs_dir, name), verbose=0))
         sweep_runner.record_run(
             args.csv, name, dict(schedule=schedule, batch_size=batch_size,
@@ -46,7 +56,7 @@ def main():
             ["test_perplexity"], results)
 
     jobs = []
-    for schedule, batch_size in RUNS:
+    for schedule, batch_size in PLANS[args.plan]:
         name = run_name(schedule, batch_size, args.seed, args.epochs)
         if name not in done:
             jobs.append(functools.partial(train, schedule, batch_size, name))

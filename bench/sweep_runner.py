@@ -39,21 +39,33 @@ _APPEND_LOCK = threading.Lock()
 
 
 def append_row(csv_path, columns, row):
-    """Appends one row, writing the header first if the file is new (safe to
-    call from several of `run_all`'s threads)."""
+    """Appends one row (safe to call from several of `run_all`'s threads).
+    A new file gets `columns` as its header; an existing file keeps its own
+    header, the row's missing columns left empty. A key the header lacks is
+    a ValueError (add the column to the file first), not a dropped value."""
     os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
-    with _APPEND_LOCK, open(csv_path, "a", newline="") as f:
+    with _APPEND_LOCK, open(csv_path, "a+", newline="") as f:
         new = f.tell() == 0
-        writer = csv.DictWriter(f, fieldnames=columns)
+        if not new:
+            f.seek(0)
+            columns = next(csv.reader(f))
+        unknown = sorted(set(row) - set(columns))
+        if unknown:
+            raise ValueError(f"{csv_path} has no column {', '.join(unknown)}. "
+                             f"Its columns: {', '.join(columns)}.")
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
         if new:
             writer.writeheader()
         writer.writerow(row)
 
 
-def sweep_arguments(doc, *, epochs, csv_path, runs_dir):
+def sweep_arguments(doc, *, epochs, csv_path, runs_dir, plans=()):
     """The arguments every sweep takes (parsed): --epochs (the equal budget),
-    --seed, --csv, --runs_dir, --data_dir."""
+    --seed, --csv, --runs_dir, --data_dir, --workers, and --plan (one of
+    `plans`, the first by default) where a sweep has several."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if plans:
+        parser.add_argument("--plan", choices=plans, default=plans[0])
     parser.add_argument("--epochs", type=float, default=epochs)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", default=csv_path)
@@ -94,16 +106,31 @@ def run_all(jobs, workers):
                            "see the messages above")
 
 
+# What an AutoWarmup run adds to a sweep CSV (`autowu_fields`).
+AUTOWU_COLUMNS = ("warmup_steps", "peak_learning_rate")
+
+
+def autowu_fields(results):
+    """An AutoWarmup run's switch: the step its warmup ended at and the peak
+    rate its decay started from (empty if the run ended before either)."""
+    step, peak = results.get("warmup_steps"), results.get("peak_learning_rate")
+    return dict(warmup_steps="" if step is None else step,
+                peak_learning_rate="" if peak is None else f"{peak:.6g}")
+
+
 def record_run(csv_path, name, labels, metrics, results):
     """Appends a sequence-model run's row: `labels` (schedule, batch_size,
     seed, epochs), the `metrics` of `results` to 2 decimals, steps,
-    wall_seconds (training seconds) and tokens_per_second (empty when a
-    resumed run had no steps left to time); prints a one-line summary."""
+    wall_seconds (training seconds), tokens_per_second (empty when a
+    resumed run had no steps left to time) and, for `schedule=autowu`,
+    `autowu_fields`; prints a one-line summary."""
     rate = results["tokens_per_second"]
     row = dict(labels, **{m: round(results[m], 2) for m in metrics},
                steps=results["steps"],
                wall_seconds=round(results["train_seconds"], 1),
                tokens_per_second=round(rate) if rate else "")
+    if labels["schedule"] == "autowu":
+        row.update(autowu_fields(results))
     append_row(csv_path, list(row), row)
     print(f"{name}: " + ", ".join(f"{m} {results[m]:.2f}" for m in metrics)
           + f", {results['steps']} steps, {results['train_seconds']:.0f} s",

@@ -34,6 +34,30 @@ def test_rows_append_with_one_header_and_finished_runs_are_skipped(tmp_path):
                for s in todo)
 
 
+def test_rows_follow_the_files_header_and_refuse_a_column_it_lacks(tmp_path):
+    """An AutoWarmup row lands in a CSV whose other rows leave its switch
+    columns empty; a row with a key the file has no column for is an error,
+    not a silently dropped value."""
+    path = str(tmp_path / "ptb.csv")
+    labels = dict(schedule="legw", batch_size=20, seed=0, epochs=13.0)
+    results = dict(test_perplexity=122.466, steps=30199, train_seconds=4316.2,
+                   tokens_per_second=2798.4, warmup_steps=None,
+                   peak_learning_rate=None)
+    header = "schedule,batch_size,seed,epochs,test_perplexity,steps," \
+        "wall_seconds,tokens_per_second,warmup_steps,peak_learning_rate"
+    open(path, "w").write(header + "\n")
+    sweep_runner.record_run(path, "a", labels, ["test_perplexity"], results)
+    results.update(warmup_steps=1234, peak_learning_rate=2.3456789)
+    sweep_runner.record_run(path, "b", dict(labels, schedule="autowu"),
+                            ["test_perplexity"], results)
+    assert open(path).read().splitlines()[1:] == [
+        "legw,20,0,13.0,122.47,30199,4316.2,2798,,",
+        "autowu,20,0,13.0,122.47,30199,4316.2,2798,1234,2.34568"]
+    with pytest.raises(ValueError, match="no column seconds_to_98"):
+        sweep_runner.append_row(path, [], dict(labels, seconds_to_98=1.0))
+    assert len(open(path).read().splitlines()) == 3
+
+
 def test_seconds_to_a_target_is_the_first_epoch_at_or_above_it():
     history = [{"train_seconds": t, "metrics": {"test_accuracy": a}}
                for t, a in [(10, 0.95), (20, 0.98), (30, 0.97), (40, 0.99)]]
