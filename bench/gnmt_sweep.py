@@ -38,7 +38,8 @@ def main():
                             run_name(BATCH_SIZES[0], args.seed, args.epochs))
     for batch_size in BATCH_SIZES:
         name = run_name(batch_size, args.seed, args.epochs)
-        if name in done:
+        if name in done or (args.batch_sizes is not None
+                            and batch_size not in args.batch_sizes):
             continue
         model_dir = os.path.join(args.runs_dir, name)
         os.makedirs(model_dir, exist_ok=True)

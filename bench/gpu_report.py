@@ -197,8 +197,8 @@ def jax_stateless_step_rate(args, model, batch):
 
 def load_mnist(args):
     """MNIST as float arrays in [0, 1], optionally the first examples only."""
-    from models.common import data as data_lib
-    (x, y), (x_test, y_test) = data_lib.load_mnist(args.data_dir)
+    from models import mnist_lstm_input
+    (x, y), (x_test, y_test) = mnist_lstm_input.load_mnist(args.data_dir)
     if args.tiny:
         x, y = x[:2048], y[:2048]
         x_test, y_test = x_test[:1000], y_test[:1000]

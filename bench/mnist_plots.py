@@ -195,16 +195,17 @@ def plot_lr_8192(budget=25.0):
     """The four schedules' learning rates at batch 8192."""
     import keras_legw
     from models import mnist_lstm
-    from models.common.flags import make_schedule
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = np.linspace(0, budget, 400)
     for schedule, label in LABELS.items():
-        lr = make_schedule(
-            schedule=schedule, batch_size=8192,
-            num_examples=60000, **mnist_lstm.BASE,
-            base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"])
+        lr = keras_legw.recipe(
+            schedule, defaults=dict(
+                base_warmup_epochs=mnist_lstm.BASE["base_warmup_epochs"]),
+            base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"],
+            base_batch_size=mnist_lstm.BASE["base_batch_size"],
+            batch_size=8192, num_examples=60000, total_epochs=budget)
         steps = [keras_legw.epochs_to_steps(e, 60000, 8192) for e in epochs]
         ax.plot(epochs, np.asarray(lr(np.round(steps))), label=label,
                 color=SCHEDULE_COLORS[schedule])

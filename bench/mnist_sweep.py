@@ -16,7 +16,8 @@ wall_seconds (training seconds, evaluation excluded), seconds_to_98
 (training seconds until the test accuracy first reached 98%, empty if never);
 the tuning plan (`mnist_lstm_base_tuning.csv`) adds optimizer and
 base_learning_rate. The autowu plan's rows go into the sweep's CSV with
-schedule=autowu and fill its warmup_steps and peak_learning_rate columns
+schedule=autowu and fill its check_every_epochs (empty: a test at each
+epoch end, as published), warmup_steps and peak_learning_rate columns
 (AutoWarmup's decision; Adam, rates 1e-5 to 0.1 at both batches, as the GPU
 callback runs in gpu_autowarmup.csv); the other schedules leave them empty.
 """
@@ -60,14 +61,23 @@ def plan_runs(plan, epochs):
                 for label in ("legw", "sqrt_constant_warmup")
                 if batch != 128 or label == "legw"]
     if plan == "autowu":
+        # As published (a test at each epoch end), then every tenth of an
+        # epoch: at 25 epochs the first leaves three tests between the loss
+        # turning and the cap only if it turns three epochs before the cap.
         return [dict(schedule="autowu", batch_size=batch, seed=seed,
-                     epochs=epochs) for seed in (0, 1) for batch in (128, 8192)]
+                     epochs=epochs, **cadence)
+                for cadence in ({}, dict(check_every_epochs=0.1))
+                for seed in (0, 1) for batch in (128, 8192)]
     raise ValueError(f"unknown plan {plan!r}")
 
 
+# Plan keys beyond the claim's, each a run() argument and a CSV column that
+# rows without it leave empty.
+OPTIONAL_KEYS = ("optimizer", "base_learning_rate", "check_every_epochs")
+
+
 def run_name(spec):
-    extra = "".join(f"_{k}{spec[k]}" for k in ("optimizer", "base_learning_rate")
-                    if k in spec)
+    extra = "".join(f"_{k}{spec[k]}" for k in OPTIONAL_KEYS if k in spec)
     return (f"{spec['schedule']}_b{spec['batch_size']}_s{spec['seed']}"
             f"_e{float(spec['epochs']):g}{extra}")
 
@@ -75,7 +85,7 @@ def run_name(spec):
 def _done(csv_path):
     """Names of the runs already in the CSV."""
     return {run_name({k: v for k, v in row.items() if v != ""
-                      or k not in ("optimizer", "base_learning_rate")})
+                      or k not in OPTIONAL_KEYS})
             for row in sweep_runner.read_rows(csv_path)}
 
 
@@ -94,7 +104,7 @@ def run_one(spec, runs_dir, data_dir):
                   epochs=spec["epochs"], model_dir=os.path.join(
                       runs_dir, run_name(spec)),
                   data_dir=data_dir, verbose=0)
-    for key in ("optimizer", "base_learning_rate"):
+    for key in OPTIONAL_KEYS:
         if key in spec:
             kwargs[key] = spec[key]
     return sweep_runner.run_in_child("mnist_lstm", kwargs)
@@ -132,7 +142,8 @@ def main():
                        base_learning_rate=spec["base_learning_rate"])
         if args.plan == "autowu":
             columns = AUTOWU_COLUMNS
-            row.update(sweep_runner.autowu_fields(results))
+            row.update(sweep_runner.autowu_fields(results),
+                       check_every_epochs=spec.get("check_every_epochs", ""))
         sweep_runner.append_row(csv_path, columns, row)
         done.add(name)
         print(f"{name}: test_accuracy {results['test_accuracy']:.4f}, "

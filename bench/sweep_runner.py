@@ -73,6 +73,10 @@ def sweep_arguments(doc, *, epochs, csv_path, runs_dir, plans=()):
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--workers", type=int, default=1,
                         help="runs trained at the same time (one process each)")
+    parser.add_argument("--batch_sizes", type=lambda text: [
+                            int(b) for b in text.split(",")], default=None,
+                        help="train only the plan's runs at these batch sizes "
+                             "(comma-separated); default: all")
     return parser.parse_args()
 
 
@@ -106,8 +110,9 @@ def run_all(jobs, workers):
                            "see the messages above")
 
 
-# What an AutoWarmup run adds to a sweep CSV (`autowu_fields`).
-AUTOWU_COLUMNS = ("warmup_steps", "peak_learning_rate")
+# What an AutoWarmup run adds to a sweep CSV: its test cadence (empty: at
+# each epoch end) and `autowu_fields`.
+AUTOWU_COLUMNS = ("check_every_epochs", "warmup_steps", "peak_learning_rate")
 
 
 def autowu_fields(results):
@@ -118,19 +123,22 @@ def autowu_fields(results):
                 peak_learning_rate="" if peak is None else f"{peak:.6g}")
 
 
-def record_run(csv_path, name, labels, metrics, results):
+def record_run(csv_path, name, labels, metrics, results,
+               check_every_epochs=None):
     """Appends a sequence-model run's row: `labels` (schedule, batch_size,
     seed, epochs), the `metrics` of `results` to 2 decimals, steps,
     wall_seconds (training seconds), tokens_per_second (empty when a
-    resumed run had no steps left to time) and, for `schedule=autowu`,
-    `autowu_fields`; prints a one-line summary."""
+    resumed run had no steps left to time) and, for `schedule=autowu`, its
+    `check_every_epochs` (empty: at epoch ends) and `autowu_fields`; prints
+    a one-line summary."""
     rate = results["tokens_per_second"]
     row = dict(labels, **{m: round(results[m], 2) for m in metrics},
                steps=results["steps"],
                wall_seconds=round(results["train_seconds"], 1),
                tokens_per_second=round(rate) if rate else "")
     if labels["schedule"] == "autowu":
-        row.update(autowu_fields(results))
+        row.update(autowu_fields(results), check_every_epochs=""
+                   if check_every_epochs is None else check_every_epochs)
     append_row(csv_path, list(row), row)
     print(f"{name}: " + ", ".join(f"{m} {results[m]:.2f}" for m in metrics)
           + f", {results['steps']} steps, {results['train_seconds']:.0f} s",

@@ -311,26 +311,46 @@ class AutoWarmupSchedule(_Decision,
 
     The loop calls `build()` where its variables belong (inside a
     tf.distribute scope, say), `observe(losses)` with the per-step training
-    losses after each call, and `check()` at each epoch end.
+    losses after each call, and `check()` at each epoch end or, with
+    `check_every_steps`, at every step that `is_check_step`.
     `get_state()` / `set_state()` carry everything to resume exactly.
 
-    Args: as `AutoWarmupController`.
+    Args: as `AutoWarmup` (`check_every_steps` tells the loop when to check;
+    the schedule itself does not count steps).
     """
 
     def __init__(self, total_steps, min_learning_rate=1e-5,
-                 max_learning_rate=1.0, max_warmup_fraction=0.5, seed=0):
+                 max_learning_rate=1.0, max_warmup_fraction=0.5,
+                 check_every_steps=None, seed=0):
         self.controller = AutoWarmupController(
             total_steps, min_learning_rate, max_learning_rate,
             max_warmup_fraction, seed)
+        if check_every_steps is not None:
+            check_positive_integer("check_every_steps", check_every_steps)
+        self.check_every_steps = check_every_steps
         self._config = dict(total_steps=total_steps,
                             min_learning_rate=min_learning_rate,
                             max_learning_rate=max_learning_rate,
-                            max_warmup_fraction=max_warmup_fraction, seed=seed)
+                            max_warmup_fraction=max_warmup_fraction,
+                            check_every_steps=check_every_steps, seed=seed)
         self._switch_step = self._peak = None
 
     @property
     def total_steps(self):
         return self.controller.total_steps
+
+    def is_check_step(self, step, epoch_end):
+        """Whether a loop that has just run step `step` (counted from 1;
+        `epoch_end`: it ends an epoch) should `check()`."""
+        if self.check_every_steps is None:
+            return epoch_end
+        return step % self.check_every_steps == 0
+
+    def next_check_step(self, step):
+        """The first check step after `step` when checks go by steps (a loop
+        runs its compiled calls up to it), else None."""
+        every = self.check_every_steps
+        return None if every is None else (step // every + 1) * every
 
     def build(self):
         """Creates the two variables (switch step, -1 until it comes; peak)."""

@@ -28,15 +28,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _float_list(text):
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-
-
 def _build_parser():
     parser = _Parser(prog="python -m keras_legw", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,10 +59,6 @@ def _build_parser():
                       default="linear")
     plan.add_argument("--decay-rate", type=float, help="exponential decay only")
     plan.add_argument("--decay-epochs", type=float, help="exponential decay only")
-    plan.add_argument("--boundaries", type=_float_list,
-                      help="piecewise decay only: epochs, comma-separated")
-    plan.add_argument("--multipliers", type=_float_list,
-                      help="piecewise decay only: factors of the peak")
     plan.add_argument("--plot", metavar="PNG", help="save a plot of the schedule")
     return parser
 
@@ -93,16 +80,12 @@ def _schedule(args, recipe_name=None, **overrides):
         warmup_scaling=args.warmup_scaling,
         decay_rate=args.decay_rate,
         decay_epochs=args.decay_epochs,
-        boundaries=args.boundaries,
-        multipliers=args.multipliers,
         noise_scale=args.noise_scale,
     )
     kwargs.update(overrides)
     if recipe_name is None:
         return LEGW(**kwargs)
-    fixed = recipes.RECIPES[recipe_name]
-    return recipes.recipe(recipe_name, **{k: v for k, v in kwargs.items()
-                                          if k not in fixed})
+    return recipes.recipe(recipe_name, defaults=kwargs)
 
 
 def rates_by_epoch(schedule, epochs):

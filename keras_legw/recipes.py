@@ -24,18 +24,21 @@ RECIPES = {
 }
 
 
-def recipe(name, **kwargs):
+def recipe(name, *, defaults=None, **kwargs):
     """The `LEGW` schedule of recipe `name` (see `RECIPES`).
 
-    `kwargs` are `LEGW`'s arguments; the recipe's own values win over the
-    defaults, and an argument given here overrides the recipe's (e.g.
+    Precedence, lowest first: `LEGW`'s own defaults, `defaults`, the
+    recipe's fixed values, `kwargs`. So `defaults` is for values a caller
+    has whatever the recipe (a command line's `--decay`, say) and that the
+    recipe may fix (`constant` has no warmup and no decay), while an
+    argument in `kwargs` overrides the recipe (e.g.
     ``recipe("legw", warmup_scaling="none")`` is `sqrt_constant_warmup`).
 
     Raises:
         ValueError: for an unknown name, or any invalid `LEGW` argument.
     """
     check_one_of("name", name, tuple(RECIPES))
-    return LEGW(**{**RECIPES[name], **kwargs})
+    return LEGW(**{**(defaults or {}), **RECIPES[name], **kwargs})
 
 
 def goyal(**kwargs):

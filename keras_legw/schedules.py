@@ -1,9 +1,13 @@
-"""The LEGW learning-rate schedule for Keras 3.
+"""The LEGW learning-rate schedule for Keras 3, composed of small pieces.
 
 `LEGW` is a `keras.optimizers.schedules.LearningRateSchedule`: pass it as the
 optimizer's `learning_rate` and the optimizer calls it with its step counter.
-All math is in `keras.ops`, so it runs on every Keras 3 backend, inside
-`tf.function(jit_compile=True)` and under `tf.distribute` strategies.
+It is the batch-size rules of `keras_legw.scaling` (peak and warmup length)
+applied to two pure pieces, as optax composes its schedules: a linear warmup
+(`linear_warmup`) joined at its end to a decay shape (`DECAY_SHAPES`), both
+functions of the epoch. All math is in `keras.ops`, so it runs on every
+Keras 3 backend, inside `tf.function(jit_compile=True)` and under
+`tf.distribute` strategies.
 """
 
 import math
@@ -14,7 +18,53 @@ from keras import ops
 from keras_legw import scaling as rules
 from keras_legw._validation import check_non_negative, check_one_of, check_positive
 
-DECAYS = ("constant", "polynomial", "cosine", "exponential", "piecewise")
+
+
+def linear_warmup(epoch, peak, warmup_epochs, after):
+    """``peak * epoch / warmup_epochs`` while ``epoch < warmup_epochs``, then
+    `after` (a tensor of the rate from the warmup's end on); `after` alone
+    when there is no warmup."""
+    if warmup_epochs == 0:
+        return after
+    return ops.where(epoch < warmup_epochs, peak * epoch / warmup_epochs,
+                     after)
+
+
+def constant_decay(t, since, peak, end):
+    """The peak, whatever the progress."""
+    del since, end
+    return ops.full_like(t, peak)
+
+
+def polynomial_decay(t, since, peak, end, power):
+    """``end + (peak - end) * (1 - t) ** power``."""
+    del since
+    return end + (peak - end) * ops.power(1.0 - t, float(power))
+
+
+def cosine_decay(t, since, peak, end):
+    """``end + (peak - end) * (1 + cos(pi t)) / 2``."""
+    del since
+    return end + (peak - end) * 0.5 * (1.0 + ops.cos(math.pi * t))
+
+
+def exponential_decay(t, since, peak, end, decay_rate, decay_epochs):
+    """``end + (peak - end) * decay_rate ** (since / decay_epochs)``."""
+    del t
+    return end + (peak - end) * ops.power(float(decay_rate),
+                                          since / float(decay_epochs))
+
+
+# decay name: (shape, its own `LEGW` arguments). A shape takes t, the
+# fraction of the decay done, in [0, 1]; since, the epochs since the warmup
+# ended; the peak and the end rate; and its own arguments.
+DECAY_SHAPES = {
+    "constant": (constant_decay, ()),
+    "polynomial": (polynomial_decay, ("power",)),
+    "cosine": (cosine_decay, ()),
+    "exponential": (exponential_decay, ("decay_rate", "decay_epochs")),
+}
+DECAYS = tuple(DECAY_SHAPES)
 
 
 @keras.saving.register_keras_serializable(package="keras_legw")
@@ -41,7 +91,6 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         polynomial:   L + (P - L) * (1 - t) ** power
         cosine:       L + (P - L) * 0.5 * (1 + cos(pi * t))
         exponential:  L + (P - L) * decay_rate ** ((e - W) / decay_epochs)
-        piecewise:    P * multipliers[i], i = number of boundaries <= e
 
     Legend: ``eta0`` `base_learning_rate`; ``B0`` `base_batch_size`; ``B``
     `batch_size` (global, examples per optimizer step); ``w0``
@@ -68,8 +117,7 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
             `base_batch_size`; 0 for no warmup.
         num_examples: training examples in one epoch.
         total_epochs: length of the schedule in epochs.
-        decay: one of "constant", "polynomial", "cosine", "exponential",
-            "piecewise".
+        decay: one of "constant", "polynomial", "cosine", "exponential".
         power: exponent of the polynomial decay (> 0).
         end_learning_rate: rate that "polynomial", "cosine" and "exponential"
             decay towards (>= 0, at most the peak).
@@ -81,9 +129,6 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         decay_rate: "exponential" only: factor applied every `decay_epochs`,
             in (0, 1].
         decay_epochs: "exponential" only: epochs per factor of `decay_rate`.
-        boundaries: "piecewise" only: increasing epochs, each in [W, E).
-        multipliers: "piecewise" only: ``len(boundaries) + 1`` factors of the
-            peak rate, each > 0.
         noise_scale: "noise" only: the gradient noise scale ``B_noise`` in
             examples, measured at `base_batch_size` (for example with
             `NoiseScaleEstimator`); > 0.
@@ -109,8 +154,6 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         warmup_scaling="linear",
         decay_rate=None,
         decay_epochs=None,
-        boundaries=None,
-        multipliers=None,
         noise_scale=None,
         name="LEGW",
     ):
@@ -128,8 +171,6 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_scaling = warmup_scaling
         self.decay_rate = decay_rate
         self.decay_epochs = decay_epochs
-        self.boundaries = boundaries
-        self.multipliers = multipliers
         self.noise_scale = noise_scale
         self.name = name
 
@@ -178,25 +219,20 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
                 f"learning rate {self._peak:g}. "
                 f"Received: end_learning_rate={self.end_learning_rate!r}"
             )
-        if self.end_learning_rate and self.decay in ("constant", "piecewise"):
+        if self.end_learning_rate and self.decay == "constant":
             raise ValueError(
-                f"Argument `end_learning_rate` is not used by "
-                f"decay={self.decay!r}; leave it at 0. "
+                "Argument `end_learning_rate` is not used by "
+                "decay='constant'; leave it at 0. "
                 f"Received: end_learning_rate={self.end_learning_rate!r}"
             )
-        extra = {
-            "exponential": ("decay_rate", "decay_epochs"),
-            "piecewise": ("boundaries", "multipliers"),
-        }
-        for decay, names in extra.items():
-            for arg in names:
-                given = getattr(self, arg) is not None
-                if given != (self.decay == decay):
-                    raise ValueError(
-                        f"Argument `{arg}` is required with decay={decay!r} "
-                        f"and only allowed with it. Received: {arg}="
-                        f"{getattr(self, arg)!r} with decay={self.decay!r}"
-                    )
+        for arg in ("decay_rate", "decay_epochs"):
+            given = getattr(self, arg) is not None
+            if given != (self.decay == "exponential"):
+                raise ValueError(
+                    f"Argument `{arg}` is required with decay='exponential' "
+                    f"and only allowed with it. Received: {arg}="
+                    f"{getattr(self, arg)!r} with decay={self.decay!r}"
+                )
         if self.decay == "exponential":
             check_positive("decay_rate", self.decay_rate)
             if self.decay_rate > 1:
@@ -205,31 +241,6 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
                     f"Received: decay_rate={self.decay_rate!r}"
                 )
             check_positive("decay_epochs", self.decay_epochs)
-        if self.decay == "piecewise":
-            self._validate_piecewise()
-
-    def _validate_piecewise(self):
-        boundaries, multipliers = list(self.boundaries), list(self.multipliers)
-        for b in boundaries:
-            check_non_negative("boundaries", b)
-        if any(b1 >= b2 for b1, b2 in zip(boundaries, boundaries[1:])) or (
-            boundaries
-            and (boundaries[0] < self._warmup_epochs
-                 or boundaries[-1] >= self.total_epochs)
-        ):
-            raise ValueError(
-                "Argument `boundaries` must be strictly increasing epochs in "
-                f"[warmup_epochs, total_epochs) = [{self._warmup_epochs:g}, "
-                f"{self.total_epochs:g}). Received: boundaries={self.boundaries!r}"
-            )
-        if len(multipliers) != len(boundaries) + 1:
-            raise ValueError(
-                "Argument `multipliers` must have len(boundaries) + 1 = "
-                f"{len(boundaries) + 1} entries. "
-                f"Received: multipliers={self.multipliers!r}"
-            )
-        for m in multipliers:
-            check_positive("multipliers", m)
 
     @property
     def scale_factor(self):
@@ -262,33 +273,13 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
         epoch = ops.cast(step, "float32") * (
             float(self.batch_size) / float(self.num_examples)
         )
-        decayed = self._decayed(ops.minimum(epoch, float(self.total_epochs)))
-        if self._warmup_epochs == 0:
-            return decayed
-        warm = self._peak * epoch / self._warmup_epochs
-        return ops.where(epoch < self._warmup_epochs, warm, decayed)
-
-    def _decayed(self, epoch):
-        """The post-warmup rate at `epoch` (a float32 tensor, <= E)."""
-        peak, end = self._peak, float(self.end_learning_rate)
-        since_warmup = ops.maximum(epoch - self._warmup_epochs, 0.0)
-        t = since_warmup / (float(self.total_epochs) - self._warmup_epochs)
-        if self.decay == "constant":
-            return ops.full_like(epoch, peak)
-        if self.decay == "polynomial":
-            return end + (peak - end) * ops.power(1.0 - t, float(self.power))
-        if self.decay == "cosine":
-            return end + (peak - end) * 0.5 * (1.0 + ops.cos(math.pi * t))
-        if self.decay == "exponential":
-            exponent = since_warmup / float(self.decay_epochs)
-            return end + (peak - end) * ops.power(
-                float(self.decay_rate), exponent
-            )
-        # piecewise
-        multiplier = ops.full_like(epoch, float(self.multipliers[0]))
-        for boundary, value in zip(self.boundaries, self.multipliers[1:]):
-            multiplier = ops.where(epoch >= boundary, float(value), multiplier)
-        return peak * multiplier
+        warmup, total = self._warmup_epochs, float(self.total_epochs)
+        since = ops.maximum(ops.minimum(epoch, total) - warmup, 0.0)
+        shape, own = DECAY_SHAPES[self.decay]
+        decayed = shape(since / (total - warmup), since, self._peak,
+                        float(self.end_learning_rate),
+                        *(getattr(self, name) for name in own))
+        return linear_warmup(epoch, self._peak, warmup, decayed)
 
     def get_config(self):
         return {
@@ -305,8 +296,6 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_scaling": self.warmup_scaling,
             "decay_rate": self.decay_rate,
             "decay_epochs": self.decay_epochs,
-            "boundaries": self.boundaries,
-            "multipliers": self.multipliers,
             "noise_scale": self.noise_scale,
             "name": self.name,
         }

@@ -26,8 +26,10 @@ Expected result: see the README, "GNMT on Multi30k" (`make reproduce-sequence`,
 `docs/results/gnmt_sweep.csv`).
 """
 
+import dataclasses
 import os
 import re
+from typing import Optional
 
 import keras
 import numpy as np
@@ -35,9 +37,9 @@ import tensorflow as tf
 from absl import app, flags
 
 from models import gnmt_input
-from models.common import data as data_lib
 from models.common import checkpoints, distribute, trainer
 from models.common import flags as common_flags
+from models.common.options import POSITIVE, option, optional
 
 CONFIGS = {
     "small": dict(layers=2, units=256, dropout=0.2, vocabulary_size=8000,
@@ -56,18 +58,22 @@ EVAL_BATCH_PER_REPLICA = 100
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-    """The script's flags (see `models.mnist_lstm.define_flags`)."""
-    common_flags.define_common_flags(**BASE)
-    flags.DEFINE_enum("config", "small", list(CONFIGS), "Model size.")
-    flags.DEFINE_enum("dataset", "multi30k", list(DATASETS), "Sentence pairs.")
-    flags.DEFINE_enum("source", "de", ["de", "en"],
-                      "Source language (the other one is the target).")
-    flags.DEFINE_integer("beam_width", 4, "Beams of the test translation.")
-    flags.DEFINE_integer("num_train_pairs", None,
-                         "Train on the first N pairs only (smoke runs).")
-    flags.DEFINE_integer("num_test_pairs", None,
-                         "Evaluate on the first N test pairs only.")
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """GNMT's own options, besides `common_flags.CommonOptions`."""
+
+    config: str = option("small", "Model size.", choices=CONFIGS)
+    dataset: str = option("multi30k", "Sentence pairs.", choices=DATASETS)
+    source: str = option("de", "Source language (the other one is the "
+                         "target).", choices=("de", "en"))
+    beam_width: int = option(4, "Beams of the test translation.",
+                             check=(lambda v: v >= 1, "must be >= 1"))
+    num_train_pairs: Optional[int] = option(
+        None, "Train on the first N pairs only (smoke runs).",
+        check=optional(POSITIVE))
+    num_test_pairs: Optional[int] = option(
+        None, "Evaluate on the first N test pairs only.",
+        check=optional(POSITIVE))
 
 
 class GNMT(keras.Model):
@@ -277,10 +283,10 @@ def load_pairs(dataset, source, data_dir):
     """{train, test: (source sentences, target sentences)}."""
     target = "en" if source == "de" else "de"
     if dataset == "multi30k":
-        splits = data_lib.load_multi30k(source, target, data_dir)
+        splits = gnmt_input.load_multi30k(source, target, data_dir)
         return {"train": splits["train"], "test": splits["test_2016_flickr"]}
     if dataset == "wmt16":
-        splits = data_lib.load_wmt16(source, target, data_dir)
+        splits = gnmt_input.load_wmt16(source, target, data_dir)
         return {"train": splits["train"], "test": splits["test"]}
     raise ValueError(f"Flag --dataset must be one of {', '.join(DATASETS)}. "
                      f"Received: {dataset!r}")
@@ -290,30 +296,23 @@ def default_model_dir(config, schedule, batch_size, seed):
     return os.path.join("runs", f"gnmt_{config}_{schedule}_b{batch_size}_s{seed}")
 
 
-def run(*, config="small", dataset="multi30k", source="de", beam_width=4,
-        num_train_pairs=None, num_test_pairs=None, **options):
+def run(**kwargs):
     """Trains GNMT, translates the test split with beam search and returns
     the stats dict (also in `model_dir/results.json`) with `test_bleu`,
     `test_perplexity` and `tokens_per_second` (source and target tokens,
-    `[END]` included, per second of training). `options`: the common ones
-    (`common_flags.CommonOptions`), the base hyperparameters defaulting to
-    `BASE`."""
-    if config not in CONFIGS:
-        raise ValueError(f"Flag --config must be one of {', '.join(CONFIGS)}."
-                         f" Received: {config!r}")
-    if beam_width < 1:
-        raise ValueError(f"Flag --beam_width must be >= 1. Received: "
-                         f"{beam_width}")
-    settings = CONFIGS[config]
-    options = common_flags.CommonOptions.of(BASE, options)
+    `[END]` included, per second of training). `kwargs`: `Options` and
+    `common_flags.CommonOptions` by name; the base hyperparameters default
+    to `BASE`."""
+    own, options = common_flags.run_options(Options, BASE, kwargs)
+    settings, source = CONFIGS[own.config], own.source
     tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
                                            options.num_cpu_devices)
     common_flags.set_seed(options.seed, options.deterministic)
     model_dir = options.model_dir or default_model_dir(
-        config, options.schedule, options.batch_size, options.seed)
-    text = load_pairs(dataset, source, options.data_dir)
-    train_text = [side[:num_train_pairs] for side in text["train"]]
-    test_text = [side[:num_test_pairs] for side in text["test"]]
+        own.config, options.schedule, options.batch_size, options.seed)
+    text = load_pairs(own.dataset, source, options.data_dir)
+    train_text = [side[:own.num_train_pairs] for side in text["train"]]
+    test_text = [side[:own.num_test_pairs] for side in text["test"]]
     target = "en" if source == "de" else "de"
     tokenizers, train_pairs, test_pairs = [], [], []
     for side, language in enumerate((source, target)):
@@ -344,7 +343,7 @@ def run(*, config="small", dataset="multi30k", source="de", beam_width=4,
     if distribute.is_chief(tf_strategy):
         results["test_bleu"], translations = evaluate_bleu(
             model, test_pairs[0], test_text[1], tokenizers[1],
-            beam_width=beam_width, max_length=settings["max_length"])
+            beam_width=own.beam_width, max_length=settings["max_length"])
         with open(os.path.join(model_dir, "translations.txt"), "w",
                   encoding="utf-8") as f:
             f.write("\n".join(translations) + "\n")
@@ -363,18 +362,13 @@ def summary(results):
 
 def main(argv):
     del argv
-    kwargs = dict(common_flags.common_run_kwargs(FLAGS), config=FLAGS.config,
-                  dataset=FLAGS.dataset, source=FLAGS.source,
-                  beam_width=FLAGS.beam_width,
-                  num_train_pairs=FLAGS.num_train_pairs,
-                  num_test_pairs=FLAGS.num_test_pairs)
     common_flags.run_script(
-        run, kwargs,
+        run, common_flags.flag_kwargs(Options),
         default_model_dir(FLAGS.config, FLAGS.schedule, FLAGS.batch_size,
                           FLAGS.seed),
         summary)
 
 
 if __name__ == "__main__":
-    define_flags()
+    common_flags.define_script_flags(Options, BASE)
     app.run(main)

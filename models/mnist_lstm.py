@@ -21,14 +21,17 @@ Other examples:
         --num_cpu_devices=2 --max_steps=20
 """
 
+import dataclasses
 import os
+from typing import Optional
 
 import tensorflow as tf
 from absl import app, flags
 
-from models.common import data as data_lib
+from models import mnist_lstm_input
 from models.common import distribute, input_pipeline, trainer
 from models.common import flags as common_flags
+from models.common.options import POSITIVE, option, optional
 from models.mnist_lstm_model import (ADAMW_WEIGHT_DECAY, BASE,
                                      BASE_LEARNING_RATES, OPTIMIZERS,
                                      build_model, make_loss, make_optimizer)
@@ -38,23 +41,24 @@ EVAL_BATCH_PER_REPLICA = 1000
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-    """The script's flags: the common ones with this application's defaults,
-    and its own. Called by `__main__` only, so that several scripts can be
-    imported in one process (tests, benchmarks)."""
-    common_flags.define_common_flags(**BASE, base_learning_rate=None)
-    flags.DEFINE_enum(
-        "optimizer", "adam", list(OPTIMIZERS),
-        f"adam; adamw (decoupled weight decay {ADAMW_WEIGHT_DECAY:g}); lamb (keras.optimizers."
-        "Lamb); lars (keras_legw.LARS, momentum 0.9, trust coefficient "
-        "0.001); momentum (SGD with momentum 0.9). Base learning rates: "
-        + ", ".join(f"{k} {v:g}" for k, v in BASE_LEARNING_RATES.items())
-        + ".")
-    flags.DEFINE_integer("units", 128, "LSTM units.")
-    flags.DEFINE_float("label_smoothing", 0.0,
-                       "Label smoothing of the cross-entropy, in [0, 1).")
-    flags.DEFINE_integer("num_train_examples", None,
-                         "Train on the first N training images only (smoke runs).")
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """MNIST-LSTM's own options, besides `common_flags.CommonOptions`."""
+
+    optimizer: str = option(
+        "adam", f"adam; adamw (decoupled weight decay {ADAMW_WEIGHT_DECAY:g}); "
+        "lamb (keras.optimizers.Lamb); lars (keras_legw.LARS, momentum 0.9, "
+        "trust coefficient 0.001); momentum (SGD with momentum 0.9). Base "
+        "learning rates: " + ", ".join(
+            f"{k} {v:g}" for k, v in BASE_LEARNING_RATES.items()) + ".",
+        choices=OPTIMIZERS)
+    units: int = option(128, "LSTM units.", check=POSITIVE)
+    label_smoothing: float = option(
+        0.0, "Label smoothing of the cross-entropy, in [0, 1).",
+        check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    num_train_examples: Optional[int] = option(
+        None, "Train on the first N training images only (smoke runs).",
+        check=optional(POSITIVE))
 
 
 def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed,
@@ -99,57 +103,52 @@ def default_model_dir(schedule, batch_size, seed):
     return os.path.join("runs", f"mnist_lstm_{schedule}_b{batch_size}_s{seed}")
 
 
-def run(*, optimizer="adam", units=128, num_train_examples=None,
-        label_smoothing=0.0, **options):
+def run(**kwargs):
     """Trains MNIST-LSTM and returns the stats dict (also in
-    `model_dir/results.json`), with `test_accuracy`. `options`: the common
-    ones (`common_flags.CommonOptions`), the base hyperparameters defaulting
-    to `BASE`."""
-    if optimizer not in BASE_LEARNING_RATES:
-        raise ValueError(f"Flag --optimizer must be one of "
-                         f"{', '.join(OPTIMIZERS)}. Received: {optimizer!r}")
-    if options.get("base_learning_rate") is None:
-        options["base_learning_rate"] = BASE_LEARNING_RATES[optimizer]
-    options = common_flags.CommonOptions.of(BASE, options)
+    `model_dir/results.json`), with `test_accuracy`. `kwargs`: `Options` and
+    `common_flags.CommonOptions` by name; the base hyperparameters default to
+    `BASE` and the base rate to the optimizer's."""
+    own, options = common_flags.run_options(
+        Options, dict(BASE, base_learning_rate=None), kwargs)
+    if options.base_learning_rate is None:
+        options = dataclasses.replace(
+            options, base_learning_rate=BASE_LEARNING_RATES[own.optimizer])
     tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
                                            options.num_cpu_devices)
     common_flags.set_seed(options.seed, options.deterministic)
     model_dir = options.model_dir or default_model_dir(
         options.schedule, options.batch_size, options.seed)
-    train, test = data_lib.load_mnist(options.data_dir)
-    if num_train_examples is not None:
-        if not 0 < num_train_examples <= len(train[1]):
+    train, test = mnist_lstm_input.load_mnist(options.data_dir)
+    if own.num_train_examples is not None:
+        if own.num_train_examples > len(train[1]):
             raise ValueError(
                 f"Flag --num_train_examples must be in [1, {len(train[1])}]. "
-                f"Received: {num_train_examples}")
-        train = (train[0][:num_train_examples], train[1][:num_train_examples])
+                f"Received: {own.num_train_examples}")
+        train = tuple(part[:own.num_train_examples] for part in train)
     num_examples = len(train[1])
     schedule = common_flags.schedule_of(options, num_examples)
     task = make_task(
-        train, test, units=units, global_batch_size=options.batch_size,
+        train, test, units=own.units, global_batch_size=options.batch_size,
         eval_batch_size=EVAL_BATCH_PER_REPLICA
         * tf_strategy.num_replicas_in_sync, seed=options.seed,
-        label_smoothing=label_smoothing)
+        label_smoothing=own.label_smoothing)
     results, _ = common_flags.train(
         task, options, strategy=tf_strategy, schedule=schedule,
-        make_optimizer=lambda: make_optimizer(optimizer, schedule),
+        make_optimizer=lambda: make_optimizer(own.optimizer, schedule),
         num_examples=num_examples, model_dir=model_dir)
     return results
 
 
 def main(argv):
     del argv
-    kwargs = dict(common_flags.common_run_kwargs(FLAGS),
-                  optimizer=FLAGS.optimizer, units=FLAGS.units,
-                  num_train_examples=FLAGS.num_train_examples,
-                  label_smoothing=FLAGS.label_smoothing)
     common_flags.run_script(
-        run, kwargs,
+        run, common_flags.flag_kwargs(Options),
         default_model_dir(FLAGS.schedule, FLAGS.batch_size, FLAGS.seed),
         lambda r: f"test_accuracy {r['test_accuracy']:.4f} after {r['steps']} "
                   f"steps ({r['epochs']:.2f} epochs)")
 
 
 if __name__ == "__main__":
-    define_flags()
+    common_flags.define_script_flags(Options, dict(BASE,
+                                                   base_learning_rate=None))
     app.run(main)

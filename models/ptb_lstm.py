@@ -26,8 +26,10 @@ differ slightly). Perplexity is exp(total cross-entropy / tokens), checked
 against `keras_hub.metrics.Perplexity` in the tests.
 """
 
+import dataclasses
 import math
 import os
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -35,9 +37,10 @@ from absl import app, flags
 
 import keras_legw
 
-from models.common import data as data_lib
+from models import ptb_lstm_input
 from models.common import distribute, input_pipeline, trainer
 from models.common import flags as common_flags
+from models.common.options import POSITIVE, option, optional
 
 CONFIGS = {
     "small": dict(layers=2, units=200, num_steps=20, epochs=13,
@@ -53,10 +56,18 @@ EVAL_ROWS_PER_REPLICA = 10
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-    """The script's flags (see `models.mnist_lstm.define_flags`)."""
-    common_flags.define_common_flags(**BASE, extra_schedules=("reference",))
-    flags.DEFINE_enum("config", "small", list(CONFIGS), "Model size.")
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """PTB's own options, besides `common_flags.CommonOptions` (whose
+    `--epochs` defaults to the config's)."""
+
+    config: str = option("small", "Model size.", choices=CONFIGS)
+    num_train_tokens: Optional[int] = option(
+        None, "Train on the first N tokens only (smoke runs).",
+        check=optional(POSITIVE), flag=False)
+    num_test_tokens: Optional[int] = option(
+        None, "Evaluate on the first N test tokens only.",
+        check=optional(POSITIVE), flag=False)
 
 
 def reference_schedule(config, base_learning_rate, batch_size, num_examples,
@@ -151,28 +162,25 @@ def default_model_dir(config, schedule, batch_size, seed):
                         f"ptb_{config}_{schedule}_b{batch_size}_s{seed}")
 
 
-def run(*, config="small", num_train_tokens=None, num_test_tokens=None,
-        **options):
+def run(**kwargs):
     """Trains the PTB language model and returns the stats dict (also in
     `model_dir/results.json`) with `test_perplexity` and `tokens_per_second`
     (`examples_per_second` counts sequences of `num_steps` tokens).
-    `options`: the common ones (`common_flags.CommonOptions`), the base
-    hyperparameters defaulting to `BASE` and `epochs` to the config's;
-    `schedule="reference"` is the tutorial's rate. `num_*_tokens` cut the
-    splits (smoke runs)."""
-    if config not in CONFIGS:
-        raise ValueError(f"Flag --config must be one of {', '.join(CONFIGS)}."
-                         f" Received: {config!r}")
-    settings = CONFIGS[config]
-    options = common_flags.CommonOptions.of(
-        dict(BASE, epochs=settings["epochs"]), options)
+    `kwargs`: `Options` and `common_flags.CommonOptions` by name; the base
+    hyperparameters default to `BASE` and `epochs` to the config's;
+    `schedule="reference"` is the tutorial's rate."""
+    own, options = common_flags.run_options(
+        Options, lambda own: dict(BASE, epochs=CONFIGS[own.config]["epochs"]),
+        kwargs, extra_schedules=("reference",))
+    config, settings = own.config, CONFIGS[own.config]
     tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
                                            options.num_cpu_devices)
     common_flags.set_seed(options.seed, options.deterministic)
     model_dir = options.model_dir or default_model_dir(
         config, options.schedule, options.batch_size, options.seed)
-    train_ids, _, test_ids, vocabulary = data_lib.load_ptb(options.data_dir)
-    train_ids, test_ids = train_ids[:num_train_tokens], test_ids[:num_test_tokens]
+    train_ids, _, test_ids, vocabulary = ptb_lstm_input.load_ptb(options.data_dir)
+    train_ids = train_ids[:own.num_train_tokens]
+    test_ids = test_ids[:own.num_test_tokens]
     _, steps_per_epoch = input_pipeline.stream_rows(
         train_ids, options.batch_size, settings["num_steps"])
     num_examples = steps_per_epoch * options.batch_size  # sequences per epoch
@@ -194,7 +202,7 @@ def run(*, config="small", num_train_tokens=None, num_test_tokens=None,
 
 def main(argv):
     del argv
-    kwargs = dict(common_flags.common_run_kwargs(FLAGS), config=FLAGS.config)
+    kwargs = common_flags.flag_kwargs(Options)
     if FLAGS["epochs"].using_default_value:
         del kwargs["epochs"]  # the config's
     common_flags.run_script(
@@ -206,5 +214,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
+    common_flags.define_script_flags(Options, BASE,
+                                     extra_schedules=("reference",))
     app.run(main)

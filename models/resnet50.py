@@ -26,7 +26,9 @@ residual block starts at zero (Goyal et al. 2017). Label smoothing 0.1;
 weight decay and LARS's layer adaptation skip batch-norm and bias variables.
 """
 
+import dataclasses
 import os
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -36,6 +38,7 @@ from keras_legw import LARS
 from models import resnet50_input
 from models.common import distribute, trainer
 from models.common import flags as common_flags
+from models.common.options import NON_NEGATIVE, POSITIVE, option
 from models.resnet50_model import build_resnet50
 
 BASE = dict(base_batch_size=512, base_learning_rate=4.0,
@@ -47,32 +50,33 @@ EXCLUDED = ["batch_norm", "bias"]
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-    """The script's flags: the common ones with this application's defaults,
-    and its own. Called by `__main__` only, so that several scripts can be
-    imported in one process (tests, benchmarks)."""
-    common_flags.define_common_flags(**BASE)
-    flags.DEFINE_enum("data", "tfrecord", list(DATA_SOURCES),
-                      "tfrecord (TPU reference format in --data_dir), tfds "
-                      "(imagenet2012), or synthetic (random tensors).")
-    flags.DEFINE_enum("dtype", "float32", list(DTYPES),
-                      "Compute dtype; float16 adds dynamic loss scaling.")
-    flags.DEFINE_integer("image_size", 224, "Input resolution.")
-    flags.DEFINE_float("weight_decay", 1e-4, "LARS weight decay.")
-    flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
-    flags.DEFINE_integer("label_offset", 1,
-                         "Subtracted from TFRecord labels (1..1000 in the TPU "
-                         "reference format).")
-    flags.DEFINE_integer("num_train_examples", resnet50_input.NUM_TRAIN_EXAMPLES,
-                         "Training examples per epoch.")
-    flags.DEFINE_integer("num_eval_examples", None,
-                         "Evaluation examples; default: the 50,000 of the "
-                         "validation set, and with --data=synthetic one "
-                         "evaluation batch (accuracy on random tensors means "
-                         "nothing).")
-    flags.DEFINE_integer("eval_batch_size", None,
-                         "Global evaluation batch; default 1024, and with "
-                         "--data=synthetic the training batch (at most 1024).")
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """ResNet-50's own options, besides `common_flags.CommonOptions`."""
+
+    data: str = option("tfrecord", "tfrecord (TPU reference format in "
+                       "--data_dir), tfds (imagenet2012), or synthetic (random "
+                       "tensors).", choices=DATA_SOURCES)
+    dtype: str = option("float32", "Compute dtype; float16 adds dynamic loss "
+                        "scaling.", choices=DTYPES)
+    image_size: int = option(224, "Input resolution.", check=POSITIVE)
+    weight_decay: float = option(1e-4, "LARS weight decay.",
+                                 check=NON_NEGATIVE)
+    label_smoothing: float = option(
+        0.1, "Label smoothing.", check=(lambda v: 0 <= v < 1,
+                                        "must be in [0, 1)"))
+    label_offset: int = option(1, "Subtracted from TFRecord labels (1..1000 "
+                               "in the TPU reference format).")
+    num_train_examples: int = option(
+        resnet50_input.NUM_TRAIN_EXAMPLES, "Training examples per epoch.",
+        check=POSITIVE)
+    num_eval_examples: Optional[int] = option(
+        None, "Evaluation examples; default: the 50,000 of the validation "
+        "set, and with --data=synthetic one evaluation batch (accuracy on "
+        "random tensors means nothing).")
+    eval_batch_size: Optional[int] = option(
+        None, "Global evaluation batch; default 1024, and with "
+        "--data=synthetic the training batch (at most 1024).")
 
 
 def make_optimizer(schedule, weight_decay, dtype):
@@ -151,23 +155,15 @@ def default_model_dir(batch_size, seed):
     return os.path.join("runs", f"resnet50_b{batch_size}_s{seed}")
 
 
-def run(*, data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
-        label_smoothing=0.1, label_offset=1,
-        num_train_examples=resnet50_input.NUM_TRAIN_EXAMPLES,
-        num_eval_examples=None, eval_batch_size=None, **options):
+def run(**kwargs):
     """Trains ResNet-50 and returns the stats dict (also in
     `model_dir/results.json`) with `images_per_second` and `top1_accuracy`.
-    `options`: the common ones (`common_flags.CommonOptions`), the base
-    hyperparameters defaulting to `BASE` (the paper's Table 4)."""
-    options = common_flags.CommonOptions.of(BASE, options)
-    if dtype not in DTYPES:
-        raise ValueError(f"Flag --dtype must be one of {', '.join(DTYPES)}. "
-                         f"Received: {dtype!r}")
-    if data not in DATA_SOURCES:
-        raise ValueError(f"Flag --data must be one of "
-                         f"{', '.join(DATA_SOURCES)}. Received: {data!r}")
+    `kwargs`: `Options` and `common_flags.CommonOptions` by name; the base
+    hyperparameters default to `BASE` (the paper's Table 4)."""
+    own, options = common_flags.run_options(Options, BASE, kwargs)
+    data, dtype = own.data, own.dtype
     eval_batch_size, num_eval_examples = eval_sizes(
-        data, options.batch_size, eval_batch_size, num_eval_examples)
+        data, options.batch_size, own.eval_batch_size, own.num_eval_examples)
     if data == "tfrecord" and not options.data_dir:
         raise ValueError("--data=tfrecord needs --data_dir, the folder of the "
                          "train-* and validation-* TFRecord files.")
@@ -182,20 +178,20 @@ def run(*, data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
         "float32" if dtype == "float32" else f"mixed_{dtype}")
     model_dir = options.model_dir or default_model_dir(options.batch_size,
                                                        options.seed)
-    schedule = common_flags.schedule_of(options, num_train_examples)
+    schedule = common_flags.schedule_of(options, own.num_train_examples)
     task = make_task(data=data, data_dir=options.data_dir,
-                     image_size=image_size,
+                     image_size=own.image_size,
                      global_batch_size=options.batch_size,
                      eval_batch_size=eval_batch_size,
                      num_eval_examples=num_eval_examples,
-                     label_smoothing=label_smoothing,
-                     label_offset=label_offset, seed=options.seed)
+                     label_smoothing=own.label_smoothing,
+                     label_offset=own.label_offset, seed=options.seed)
     try:
         results, _ = common_flags.train(
             task, options, strategy=tf_strategy, schedule=schedule,
-            make_optimizer=lambda: make_optimizer(schedule, weight_decay,
+            make_optimizer=lambda: make_optimizer(schedule, own.weight_decay,
                                                   dtype),
-            num_examples=num_train_examples, model_dir=model_dir)
+            num_examples=own.num_train_examples, model_dir=model_dir)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     return results
@@ -203,20 +199,13 @@ def run(*, data="tfrecord", dtype="float32", image_size=224, weight_decay=1e-4,
 
 def main(argv):
     del argv
-    kwargs = dict(common_flags.common_run_kwargs(FLAGS), data=FLAGS.data,
-                  dtype=FLAGS.dtype, image_size=FLAGS.image_size,
-                  weight_decay=FLAGS.weight_decay,
-                  label_smoothing=FLAGS.label_smoothing,
-                  label_offset=FLAGS.label_offset,
-                  num_train_examples=FLAGS.num_train_examples,
-                  num_eval_examples=FLAGS.num_eval_examples,
-                  eval_batch_size=FLAGS.eval_batch_size)
     common_flags.run_script(
-        run, kwargs, default_model_dir(FLAGS.batch_size, FLAGS.seed),
+        run, common_flags.flag_kwargs(Options),
+        default_model_dir(FLAGS.batch_size, FLAGS.seed),
         lambda r: f"top1_accuracy {r['top1_accuracy']:.4f}, "
                   f"{r['images_per_second']:.1f} images/s, {r['steps']} steps")
 
 
 if __name__ == "__main__":
-    define_flags()
+    common_flags.define_script_flags(Options, BASE)
     app.run(main)

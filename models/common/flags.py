@@ -1,9 +1,14 @@
-"""Flags common to every model-zoo script, and the schedule they describe.
+"""The options common to every model-zoo script, and the schedule they
+describe.
 
-Each script calls `define_common_flags(**defaults)` with its own tuned base
-hyperparameters, and in `main` turns the parsed flags into the plain keyword
-arguments of its `run(...)` with `common_run_kwargs(FLAGS)`. Inside, `run`
-holds those as `CommonOptions` and trains with `train(task, options, ...)`.
+Each option is a field of `CommonOptions` (or of a script's own options
+class), defined once (`models.common.options`). A script's `__main__` calls
+`define_script_flags(Options, BASE)`, its `main` hands `flag_kwargs(Options)`
+to `run(**kwargs)`, and `run` turns those into checked options with
+`run_options` and trains with `train(task, options, ...)`. So a flag, a
+Python keyword and a saved `flags.txt` line are the same name, and
+`--batch_size` reaches `keras_legw.LEGW(batch_size=...)` through
+`CommonOptions.batch_size` and `schedule_of`.
 
 Schedules (`--schedule`): the recipes of `keras_legw.RECIPES`
   legw                  sqrt peak scaling, warmup epochs x k (You et al. 2019);
@@ -35,185 +40,178 @@ from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
 from models.common import checkpoints, distribute, preemption, trainer
 from models.common.data import DataError
 from models.common.distribute import STRATEGIES
+from models.common.options import (NON_NEGATIVE, POSITIVE, check_fields,
+                                   define_flags, from_flags, option, optional,
+                                   split)
 
 AUTOWU = "autowu"
+SCHEDULES = (*keras_legw.RECIPES, AUTOWU)
 FLAGS_FILE = "flags.txt"
-
-
-def define_common_flags(*, base_batch_size, base_learning_rate,
-                        base_warmup_epochs, epochs, batch_size=None,
-                        decay="polynomial", extra_schedules=()):
-    """Defines the common flags with the application's defaults;
-    `extra_schedules` adds application schedules to --schedule."""
-    # TensorFlow's INFO messages (one per checkpoint) drown the progress bar;
-    # --verbosity=0 brings them back.
-    logging.set_verbosity(logging.WARNING)
-    flags.FLAGS.set_default("verbosity", logging.WARNING)
-    flags.DEFINE_integer("batch_size", batch_size or base_batch_size,
-                         "Global batch size (examples per step, all replicas).")
-    flags.DEFINE_integer("base_batch_size", base_batch_size,
-                         "Batch size the base hyperparameters were tuned at.")
-    flags.DEFINE_float("base_learning_rate", base_learning_rate,
-                       "Peak learning rate at --base_batch_size"
-                       + ("." if base_learning_rate else
-                          "; default: the optimizer's (see --optimizer)."))
-    flags.DEFINE_float("base_warmup_epochs", base_warmup_epochs,
-                       "Warmup epochs at --base_batch_size.")
-    flags.DEFINE_enum("schedule", "legw",
-                      [*keras_legw.RECIPES, AUTOWU, *extra_schedules],
-                      "Learning-rate schedule preset.")
-    flags.DEFINE_float("min_learning_rate", 1e-5,
-                       "--schedule=autowu: the rate at step 0.")
-    flags.DEFINE_float("max_learning_rate", 1.0,
-                       "--schedule=autowu: the warmup's ceiling.")
-    flags.DEFINE_float("max_warmup_fraction", 0.5,
-                       "--schedule=autowu: the longest warmup, as a fraction "
-                       "of the run's steps.")
-    flags.DEFINE_enum("scaling", None, list(LEARNING_RATE_SCALINGS),
-                      "Peak-rate scaling rule; default: the preset's.")
-    flags.DEFINE_enum("warmup_scaling", None, list(WARMUP_SCALINGS),
-                      "Warmup-length scaling rule; default: the preset's.")
-    flags.DEFINE_float("b_noise", None,
-                       "--scaling=noise only: the gradient noise scale "
-                       "B_noise (examples) measured at --base_batch_size "
-                       "(bench.noise_scale_curve).")
-    flags.DEFINE_enum("decay", decay, ["polynomial", "cosine", "constant"],
-                      "Decay after the warmup (legw and goyal).")
-    flags.DEFINE_float("epochs", epochs, "Training epochs.")
-    flags.DEFINE_integer("max_steps", None,
-                         "Stop at this step (smoke runs); default: all epochs.")
-    flags.DEFINE_string("model_dir", None,
-                        "Checkpoints, TensorBoard logs and results.json; a "
-                        "run restarted on the same folder resumes.")
-    flags.DEFINE_string("data_dir", None,
-                        "Folder with one subfolder per dataset (mnist/, ptb/, "
-                        "...); default: $LEGW_DATA_DIR, then the Keras cache, "
-                        "then download.")
-    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
-                      "tf.distribute strategy.")
-    flags.DEFINE_string("tpu", None, "TPU name or address (--strategy=tpu).")
-    flags.DEFINE_integer("num_cpu_devices", 1,
-                         "Split the host CPU into this many logical devices "
-                         "(to run MirroredStrategy without accelerators).")
-    flags.DEFINE_integer("seed", 0, "Random seed (weights and data order).")
-    flags.DEFINE_boolean("deterministic", False,
-                         "Enable TensorFlow op determinism.")
-    flags.DEFINE_integer("checkpoint_every_steps", 0,
-                         "Also checkpoint every this many steps (0: at epoch "
-                         "ends only).")
-    flags.DEFINE_integer("steps_per_loop", 100,
-                         "Steps per call of the compiled training loop.")
-    flags.DEFINE_boolean("jit_compile", False,
-                         "Compile the training step with XLA.")
-    flags.DEFINE_integer("gradient_accumulation_steps", 1,
-                         "Split each replica's share of the batch into this "
-                         "many micro-batches, run one after another, and "
-                         "apply their summed gradient once: the global batch "
-                         "(and its schedule) with a micro-batch's memory.")
-    flags.DEFINE_boolean("noise_scale", False,
-                         "Measure the gradient noise scale B_simple (logged "
-                         "to TensorBoard and results.json).")
-    flags.DEFINE_float("noise_scale_decay", 0.99,
-                       "Per-step decay of the noise scale's moving averages; "
-                       "closer to 1 averages longer (late in training the "
-                       "gradient is small against its noise and needs it).")
-    for name in ("batch_size", "base_batch_size", "steps_per_loop",
-                 "num_cpu_devices", "gradient_accumulation_steps"):
-        flags.register_validator(name, lambda v: v is not None and v > 0,
-                                 message=f"--{name} must be a positive integer.")
-    flags.register_validator("epochs", lambda v: v is not None and v > 0,
-                             message="--epochs must be positive.")
-    for name in ("base_learning_rate", "b_noise"):
-        flags.register_validator(name, lambda v: v is None or v > 0,
-                                 message=f"--{name} must be positive.")
-    flags.register_validator("base_warmup_epochs", lambda v: v >= 0,
-                             message="--base_warmup_epochs must be >= 0.")
-    flags.register_validator("max_steps", lambda v: v is None or v > 0,
-                             message="--max_steps must be positive.")
-    flags.register_validator("checkpoint_every_steps", lambda v: v >= 0,
-                             message="--checkpoint_every_steps must be >= 0.")
+REQUIRED = dataclasses.MISSING  # an application's BASE gives the default
+POSITIVE_INTEGER = (lambda v: v is not None and v > 0,
+                    "must be a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
 class CommonOptions:
-    """The common flags as plain values (see `define_common_flags` for what
-    each means), plus `verbose`. Every script's `run(**kwargs)` takes these
-    besides its own arguments; `batch_size` is required and the base
-    hyperparameters default to the script's tuned ones."""
+    """The options of every script, each defined once: its flag (name, type,
+    default, help, check) is generated from its field, and every script's
+    `run(**kwargs)` takes it by the same name. The base hyperparameters'
+    defaults are the application's tuned ones (its `BASE`)."""
 
-    batch_size: int
-    base_batch_size: int
-    base_learning_rate: float
-    base_warmup_epochs: float
-    epochs: float
-    schedule: str = "legw"
-    min_learning_rate: float = 1e-5
-    max_learning_rate: float = 1.0
-    max_warmup_fraction: float = 0.5
-    scaling: Optional[str] = None
-    warmup_scaling: Optional[str] = None
-    b_noise: Optional[float] = None
-    decay: str = "polynomial"
-    max_steps: Optional[int] = None
-    model_dir: Optional[str] = None
-    data_dir: Optional[str] = None
-    strategy: str = "default"
-    tpu: Optional[str] = None
-    num_cpu_devices: int = 1
-    seed: int = 0
-    deterministic: bool = False
-    checkpoint_every_steps: int = 0
-    steps_per_loop: int = 100
-    jit_compile: bool = False
-    gradient_accumulation_steps: int = 1
-    noise_scale: bool = False
-    noise_scale_decay: float = 0.99
-    verbose: int = 1
+    batch_size: int = option(REQUIRED, "Global batch size (examples per "
+                             "step, all replicas).", check=POSITIVE_INTEGER)
+    base_batch_size: int = option(
+        REQUIRED, "Batch size the base hyperparameters were tuned at.",
+        check=POSITIVE_INTEGER)
+    base_learning_rate: Optional[float] = option(
+        REQUIRED, "Peak learning rate at --base_batch_size; default: the "
+        "application's tuned one.", check=optional(POSITIVE))
+    base_warmup_epochs: float = option(
+        REQUIRED, "Warmup epochs at --base_batch_size.", check=NON_NEGATIVE)
+    epochs: float = option(REQUIRED, "Training epochs.", check=POSITIVE)
+    schedule: str = option("legw", "Learning-rate schedule preset.",
+                           choices=SCHEDULES)
+    min_learning_rate: float = option(
+        1e-5, "--schedule=autowu: the rate at step 0.")
+    max_learning_rate: float = option(
+        1.0, "--schedule=autowu: the warmup's ceiling.")
+    max_warmup_fraction: float = option(
+        0.5, "--schedule=autowu: the longest warmup, as a fraction of the "
+        "run's steps.")
+    check_every_epochs: Optional[float] = option(
+        None, "--schedule=autowu: test whether the loss stopped falling "
+        "every this many epochs (rounded up to whole steps); default: at "
+        "each epoch end.", check=optional(POSITIVE))
+    scaling: Optional[str] = option(
+        None, "Peak-rate scaling rule; default: the preset's.",
+        choices=LEARNING_RATE_SCALINGS)
+    warmup_scaling: Optional[str] = option(
+        None, "Warmup-length scaling rule; default: the preset's.",
+        choices=WARMUP_SCALINGS)
+    b_noise: Optional[float] = option(
+        None, "--scaling=noise only: the gradient noise scale B_noise "
+        "(examples) measured at --base_batch_size (bench.noise_scale_curve).",
+        check=optional(POSITIVE))
+    decay: str = option("polynomial", "Decay after the warmup (legw and "
+                        "goyal).", choices=("polynomial", "cosine", "constant"))
+    max_steps: Optional[int] = option(
+        None, "Stop at this step (smoke runs); default: all epochs.",
+        check=optional(POSITIVE))
+    model_dir: Optional[str] = option(
+        None, "Checkpoints, TensorBoard logs and results.json; a run "
+        "restarted on the same folder resumes.")
+    data_dir: Optional[str] = option(
+        None, "Folder with one subfolder per dataset (mnist/, ptb/, ...); "
+        "default: $LEGW_DATA_DIR, then the Keras cache, then download.")
+    strategy: str = option("default", "tf.distribute strategy.",
+                           choices=tuple(STRATEGIES))
+    tpu: Optional[str] = option(None, "TPU name or address (--strategy=tpu).")
+    num_cpu_devices: int = option(
+        1, "Split the host CPU into this many logical devices (to run "
+        "MirroredStrategy without accelerators).", check=POSITIVE_INTEGER)
+    seed: int = option(0, "Random seed (weights and data order).")
+    deterministic: bool = option(False, "Enable TensorFlow op determinism.")
+    checkpoint_every_steps: int = option(
+        0, "Also checkpoint every this many steps (0: at epoch ends only).",
+        check=NON_NEGATIVE)
+    steps_per_loop: int = option(
+        100, "Steps per call of the compiled training loop.",
+        check=POSITIVE_INTEGER)
+    jit_compile: bool = option(False, "Compile the training step with XLA.")
+    gradient_accumulation_steps: int = option(
+        1, "Split each replica's share of the batch into this many "
+        "micro-batches, run one after another, and apply their summed "
+        "gradient once: the global batch (and its schedule) with a "
+        "micro-batch's memory.", check=POSITIVE_INTEGER)
+    noise_scale: bool = option(
+        False, "Measure the gradient noise scale B_simple (logged to "
+        "TensorBoard and results.json).")
+    noise_scale_decay: float = option(
+        0.99, "Per-step decay of the noise scale's moving averages; closer "
+        "to 1 averages longer (late in training the gradient is small "
+        "against its noise and needs it).")
+    verbose: int = option(1, "Progress bar (1) or none (0).", flag=False)
 
-    @classmethod
-    def of(cls, base, kwargs):
-        """The options of `run(**kwargs)`, the script's `base` defaults
-        filling what the caller leaves out."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise TypeError(f"run() got unknown arguments {unknown}; it takes "
-                            f"the script's own and {sorted(names)}.")
-        if "batch_size" not in kwargs:
-            raise TypeError("run() needs batch_size (the global batch).")
-        return cls(**{**base, **kwargs})
 
 
-def common_run_kwargs(values):
-    """The common flags as plain keyword arguments of `run(...)`."""
-    return {f.name: getattr(values, f.name)
-            for f in dataclasses.fields(CommonOptions) if f.name != "verbose"}
+def run_options(app_options, base, kwargs, *, extra_schedules=()):
+    """(the application's options, the common ones) of a script's
+    `run(**kwargs)`, both checked: `app_options` is the script's options
+    class, `base` its tuned base hyperparameters (`BASE`, or a function of
+    the application's options giving them), filling what the caller leaves
+    out; `extra_schedules` are the script's own `--schedule` values. An
+    unknown argument is a TypeError, a bad value one ValueError."""
+    own, common = split(kwargs, app_options, CommonOptions)
+    if "batch_size" not in common:
+        raise TypeError("run() needs batch_size (the global batch).")
+    app = app_options(**own)
+    check_fields(app)
+    base = base(app) if callable(base) else base
+    options = CommonOptions(**{**base, **common})
+    check_fields(options, {"schedule": (*SCHEDULES, *extra_schedules)})
+    return app, options
 
 
-def make_schedule(*, schedule, base_learning_rate, base_batch_size,
-                  batch_size, base_warmup_epochs, num_examples, epochs,
-                  scaling=None, warmup_scaling=None, decay="polynomial",
-                  b_noise=None):
-    """The `keras_legw.LEGW` schedule that the flags describe: the recipe
-    `schedule`, its rules replaced by `scaling` / `warmup_scaling` when
-    given."""
-    if schedule not in keras_legw.RECIPES:
+def define_script_flags(app_options, base, *, extra_schedules=(),
+                        flag_values=flags.FLAGS):
+    """Defines a script's flags: the common ones with the application's
+    `base` defaults (`BASE`; `--batch_size` defaults to its base batch) and
+    `extra_schedules` added to --schedule, then the application's own
+    (`app_options`). Called by a script's `__main__` only, so that several
+    scripts can be imported in one process (tests, benchmarks)."""
+    # TensorFlow's INFO messages (one per checkpoint) drown the progress bar;
+    # --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
+    if "verbosity" in flag_values:
+        flag_values.set_default("verbosity", logging.WARNING)
+    define_flags(CommonOptions,
+                 defaults=dict(base, batch_size=base["base_batch_size"]),
+                 choices={"schedule": (*SCHEDULES, *extra_schedules)},
+                 flag_values=flag_values)
+    define_flags(app_options, flag_values=flag_values)
+
+
+def flag_kwargs(app_options, flag_values=flags.FLAGS):
+    """The parsed flags, common and the application's, as `run`'s keyword
+    arguments."""
+    return from_flags(flag_values, CommonOptions, app_options)
+
+
+def schedule_of(options, num_examples):
+    """The schedule that `options` describe, for `num_examples` per epoch:
+    AutoWarmup, or the recipe `options.schedule` with the flags' warmup and
+    decay as defaults and `--scaling` / `--warmup_scaling` overriding it."""
+    if options.schedule == AUTOWU:
+        return keras_legw.AutoWarmupSchedule(
+            keras_legw.whole_steps(options.epochs, num_examples,
+                                   options.batch_size),
+            min_learning_rate=options.min_learning_rate,
+            max_learning_rate=options.max_learning_rate,
+            max_warmup_fraction=options.max_warmup_fraction,
+            check_every_steps=None if options.check_every_epochs is None
+            else keras_legw.whole_steps(options.check_every_epochs,
+                                        num_examples, options.batch_size),
+            seed=options.seed)
+    if options.schedule not in keras_legw.RECIPES:
         raise ValueError(f"Flag --schedule must be one of "
-                         f"{', '.join(keras_legw.RECIPES)}. Received: "
-                         f"{schedule!r}")
-    if (b_noise is not None) != (scaling == "noise"):
+                         f"{', '.join(SCHEDULES)}. Received: "
+                         f"{options.schedule!r}")
+    if (options.b_noise is not None) != (options.scaling == "noise"):
         raise ValueError("Flag --b_noise (the gradient noise scale, in "
                          "examples) is required with --scaling=noise and only "
-                         f"allowed with it. Received: --b_noise={b_noise} "
-                         f"with --scaling={scaling}")
-    fixed = keras_legw.RECIPES[schedule]
-    flags_given = dict(base_warmup_epochs=base_warmup_epochs, decay=decay)
-    overrides = dict(scaling=scaling, warmup_scaling=warmup_scaling)
+                         f"allowed with it. Received: --b_noise="
+                         f"{options.b_noise} with --scaling={options.scaling}")
+    overrides = dict(scaling=options.scaling,
+                     warmup_scaling=options.warmup_scaling)
     return keras_legw.recipe(
-        schedule, base_learning_rate=base_learning_rate,
-        base_batch_size=base_batch_size, batch_size=batch_size,
-        num_examples=num_examples, total_epochs=epochs, noise_scale=b_noise,
-        **{k: v for k, v in flags_given.items() if k not in fixed},
+        options.schedule,
+        defaults=dict(base_warmup_epochs=options.base_warmup_epochs,
+                      decay=options.decay),
+        base_learning_rate=options.base_learning_rate,
+        base_batch_size=options.base_batch_size, batch_size=options.batch_size,
+        num_examples=num_examples, total_epochs=options.epochs,
+        noise_scale=options.b_noise,
         **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -228,25 +226,6 @@ def write_schedule(model_dir, schedule, total_steps):
         json.dump({**schedule.get_config(),
                    **{name: getattr(schedule, name, None) for name in derived},
                    "total_steps": total_steps}, f, indent=2)
-
-
-def schedule_of(options, num_examples):
-    """The schedule that `options` describe, for `num_examples` per epoch."""
-    if options.schedule == AUTOWU:
-        return keras_legw.AutoWarmupSchedule(
-            keras_legw.whole_steps(options.epochs, num_examples,
-                                   options.batch_size),
-            min_learning_rate=options.min_learning_rate,
-            max_learning_rate=options.max_learning_rate,
-            max_warmup_fraction=options.max_warmup_fraction,
-            seed=options.seed)
-    return make_schedule(
-        schedule=options.schedule, base_learning_rate=options.base_learning_rate,
-        base_batch_size=options.base_batch_size, batch_size=options.batch_size,
-        base_warmup_epochs=options.base_warmup_epochs,
-        num_examples=num_examples, epochs=options.epochs,
-        scaling=options.scaling, warmup_scaling=options.warmup_scaling,
-        decay=options.decay, b_noise=options.b_noise)
 
 
 def train(task, options, *, strategy, schedule, make_optimizer, num_examples,

@@ -254,6 +254,8 @@ class _Run:
                   f"{epoch_end} of {self.total_steps})", flush=True)
         while self.step < epoch_end:
             self._loop_call(self._next_stop(epoch_end))
+            # Before any checkpoint of this step, which must hold its result.
+            self._check_adaptive_schedule(self.step == self.ends[index])
             progbar.update(self.step - (epoch_end - progbar.target),
                            [("loss", self.loss),
                             ("lr", _current_learning_rate(self.optimizer))])
@@ -262,8 +264,6 @@ class _Run:
                 self.checkpoints.save(self.step, self.train_seconds)
             if self.step < epoch_end:  # at an epoch end: after its evaluation
                 self._stop_if_asked()
-        if self.adaptive_schedule is not None and self.step == self.ends[index]:
-            self.adaptive_schedule.check()  # at true epoch ends only
         self._evaluate_and_save()
         if self.step < end_step:  # a finished run finishes
             self._stop_if_asked()
@@ -273,7 +273,19 @@ class _Run:
         if self.checkpoint_every_steps:
             every = self.checkpoint_every_steps
             stop = min(stop, (self.step // every + 1) * every)
+        if self.adaptive_schedule is not None:
+            check = self.adaptive_schedule.next_check_step(self.step)
+            stop = stop if check is None else min(stop, check)
         return stop
+
+    def _check_adaptive_schedule(self, true_epoch_end):
+        """The adaptive schedule's test, where it asks for one (at true
+        epoch ends, not where `max_steps` cut an epoch, or every so many
+        steps)."""
+        schedule = self.adaptive_schedule
+        if schedule is not None and schedule.is_check_step(self.step,
+                                                           true_epoch_end):
+            schedule.check()
 
     def _loop_call(self, stop):
         """Runs the steps up to `stop` in one call; logs what they gave."""

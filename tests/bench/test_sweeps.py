@@ -44,15 +44,16 @@ def test_rows_follow_the_files_header_and_refuse_a_column_it_lacks(tmp_path):
                    tokens_per_second=2798.4, warmup_steps=None,
                    peak_learning_rate=None)
     header = "schedule,batch_size,seed,epochs,test_perplexity,steps," \
-        "wall_seconds,tokens_per_second,warmup_steps,peak_learning_rate"
+        "wall_seconds,tokens_per_second,check_every_epochs,warmup_steps," \
+        "peak_learning_rate"
     open(path, "w").write(header + "\n")
     sweep_runner.record_run(path, "a", labels, ["test_perplexity"], results)
     results.update(warmup_steps=1234, peak_learning_rate=2.3456789)
     sweep_runner.record_run(path, "b", dict(labels, schedule="autowu"),
-                            ["test_perplexity"], results)
+                            ["test_perplexity"], results, 0.1)
     assert open(path).read().splitlines()[1:] == [
-        "legw,20,0,13.0,122.47,30199,4316.2,2798,,",
-        "autowu,20,0,13.0,122.47,30199,4316.2,2798,1234,2.34568"]
+        "legw,20,0,13.0,122.47,30199,4316.2,2798,,,",
+        "autowu,20,0,13.0,122.47,30199,4316.2,2798,0.1,1234,2.34568"]
     with pytest.raises(ValueError, match="no column seconds_to_98"):
         sweep_runner.append_row(path, [], dict(labels, seconds_to_98=1.0))
     assert len(open(path).read().splitlines()) == 3
@@ -167,8 +168,11 @@ def test_autowu_plan_runs_the_zoo_schedule_with_one_rate_range(monkeypatch):
     monkeypatch.setattr(sweep_runner, "run_in_child",
                         lambda module, kwargs: calls.append((module, kwargs)))
     plan = mnist_sweep.plan_runs("autowu", 25)
-    assert sorted((s["batch_size"], s["seed"]) for s in plan) == [
-        (128, 0), (128, 1), (8192, 0), (8192, 1)]
+    assert sorted((s["batch_size"], s["seed"], s.get("check_every_epochs", 0))
+                  for s in plan) == [
+        (128, 0, 0), (128, 0, 0.1), (128, 1, 0), (128, 1, 0.1),
+        (8192, 0, 0), (8192, 0, 0.1), (8192, 1, 0), (8192, 1, 0.1)]
+    assert len({mnist_sweep.run_name(s) for s in plan}) == 8
     for spec in plan:
         mnist_sweep.run_one(spec, "runs/x", None)
     assert {c[0] for c in calls} == {"mnist_lstm"}

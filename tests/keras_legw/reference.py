@@ -11,7 +11,7 @@ def legw_numpy(step, *, base_learning_rate, base_batch_size, batch_size,
                base_warmup_epochs, num_examples, total_epochs,
                decay="polynomial", power=2.0, end_learning_rate=0.0,
                scaling="sqrt", warmup_scaling="linear", decay_rate=None,
-               decay_epochs=None, boundaries=None, multipliers=None):
+               decay_epochs=None):
     k = batch_size / base_batch_size
     peak = base_learning_rate * {"sqrt": math.sqrt(k), "linear": k,
                                  "none": 1.0}[scaling]
@@ -29,9 +29,6 @@ def legw_numpy(step, *, base_learning_rate, base_batch_size, batch_size,
     elif decay == "exponential":
         after = L + (peak - L) * decay_rate ** (
             np.maximum(e - warmup, 0.0) / decay_epochs)
-    elif decay == "piecewise":
-        index = np.searchsorted(np.asarray(boundaries), e, side="right")
-        after = peak * np.asarray(multipliers)[index]
     else:
         raise AssertionError(decay)
     if warmup == 0:

@@ -209,3 +209,21 @@ def test_schedule_follows_the_controller_before_and_after_a_switch():
                                got, rtol=1e-6)
     with pytest.raises(ValueError, match=r"build\(\) must be called"):
         keras_legw.AutoWarmupSchedule(TOTAL)(3)
+
+
+def test_schedule_says_when_a_loop_checks():
+    """At epoch ends by default; with check_every_steps, at its multiples,
+    and the next one is where a loop's compiled call must stop."""
+    by_epoch = keras_legw.AutoWarmupSchedule(TOTAL)
+    assert by_epoch.is_check_step(10, True) and not by_epoch.is_check_step(
+        10, False)
+    assert by_epoch.next_check_step(10) is None
+    every = keras_legw.AutoWarmupSchedule(TOTAL, check_every_steps=25)
+    assert [s for s in range(1, 101) if every.is_check_step(s, s == 60)] == [
+        25, 50, 75, 100]
+    assert [every.next_check_step(s) for s in (0, 24, 25, 26)] == [
+        25, 25, 50, 50]
+    assert every.get_config()["check_every_steps"] == 25
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="`check_every_steps`"):
+            keras_legw.AutoWarmupSchedule(TOTAL, check_every_steps=bad)

@@ -71,7 +71,7 @@ def test_plotted_curves_are_legw_goyal_and_no_warmup():
     (["--base-warmup-epochs", "1"], "Argument `base_warmup_epochs`"),
     (["--scaling", "cube"], "argument --scaling: invalid choice"),
     (["--base-lr", "fast"], "argument --base-lr: invalid float value"),
-    (["--decay", "piecewise"], "Argument `boundaries` is required"),
+    (["--decay", "exponential"], "Argument `decay_rate` is required"),
     (["--plot", "/nonexistent/dir/lr.png"], "cannot save --plot"),
 ])
 def test_bad_arguments_exit_2_with_one_line(extra, message, capsys):

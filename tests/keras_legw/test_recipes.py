@@ -46,3 +46,18 @@ def test_arguments_override_the_recipe_and_unknown_names_are_an_error():
                                          r"'legw', 'goyal'.*Received: "
                                          r"name='lars'"):
         keras_legw.recipe("lars", **BASE, batch_size=256)
+
+
+def test_defaults_give_way_to_the_recipe_and_arguments_do_not():
+    """A caller's `defaults` (a command line's warmup and decay) hold where
+    the recipe fixes nothing and yield where it does."""
+    defaults = dict(BASE, decay="cosine")
+    legw = keras_legw.recipe("legw", defaults=defaults, batch_size=512)
+    assert (legw.decay, legw.warmup_epochs) == ("cosine", pytest.approx(2.0))
+    constant = keras_legw.recipe("constant", defaults=defaults, batch_size=512)
+    assert (constant.decay, constant.warmup_epochs) == ("constant", 0.0)
+    np.testing.assert_allclose(np.asarray(constant(np.array([0, 10**6]))),
+                               0.2, rtol=1e-6)
+    given = keras_legw.recipe("constant", defaults=defaults, batch_size=512,
+                              decay="cosine")
+    assert given.decay == "cosine"

@@ -30,7 +30,7 @@ def tiny_config(monkeypatch):
 
 
 def test_multi30k_loader_counts_and_alignment():
-    splits = data.load_multi30k("de", "en", download=False)
+    splits = gnmt_input.load_multi30k("de", "en", download=False)
     counts = {split: (len(s), len(t)) for split, (s, t) in splits.items()}
     # Line counts from ../shared/data/translation/README.md.
     assert counts == {"train": (29000, 29000), "val": (1014, 1014),
@@ -39,7 +39,7 @@ def test_multi30k_loader_counts_and_alignment():
     assert target[0] == "A man in an orange hat starring at something."
     assert source[0].startswith("Ein Mann mit einem orangefarbenen Hut")
     with pytest.raises(ValueError, match="between de and en"):
-        data.load_multi30k("de", "fr", download=False)
+        gnmt_input.load_multi30k("de", "fr", download=False)
 
 
 def test_vocabulary_is_cached_and_checked(tmp_path):
@@ -307,13 +307,13 @@ def test_bad_arguments_and_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nothing"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(data.DataError, match="train.de.gz of translation"):
-        data.load_multi30k(download=False)
+        gnmt_input.load_multi30k(download=False)
 
 
 def test_wmt16_without_tensorflow_datasets_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     with pytest.raises(data.DataError, match="pip install tensorflow-datasets"):
-        data.load_wmt16()
+        gnmt_input.load_wmt16()
 
 
 def test_script_without_data_exits_with_one_clear_error(tmp_path):
@@ -337,7 +337,7 @@ def test_bleu_equals_sacrebleu_on_multi30k_references():
     references against copies with words dropped and neighbours swapped."""
     import sacrebleu
 
-    references = list(data.load_multi30k(
+    references = list(gnmt_input.load_multi30k(
         "de", "en", download=False)["test_2016_flickr"][1])
     rng = np.random.default_rng(0)
     for drop in (0.1, 0.4):

@@ -17,7 +17,7 @@ import tensorflow as tf
 import keras_legw
 from keras_legw import LARS, LEGW
 from models import mnist_lstm
-from models.common import data
+from models import mnist_lstm_input
 
 SMALL = dict(num_train_examples=1024, units=16, num_cpu_devices=2,
              verbose=0, deterministic=True)
@@ -57,7 +57,7 @@ def test_smoke_run_writes_results_and_follows_the_schedule(tmp_path):
     tf.train.Checkpoint(model_variables=list(model.variables)).restore(
         tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     ).expect_partial()
-    _, (images, labels) = data.load_mnist()
+    _, (images, labels) = mnist_lstm_input.load_mnist()
     logits = model.predict(images.astype(np.float32) / 255.0,
                            batch_size=2000, verbose=0)
     assert results["test_accuracy"] == pytest.approx(
@@ -294,6 +294,29 @@ def test_autowu_through_the_trainer_resumes_exactly(tmp_path):
     assert full["final_learning_rate"] == reference.learning_rate(40) == 0.0
     schedule = json.loads((tmp_path / "full" / "schedule.json").read_text())
     assert schedule["total_steps"] == 40 and schedule["max_learning_rate"] == 10
+
+
+def test_autowu_checks_within_epochs_switch_sooner_and_resume(tmp_path):
+    """With 8 steps an epoch and the cap at step 20, checks at epoch ends
+    (8, 16) cannot give three positives before the cap; checks every 0.25
+    epochs (2 steps) catch the climb (rate 1 near step 11) and switch before
+    it. A run stopped between two checks resumes to the same decision and
+    weights."""
+    kwargs = dict(SMALL, strategy="default", batch_size=64, epochs=5,
+                  num_train_examples=512, schedule="autowu",
+                  min_learning_rate=1e-4, max_learning_rate=1000.0)
+    by_epoch = mnist_lstm.run(model_dir=str(tmp_path / "epoch"), **kwargs)
+    assert by_epoch["warmup_steps"] == 20  # the cap
+    kwargs["check_every_epochs"] = 0.25
+    full = mnist_lstm.run(model_dir=str(tmp_path / "full"), **kwargs)
+    assert 11 < full["warmup_steps"] < 20 and full["warmup_steps"] % 2 == 0
+    assert full["peak_learning_rate"] < 1.0
+    mnist_lstm.run(model_dir=str(tmp_path / "split"), max_steps=13, **kwargs)
+    resumed = mnist_lstm.run(model_dir=str(tmp_path / "split"), **kwargs)
+    assert resumed["resumed_from_step"] == 13
+    assert (resumed["warmup_steps"], resumed["peak_learning_rate"]) == (
+        full["warmup_steps"], full["peak_learning_rate"])
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
 
 
 def test_batch_not_divisible_by_micro_batches(tmp_path):

@@ -8,14 +8,15 @@ import pytest
 import tensorflow as tf
 
 from models import ptb_lstm
-from models.common import data, input_pipeline
+from models import ptb_lstm_input
+from models.common import input_pipeline
 
 TINY = dict(layers=2, units=8, num_steps=5, epochs=2, decay_start=1,
             decay=0.5, init_scale=0.1, dropout=0.0)
 
 
 def test_loader_matches_the_tutorial_reader():
-    train, valid, test, vocabulary = data.load_ptb(download=False)
+    train, valid, test, vocabulary = ptb_lstm_input.load_ptb(download=False)
     # Counts from ../shared/data/ptb/README.md (tokens + <eos> per line).
     assert (len(train), len(valid), len(test)) == (929589, 73760, 82430)
     assert len(vocabulary) == 10000

@@ -9,7 +9,7 @@ import tensorflow as tf
 from models import resnet50
 from models import resnet50_input
 from models.common.data import DataError
-from models.common.flags import make_schedule
+from models.common.flags import run_options, schedule_of
 
 
 def _jpeg(rng, size=40):
@@ -45,9 +45,9 @@ def test_parameter_count_and_v1_5_strides():
 
 
 def test_default_flags_are_the_papers_table_4():
-    schedule = make_schedule(schedule="legw", batch_size=32768,
-                             num_examples=resnet50_input.NUM_TRAIN_EXAMPLES,
-                             **resnet50.BASE)
+    _, options = run_options(resnet50.Options, resnet50.BASE,
+                             dict(batch_size=32768))
+    schedule = schedule_of(options, resnet50_input.NUM_TRAIN_EXAMPLES)
     assert schedule.peak_learning_rate == pytest.approx(32.0)  # 2^5
     assert schedule.warmup_epochs == pytest.approx(10.0)
     assert schedule.decay == "polynomial" and schedule.total_epochs == 90
