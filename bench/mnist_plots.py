@@ -52,24 +52,30 @@ def read_sweep(path=SWEEP_CSV):
     return rows
 
 
-def export_curves():
-    """Copies per-epoch histories of the sweep runs into CURVES_CSV."""
-    rows = []
-    for path in sorted(glob.glob(os.path.join(RUNS, "*", "history.json"))):
+def export_curves(runs_dir=RUNS, curves_csv=CURVES_CSV):
+    """Copies per-epoch histories of the sweep runs in `runs_dir` into
+    `curves_csv`; runs no longer on disk keep their earlier rows."""
+    columns = ["run", "epoch", "step", "train_seconds", "test_accuracy"]
+    runs = collections.defaultdict(list)
+    if os.path.exists(curves_csv):
+        with open(curves_csv) as f:
+            for row in csv.DictReader(f):
+                runs[row["run"]].append([row[c] for c in columns])
+    for path in sorted(glob.glob(os.path.join(runs_dir, "*", "history.json"))):
         name = os.path.basename(os.path.dirname(path))
         if "optimizer" in name:
             continue  # tuning runs
         with open(path) as f:
-            for entry in json.load(f):
-                rows.append([name, round(entry["epoch"], 4), entry["step"],
-                             round(entry["train_seconds"], 2),
-                             entry["metrics"]["test_accuracy"]])
-    if rows:
-        with open(CURVES_CSV, "w", newline="") as f:
+            runs[name] = [[name, round(entry["epoch"], 4), entry["step"],
+                           round(entry["train_seconds"], 2),
+                           entry["metrics"]["test_accuracy"]]
+                          for entry in json.load(f)]
+    if runs:
+        with open(curves_csv, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["run", "epoch", "step", "train_seconds",
-                             "test_accuracy"])
-            writer.writerows(rows)
+            writer.writerow(columns)
+            for name in sorted(runs):
+                writer.writerows(runs[name])
 
 
 def read_curves():
@@ -344,11 +350,85 @@ def plot_recipes(rows):
     _save(fig, "mnist_lstm_recipes.png")
 
 
+def _autowu_kind(row):
+    """'legw', 'autowu' (a test at each epoch end) or 'autowu every E'."""
+    every = row.get("check_every_epochs") or ""
+    return f"{row['schedule']} every {every}" if every else row["schedule"]
+
+
+def autowu_table(rows, epochs=25.0):
+    """AutoWarmup against LEGW at 128 and 8192: mean test accuracy over the
+    seeds, and each seed's warmup (AutoWarmup's switch step; LEGW's rule)
+    and peak rate."""
+    import keras_legw
+    from models import mnist_lstm
+
+    lines = ["| warmup | batch | test accuracy (%) | warmup steps | of steps "
+             "| peak rate |", "|---|---|---|---|---|---|"]
+    kinds = sorted({_autowu_kind(r) for r in rows
+                    if r["schedule"] == "autowu"})
+    for kind in ["legw", *kinds]:
+        for batch in (BASE, 8192):
+            runs = sorted((r for r in rows if _autowu_kind(r) == kind
+                           and r["batch_size"] == batch
+                           and r["epochs"] == epochs),
+                          key=lambda r: r["seed"])
+            if not runs:
+                continue
+            if kind == "legw":
+                legw = keras_legw.recipe(
+                    "legw", base_batch_size=BASE, batch_size=batch,
+                    base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"],
+                    base_warmup_epochs=mnist_lstm.BASE["base_warmup_epochs"],
+                    num_examples=60000, total_epochs=epochs)
+                switch = str(legw.warmup_steps)
+                peak = f"{legw.peak_learning_rate:.3g}"
+            else:
+                switch = " / ".join(r["warmup_steps"] for r in runs)
+                peak = " / ".join(f"{float(r['peak_learning_rate']):.3g}"
+                                  for r in runs)
+            accuracy = 100 * np.mean([r["test_accuracy"] for r in runs])
+            name = ("LEGW" if kind == "legw" else "AutoWarmup, test at each "
+                    "epoch end" if kind == "autowu" else
+                    f"AutoWarmup, test every {kind.split()[-1]} epochs")
+            lines.append(f"| {name} | {batch} | {accuracy:.2f} (n={len(runs)})"
+                         f" | {switch} | {runs[0]['steps']} | {peak} |")
+    return "\n".join(lines)
+
+
+def plot_autowu(epochs=25):
+    """Seed 0's test accuracy by epoch at 128 and 8192: LEGW and AutoWarmup
+    with each test cadence."""
+    plt = _pyplot()
+    curves = read_curves()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    styles = {"": "-", "_check_every_epochs0.1": "--"}
+    for ax, batch in zip(axes, (BASE, 8192)):
+        for schedule in ("legw", "autowu"):
+            for suffix, style in styles.items():
+                name = f"{schedule}_b{batch}_s0_e{epochs}{suffix}"
+                if name not in curves or (schedule == "legw" and suffix):
+                    continue
+                _, accuracy, steps = zip(*curves[name])
+                label = SCHEDULE_NAMES[schedule] + (
+                    ", test every 0.1 epochs" if suffix else
+                    ", test at epoch ends" if schedule == "autowu" else "")
+                ax.plot(np.arange(1, len(accuracy) + 1),
+                        100 * np.asarray(accuracy), linestyle=style,
+                        color=SCHEDULE_COLORS[schedule], label=label)
+        ax.set(xlabel="epoch", title=f"batch {batch}", ylim=(80, 100))
+    axes[0].set(ylabel="test accuracy (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MNIST-LSTM: AutoWarmup against LEGW (seed 0, Adam)")
+    _save(fig, "mnist_lstm_autowu.png")
+
+
 def plot_all(rows):
     plot_accuracy_vs_batch(rows)
     plot_lr_8192()
     plot_accuracy_vs_time()
     plot_gap_vs_budget(rows)
+    plot_autowu()
 
 
 def main():
@@ -358,6 +438,7 @@ def main():
     print("Accuracy (%) at 25 epochs:\n" + accuracy_table(rows))
     print("\nEpoch budget:\n" + budget_table(rows))
     print("\nSpeed (LEGW, seed 0):\n" + speed_table(rows))
+    print("\nAutoWarmup (25 epochs):\n" + autowu_table(rows))
     from bench.sweep_runner import read_rows
     recipes = read_rows(RECIPES_CSV)
     if recipes:

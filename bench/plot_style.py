@@ -7,6 +7,7 @@ SCHEDULE_COLORS = {
     "sqrt_constant_warmup": "tab:green",
     "no_scaling": "tab:red",
     "reference": "tab:gray",
+    "autowu": "tab:pink",
 }
 SCHEDULE_NAMES = {
     "legw": "LEGW (sqrt, warmup x k)",
@@ -14,6 +15,7 @@ SCHEDULE_NAMES = {
     "sqrt_constant_warmup": "sqrt, constant warmup",
     "no_scaling": "no scaling",
     "reference": "tutorial's schedule",
+    "autowu": "AutoWarmup (Kim et al.)",
 }
 RECIPE_COLORS = {
     "adam": "tab:blue", "adamw": "tab:cyan", "lamb": "tab:purple",

@@ -158,10 +158,15 @@ def table(path, columns):
 
 def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
                      base_warmup=0.1):
-    """The PTB rows of one epoch budget as a Markdown table, each against
-    the tutorial's schedule and LEGW at the base batch (the frozen base:
-    rate 1.0, warmup 0.1 epochs at batch 20)."""
-    rows = [r for r in rows if float(r["epochs"]) == epochs]
+    """The PTB rows of one epoch budget as a Markdown table (the tutorial's
+    schedule, then LEGW, then AutoWarmup, each by batch), each against the
+    tutorial's schedule and LEGW at the base batch (the frozen base: rate
+    1.0, warmup 0.1 epochs at batch 20). AutoWarmup's peak and warmup are
+    its decision: the peak rate and the switch step in epochs."""
+    order = {"reference": 0, "legw": 1, "autowu": 2}
+    rows = sorted((r for r in rows if float(r["epochs"]) == epochs),
+                  key=lambda r: (order.get(r["schedule"], 3),
+                                 int(r["batch_size"])))
     by = {(r["schedule"], int(r["batch_size"])): float(r["test_perplexity"])
           for r in rows}
     lines = ["| schedule | batch | peak rate | warmup epochs | steps | test "
@@ -169,16 +174,21 @@ def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         batch, value = int(r["batch_size"]), float(r["test_perplexity"])
-        k, legw = batch / base_batch, r["schedule"] == "legw"
+        k = batch / base_batch
+        peak, warmup = {
+            "legw": (base_rate * k ** 0.5, base_warmup * k),
+            "autowu": (float(r.get("peak_learning_rate") or "nan"),
+                       epochs * float(r.get("warmup_steps") or "nan")
+                       / int(r["steps"])),
+        }.get(r["schedule"], (base_rate, 0))
         versus = [f"{100 * (value / by[key] - 1):+.1f}%" if key in by else ""
                   for key in (("reference", base_batch), ("legw", base_batch))]
+        name = {"legw": "LEGW", "autowu": "AutoWarmup"}.get(r["schedule"],
+                                                          r["schedule"])
         lines.append(
-            f"| {'LEGW' if legw else r['schedule']} | {batch}"
-            f"{f' ({k:g}x)' if k > 1 else ''} | "
-            f"{base_rate * k ** 0.5 if legw else base_rate:g} | "
-            f"{base_warmup * k if legw else 0:g} | {r['steps']} | "
-            f"{value:.2f} | {' | '.join(versus)} | "
-            f"{float(r['wall_seconds']):.0f} |")
+            f"| {name} | {batch}{f' ({k:g}x)' if k > 1 else ''} | {peak:.3g} "
+            f"| {warmup:.3g} | {r['steps']} | {value:.2f} | "
+            f"{' | '.join(versus)} | {float(r['wall_seconds']):.0f} |")
     return "\n".join(lines)
 
 

@@ -148,17 +148,22 @@ def test_ptb_budget_table_compares_each_row_with_both_base_runs():
     rows = [dict(schedule=s, batch_size=b, epochs=e, test_perplexity=p,
                  steps=n, wall_seconds=w)
             for s, b, e, p, n, w in [
-                ("reference", "20", "13.0", "100.0", "30199", "4000.4"),
-                ("legw", "20", "13.0", "125.0", "30199", "4100"),
                 ("legw", "320", "13.0", "103.0", "1885", "900"),
+                ("autowu", "20", "13.0", "110.0", "30199", "4200"),
+                ("legw", "20", "13.0", "125.0", "30199", "4100"),
+                ("reference", "20", "13.0", "100.0", "30199", "4000.4"),
                 ("legw", "320", "3.0", "333.65", "435", "616")]]
+    rows[1].update(warmup_steps="6969", peak_learning_rate="2.5")
     lines = sequence_plots.ptb_budget_table(rows, 13.0).splitlines()
-    assert len(lines) == 5  # header, rule, the three 13-epoch rows
+    assert len(lines) == 6  # header, rule, the four 13-epoch rows
     assert lines[2] == ("| reference | 20 | 1 | 0 | 30199 | 100.00 | +0.0% "
                         "| -20.0% | 4000 |")
     # 16x: peak 1.0 x sqrt(16), warmup 0.1 x 16; 103 / 100 and 103 / 125.
     assert lines[4] == ("| LEGW | 320 (16x) | 4 | 1.6 | 1885 | 103.00 | "
                         "+3.0% | -17.6% | 900 |")
+    # AutoWarmup's decision: 6969 of 30199 steps of 13 epochs = 3 epochs.
+    assert lines[5] == ("| AutoWarmup | 20 | 2.5 | 3 | 30199 | 110.00 | "
+                        "+10.0% | -12.0% | 4200 |")
 
 
 def test_autowu_plan_runs_the_zoo_schedule_with_one_rate_range(monkeypatch):
@@ -182,3 +187,23 @@ def test_autowu_plan_runs_the_zoo_schedule_with_one_rate_range(monkeypatch):
     mnist_sweep.run_one(legw, "runs/x", None)
     assert calls[-1][1]["schedule"] == "legw"
     assert "max_learning_rate" not in calls[-1][1]
+
+
+def test_mnist_curves_keep_the_runs_no_longer_on_disk(tmp_path):
+    """Regenerating the curves on a machine with some runs only replaces
+    those runs' rows; the others stay."""
+    import json
+
+    curves = tmp_path / "curves.csv"
+    curves.write_text("run,epoch,step,train_seconds,test_accuracy\n"
+                      "legw_b128_s0_e25,1.0,469,10.5,0.95\n"
+                      "autowu_b128_s0_e25,1.0,469,9.0,0.5\n")
+    run = tmp_path / "runs" / "autowu_b128_s0_e25"
+    run.mkdir(parents=True)
+    (run / "history.json").write_text(json.dumps([dict(
+        epoch=1.0, step=469, train_seconds=11.0,
+        metrics=dict(test_accuracy=0.9))]))
+    mnist_plots.export_curves(str(tmp_path / "runs"), str(curves))
+    assert curves.read_text().splitlines()[1:] == [
+        "autowu_b128_s0_e25,1.0,469,11.0,0.9",
+        "legw_b128_s0_e25,1.0,469,10.5,0.95"]
