@@ -252,7 +252,7 @@ def mnist_fit(args, train, test, batch_size, seed, autowarmup=False):
     # Evaluation windows of one data epoch (rounded up to whole steps); the
     # schedule ends at its own total_steps, the last window may run a few
     # steps past it at rate 0.
-    per_window = math.ceil(num_examples / batch_size)
+    per_window = keras_legw.whole_steps(1, num_examples, batch_size)
     windows = math.ceil(schedule.total_steps / per_window)
     timer = window_timer()
     model.fit(mnist_batches(*train, batch_size, seed=seed),
