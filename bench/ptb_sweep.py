@@ -56,8 +56,9 @@ def main():
         sweep_runner.record_run(
             args.csv, name, dict(schedule=schedule, batch_size=batch_size,
                                  seed=args.seed, epochs=args.epochs),
-            ["test_perplexity"], results,
-            EXTRA_ARGUMENTS.get(schedule, {}).get("check_every_epochs"))
+            ["test_perplexity"], results, dict(
+                check_every_epochs=EXTRA_ARGUMENTS["autowu"][
+                    "check_every_epochs"]) if schedule == "autowu" else None)
 
     jobs = []
     for schedule, batch_size in PLANS[args.plan]:

@@ -14,10 +14,12 @@ import threading
 
 def run_in_child(module, kwargs):
     """`models.<module>.run(**kwargs)` in a fresh Python process (a fresh
-    TensorFlow); returns its results dict."""
-    code = (f"import json, sys; from models import {module}; "
+    TensorFlow); returns its results dict, with the process's peak resident
+    memory added as `peak_rss_gib` (Linux's ru_maxrss, KiB)."""
+    code = (f"import json, resource, sys; from models import {module}; "
             f"r = {module}.run(**json.loads(sys.argv[1])); "
-            "print('RESULTS' + json.dumps(r))")
+            "r['peak_rss_gib'] = resource.getrusage(resource.RUSAGE_SELF)"
+            ".ru_maxrss / 2 ** 20; print('RESULTS' + json.dumps(r))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)],
                          capture_output=True, text=True)
     if out.returncode:
@@ -123,22 +125,21 @@ def autowu_fields(results):
                 peak_learning_rate="" if peak is None else f"{peak:.6g}")
 
 
-def record_run(csv_path, name, labels, metrics, results,
-               check_every_epochs=None):
+def record_run(csv_path, name, labels, metrics, results, extra=None):
     """Appends a sequence-model run's row: `labels` (schedule, batch_size,
     seed, epochs), the `metrics` of `results` to 2 decimals, steps,
     wall_seconds (training seconds), tokens_per_second (empty when a
-    resumed run had no steps left to time) and, for `schedule=autowu`, its
-    `check_every_epochs` (empty: at epoch ends) and `autowu_fields`; prints
-    a one-line summary."""
+    resumed run had no steps left to time), the `extra` columns (a dict)
+    and, for `schedule=autowu`, `autowu_fields`; prints a one-line
+    summary."""
     rate = results["tokens_per_second"]
     row = dict(labels, **{m: round(results[m], 2) for m in metrics},
                steps=results["steps"],
                wall_seconds=round(results["train_seconds"], 1),
                tokens_per_second=round(rate) if rate else "")
+    row.update(extra or {})
     if labels["schedule"] == "autowu":
-        row.update(autowu_fields(results), check_every_epochs=""
-                   if check_every_epochs is None else check_every_epochs)
+        row.update(autowu_fields(results))
     append_row(csv_path, list(row), row)
     print(f"{name}: " + ", ".join(f"{m} {results[m]:.2f}" for m in metrics)
           + f", {results['steps']} steps, {results['train_seconds']:.0f} s",

@@ -50,7 +50,8 @@ def test_rows_follow_the_files_header_and_refuse_a_column_it_lacks(tmp_path):
     sweep_runner.record_run(path, "a", labels, ["test_perplexity"], results)
     results.update(warmup_steps=1234, peak_learning_rate=2.3456789)
     sweep_runner.record_run(path, "b", dict(labels, schedule="autowu"),
-                            ["test_perplexity"], results, 0.1)
+                            ["test_perplexity"], results,
+                            dict(check_every_epochs=0.1))
     assert open(path).read().splitlines()[1:] == [
         "legw,20,0,13.0,122.47,30199,4316.2,2798,,,",
         "autowu,20,0,13.0,122.47,30199,4316.2,2798,0.1,1234,2.34568"]
@@ -207,3 +208,35 @@ def test_mnist_curves_keep_the_runs_no_longer_on_disk(tmp_path):
     assert curves.read_text().splitlines()[1:] == [
         "autowu_b128_s0_e25,1.0,469,11.0,0.9",
         "legw_b128_s0_e25,1.0,469,10.5,0.95"]
+
+
+def test_gnmt_sweep_trains_1024_in_micro_batches_and_records_memory(
+        tmp_path, monkeypatch):
+    """Batches above 512 go in micro-batches of 512; each row has the
+    accumulation and the child's peak memory."""
+    import sys
+
+    from bench import gnmt_sweep
+
+    calls = []
+
+    def fake_run(module, kwargs):
+        calls.append(kwargs)
+        return dict(test_bleu=20.0, test_perplexity=9.0, steps=10,
+                    train_seconds=5.0, tokens_per_second=100.0,
+                    peak_rss_gib=13.44)
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    csv_path = tmp_path / "gnmt.csv"
+    monkeypatch.setattr(sys, "argv", [
+        "gnmt_sweep", "--epochs=2", f"--csv={csv_path}",
+        f"--runs_dir={tmp_path / 'runs'}", "--batch_sizes=128,1024"])
+    gnmt_sweep.main()
+    assert [(c["batch_size"], c["gradient_accumulation_steps"])
+            for c in calls] == [(128, 1), (1024, 2)]
+    rows = sweep_runner.read_rows(str(csv_path))
+    assert [(r["batch_size"], r["gradient_accumulation_steps"],
+             r["peak_rss_gib"]) for r in rows] == [
+        ("128", "1", "13.4"), ("1024", "2", "13.4")]
+    assert [gnmt_sweep.accumulation_steps(b) for b in (128, 512, 513, 2048)] \
+        == [1, 1, 2, 4]
