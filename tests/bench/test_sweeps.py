@@ -240,3 +240,32 @@ def test_gnmt_sweep_trains_1024_in_micro_batches_and_records_memory(
         ("128", "1", "13.4"), ("1024", "2", "13.4")]
     assert [gnmt_sweep.accumulation_steps(b) for b in (128, 512, 513, 2048)] \
         == [1, 1, 2, 4]
+
+
+def test_ptb_autowu_plan_passes_its_range_and_cadence_and_records_them(
+        tmp_path, monkeypatch):
+    import sys
+
+    from bench import ptb_sweep
+
+    calls = []
+
+    def fake_run(module, kwargs):
+        calls.append(kwargs)
+        return dict(test_perplexity=120.0, steps=1885, train_seconds=5.0,
+                    tokens_per_second=100.0, warmup_steps=700,
+                    peak_learning_rate=2.5, peak_rss_gib=3.0)
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    csv_path = tmp_path / "ptb.csv"
+    monkeypatch.setattr(sys, "argv", [
+        "ptb_sweep", "--epochs=13", "--plan=autowu", f"--csv={csv_path}",
+        f"--runs_dir={tmp_path / 'runs'}", "--batch_sizes=320"])
+    ptb_sweep.main()
+    assert len(calls) == 1 and calls[0]["batch_size"] == 320
+    assert (calls[0]["schedule"], calls[0]["min_learning_rate"],
+            calls[0]["max_learning_rate"], calls[0]["check_every_epochs"]) \
+        == ("autowu", 0.01, 10.0, 0.1)
+    row, = sweep_runner.read_rows(str(csv_path))
+    assert (row["check_every_epochs"], row["warmup_steps"],
+            row["peak_learning_rate"]) == ("0.1", "700", "2.5")
