@@ -56,7 +56,8 @@ def export_curves():
 
 
 LINESTYLES = ("-", "--", ":", "-.")
-PERPLEXITY_TICKS = (20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
+PERPLEXITY_TICKS = (20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000,
+                    3000, 5000)
 FINE_PERPLEXITY_TICKS = tuple(range(60, 300, 10))
 
 
