@@ -1,0 +1,26 @@
+"""The scaling rules as plain functions, against the paper's formulas written
+out by hand: their defaults are LEGW's rules, and the unit conversions are
+each other's inverse (found by mutation testing: `steps_to_epochs` had no
+test, and no test relied on the rules' defaults)."""
+
+import pytest
+
+import keras_legw
+
+
+def test_the_rules_default_to_legw_sqrt_peak_and_linear_warmup():
+    assert keras_legw.scale_learning_rate(0.1, 16.0) == pytest.approx(0.4)
+    assert keras_legw.scale_warmup_epochs(0.2, 64.0) == pytest.approx(12.8)
+
+
+@pytest.mark.parametrize("steps,num_examples,batch_size,epochs", [
+    (469, 60000, 128, 469 * 128 / 60000),   # just past MNIST's first epoch
+    (184, 60000, 8192, 184 * 8192 / 60000),  # 25.1 epochs at 8192
+    (0, 1000, 10, 0.0),
+])
+def test_steps_to_epochs_is_examples_seen_over_the_epoch(
+        steps, num_examples, batch_size, epochs):
+    got = keras_legw.steps_to_epochs(steps, num_examples, batch_size)
+    assert got == pytest.approx(epochs, rel=1e-12)
+    back = keras_legw.epochs_to_steps(got, num_examples, batch_size)
+    assert back == pytest.approx(steps, rel=1e-12, abs=1e-12)
