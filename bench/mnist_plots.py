@@ -197,21 +197,29 @@ def plot_accuracy_vs_batch(rows, budget=25.0):
     _save(fig, "mnist_lstm_accuracy_vs_batch.png")
 
 
+def mnist_schedule(recipe, batch_size, epochs):
+    """The zoo's MNIST-LSTM schedule of `recipe` (Adam's base rate, the
+    frozen base warmup) at `batch_size` for `epochs`."""
+    import keras_legw
+    from models import mnist_lstm
+
+    return keras_legw.recipe(
+        recipe, defaults=dict(
+            base_warmup_epochs=mnist_lstm.BASE["base_warmup_epochs"]),
+        base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"],
+        base_batch_size=mnist_lstm.BASE["base_batch_size"],
+        batch_size=batch_size, num_examples=60000, total_epochs=epochs)
+
+
 def plot_lr_8192(budget=25.0):
     """The four schedules' learning rates at batch 8192."""
     import keras_legw
-    from models import mnist_lstm
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = np.linspace(0, budget, 400)
     for schedule, label in LABELS.items():
-        lr = keras_legw.recipe(
-            schedule, defaults=dict(
-                base_warmup_epochs=mnist_lstm.BASE["base_warmup_epochs"]),
-            base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"],
-            base_batch_size=mnist_lstm.BASE["base_batch_size"],
-            batch_size=8192, num_examples=60000, total_epochs=budget)
+        lr = mnist_schedule(schedule, 8192, budget)
         steps = [keras_legw.epochs_to_steps(e, 60000, 8192) for e in epochs]
         ax.plot(epochs, np.asarray(lr(np.round(steps))), label=label,
                 color=SCHEDULE_COLORS[schedule])
@@ -360,9 +368,6 @@ def autowu_table(rows, epochs=25.0):
     """AutoWarmup against LEGW at 128 and 8192: mean test accuracy over the
     seeds, and each seed's warmup (AutoWarmup's switch step; LEGW's rule)
     and peak rate."""
-    import keras_legw
-    from models import mnist_lstm
-
     lines = ["| warmup | batch | test accuracy (%): mean (seeds 0 / 1) | "
              "warmup steps | of steps | peak rate |",
              "|---|---|---|---|---|---|"]
@@ -377,11 +382,7 @@ def autowu_table(rows, epochs=25.0):
             if not runs:
                 continue
             if kind == "legw":
-                legw = keras_legw.recipe(
-                    "legw", base_batch_size=BASE, batch_size=batch,
-                    base_learning_rate=mnist_lstm.BASE_LEARNING_RATES["adam"],
-                    base_warmup_epochs=mnist_lstm.BASE["base_warmup_epochs"],
-                    num_examples=60000, total_epochs=epochs)
+                legw = mnist_schedule("legw", batch, epochs)
                 switch = str(legw.warmup_steps)
                 peak = f"{legw.peak_learning_rate:.3g}"
             else:
@@ -411,7 +412,7 @@ def plot_autowu(epochs=25):
                 name = f"{schedule}_b{batch}_s0_e{epochs}{suffix}"
                 if name not in curves or (schedule == "legw" and suffix):
                     continue
-                _, accuracy, steps = zip(*curves[name])
+                _, accuracy, _ = zip(*curves[name])
                 label = SCHEDULE_NAMES[schedule] + (
                     ", test every 0.1 epochs" if suffix else
                     ", test at epoch ends" if schedule == "autowu" else "")

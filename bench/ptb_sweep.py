@@ -49,16 +49,16 @@ def main():
             for r in sweep_runner.read_rows(args.csv)}
 
     def train(schedule, batch_size, name):
+        extra = EXTRA_ARGUMENTS.get(schedule, {})
         results = sweep_runner.run_in_child("ptb_lstm", dict(
-            EXTRA_ARGUMENTS.get(schedule, {}), config="small",
-            schedule=schedule, batch_size=batch_size, seed=args.seed, epochs=args.epochs, data_dir=args.data_dir,
+            extra, config="small", schedule=schedule, batch_size=batch_size,
+            seed=args.seed, epochs=args.epochs, data_dir=args.data_dir,
             model_dir=os.path.join(args.runs_dir, name), verbose=0))
         sweep_runner.record_run(
             args.csv, name, dict(schedule=schedule, batch_size=batch_size,
                                  seed=args.seed, epochs=args.epochs),
-            ["test_perplexity"], results, dict(
-                check_every_epochs=EXTRA_ARGUMENTS["autowu"][
-                    "check_every_epochs"]) if schedule == "autowu" else None)
+            ["test_perplexity"], results,
+            {k: v for k, v in extra.items() if k in sweep_runner.AUTOWU_COLUMNS})
 
     jobs = []
     for schedule, batch_size in PLANS[args.plan]:

@@ -40,16 +40,14 @@ from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
 from models.common import checkpoints, distribute, preemption, trainer
 from models.common.data import DataError
 from models.common.distribute import STRATEGIES
-from models.common.options import (NON_NEGATIVE, POSITIVE, check_fields,
-                                   define_flags, from_flags, option, optional,
-                                   split)
+from models.common.options import (NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER,
+                                   check_fields, define_flags, from_flags,
+                                   option, optional, split)
 
 AUTOWU = "autowu"
 SCHEDULES = (*keras_legw.RECIPES, AUTOWU)
 FLAGS_FILE = "flags.txt"
 REQUIRED = dataclasses.MISSING  # an application's BASE gives the default
-POSITIVE_INTEGER = (lambda v: v is not None and v > 0,
-                    "must be a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +130,6 @@ class CommonOptions:
         "to 1 averages longer (late in training the gradient is small "
         "against its noise and needs it).")
     verbose: int = option(1, "Progress bar (1) or none (0).", flag=False)
-
 
 
 def run_options(app_options, base, kwargs, *, extra_schedules=()):

@@ -22,6 +22,8 @@ import typing
 from absl import flags
 
 POSITIVE = (lambda v: v > 0, "must be positive")
+POSITIVE_INTEGER = (lambda v: v is not None and v > 0,
+                    "must be a positive integer")
 NON_NEGATIVE = (lambda v: v >= 0, "must be >= 0")
 
 
