@@ -42,7 +42,7 @@ from absl import app, flags
 from models import gnmt_input
 from models.common import checkpoints, distribute, trainer
 from models.common import flags as common_flags
-from models.common.options import POSITIVE, option, optional
+from models.common.options import NON_NEGATIVE, POSITIVE, option, optional
 
 CONFIGS = {
     "small": dict(layers=2, units=256, dropout=0.2, vocabulary_size=8000,
@@ -71,6 +71,10 @@ class Options:
                          "target).", choices=("de", "en"))
     beam_width: int = option(4, "Beams of the test translation.",
                              check=(lambda v: v >= 1, "must be >= 1"))
+    length_penalty: float = option(
+        0.0, "GNMT's length penalty alpha: the beam search's final "
+        "hypotheses rank by log P / ((5 + length) / 6) ** alpha; 0 ranks by "
+        "log P alone.", check=NON_NEGATIVE)
     num_train_pairs: Optional[int] = option(
         None, "Train on the first N pairs only (smoke runs).",
         check=optional(POSITIVE))
@@ -169,11 +173,22 @@ def build_model(config, source_vocabulary_size, target_vocabulary_size):
     return model
 
 
-def translate(model, source, *, beam_width, max_length):
+def length_normalizer(lengths, alpha):
+    """GNMT's length penalty lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al.
+    2016, eq. 14): a hypothesis of |Y| tokens, `[END]` included, ranks by
+    log P(Y) / lp(Y). alpha = 0 ranks by log P(Y) alone, which favours
+    short translations; larger alpha favours longer ones."""
+    return ((5.0 + tf.cast(lengths, tf.float32)) / 6.0) ** alpha
+
+
+def translate(model, source, *, beam_width, max_length, length_penalty=0.0):
     """Beam search with keras-hub's BeamSampler: target ids [b, max_length]
     starting with `[START]`. A beam that has produced `[END]` is only
     extended with padding at log-probability 0, so its score stays that of
-    the finished sentence."""
+    the finished sentence. The search ranks beams by log-probability; the
+    `beam_width` hypotheses it ends with are then ranked by log-probability
+    over `length_normalizer(length, length_penalty)`, length counting the
+    generated tokens up to `[END]` (all of them for an unfinished beam)."""
     import keras_hub
 
     encoded, keys, mask, states = model.encode(source)
@@ -198,10 +213,17 @@ def translate(model, source, *, beam_width, max_length):
         logits = tf.where(finished, only_padding[None], logits[:, 0])
         return logits, None, (encoded, keys, mask, *states)
 
-    sampler = keras_hub.samplers.BeamSampler(num_beams=beam_width)
-    return sampler(next_token_logits, prompt, cache=cache, index=1,
-                   mask=prompt_mask,
-                   stop_token_ids=[gnmt_input.END_ID])
+    sampler = keras_hub.samplers.BeamSampler(num_beams=beam_width,
+                                             return_all_beams=True)
+    beams, log_probs = sampler(next_token_logits, prompt, cache=cache,
+                               index=1, mask=prompt_mask,
+                               stop_token_ids=[gnmt_input.END_ID])
+    # Generated tokens up to [END]: the non-padding ones after [START].
+    lengths = tf.reduce_sum(tf.cast(
+        tf.not_equal(beams[:, :, 1:], gnmt_input.PAD_ID), tf.int32), -1)
+    best = tf.argmax(log_probs / length_normalizer(lengths, length_penalty),
+                     axis=-1, output_type=tf.int32)
+    return tf.gather(beams, best, axis=1, batch_dims=1)
 
 
 def detokenize(target_tokenizer, ids):
@@ -231,12 +253,13 @@ def bleu(references, translations):
 
 
 def evaluate_bleu(model, source_ids, references, target_tokenizer, *,
-                  beam_width, max_length, batch_size=100):
+                  beam_width, max_length, length_penalty=0.0, batch_size=100):
     """Translates `source_ids` in batches; returns (BLEU, translations).
     Every batch keeps the full padded width of `source_ids`, so the beam
     search is traced once (the sampler's loop needs static shapes)."""
     step = tf.function(lambda source: translate(
-        model, source, beam_width=beam_width, max_length=max_length))
+        model, source, beam_width=beam_width, max_length=max_length,
+        length_penalty=length_penalty))
     translations = []
     for start in range(0, len(source_ids), batch_size):
         source = tf.constant(source_ids[start:start + batch_size])
@@ -282,17 +305,57 @@ def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
     )
 
 
+SPLITS = ("train", "val", "test")
+
+
 def load_pairs(dataset, source, data_dir):
-    """{train, test: (source sentences, target sentences)}."""
+    """{train, val, test: (source sentences, target sentences)}; Multi30k's
+    test is test_2016_flickr, WMT16's val is newstest2015."""
     target = "en" if source == "de" else "de"
     if dataset == "multi30k":
         splits = gnmt_input.load_multi30k(source, target, data_dir)
-        return {"train": splits["train"], "test": splits["test_2016_flickr"]}
+        return {"train": splits["train"], "val": splits["val"],
+                "test": splits["test_2016_flickr"]}
     if dataset == "wmt16":
         splits = gnmt_input.load_wmt16(source, target, data_dir)
-        return {"train": splits["train"], "test": splits["test"]}
+        return {"train": splits["train"], "val": splits["validation"],
+                "test": splits["test"]}
     raise ValueError(f"Flag --dataset must be one of {', '.join(DATASETS)}. "
                      f"Received: {dataset!r}")
+
+
+def translate_trained(model_dir, split, *, config="small",
+                      dataset="multi30k", source="de", data_dir=None,
+                      num_pairs=None, beam_width=4, length_penalty=0.0):
+    """(BLEU, translations) of `split` ("val" or "test") by the trained run
+    in `model_dir`: its cached vocabularies and its newest checkpoint, decoded
+    as `run` decodes the test split (`num_pairs`: the first N pairs only).
+    For choosing decoding settings (the length penalty, on "val") without
+    training again."""
+    if split not in SPLITS[1:]:
+        raise ValueError(f"Argument `split` must be one of {SPLITS[1:]}. "
+                         f"Received: split={split!r}")
+    settings = CONFIGS[config]
+    target = "en" if source == "de" else "de"
+    tokenizers = []
+    for language in (source, target):
+        path = os.path.join(model_dir, f"vocabulary.{language}.txt")
+        if not os.path.exists(path):
+            raise ValueError(f"{path} does not exist: pass the --model_dir "
+                             "of a trained GNMT run.")
+        tokenizers.append(gnmt_input.tokenizer(
+            gnmt_input.read_vocabulary(path)))
+    model = build_model(settings, tokenizers[0].vocabulary_size(),
+                        tokenizers[1].vocabulary_size())
+    checkpoints.restore_model_variables(model, model_dir)
+    sources, references = [side[:num_pairs] for side in
+                           load_pairs(dataset, source, data_dir)[split]]
+    source_ids = gnmt_input.encode(tokenizers[0], sources,
+                                   settings["max_length"], wrap=False)[0]
+    return evaluate_bleu(model, source_ids, references, tokenizers[1],
+                         beam_width=beam_width,
+                         max_length=settings["max_length"],
+                         length_penalty=length_penalty)
 
 
 def default_model_dir(config, schedule, batch_size, seed):
@@ -346,7 +409,8 @@ def run(**kwargs):
     if distribute.is_chief(tf_strategy):
         results["test_bleu"], translations = evaluate_bleu(
             model, test_pairs[0], test_text[1], tokenizers[1],
-            beam_width=own.beam_width, max_length=settings["max_length"])
+            beam_width=own.beam_width, max_length=settings["max_length"],
+            length_penalty=own.length_penalty)
         with open(os.path.join(model_dir, "translations.txt"), "w",
                   encoding="utf-8") as f:
             f.write("\n".join(translations) + "\n")

@@ -29,14 +29,7 @@ def vocabulary(sentences, size, path):
     line). The reserved tokens come first: `[PAD]`=0, `[UNK]`=1,
     `[START]`=2, `[END]`=3."""
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            tokens = f.read().splitlines()
-        if tokens[:len(RESERVED_TOKENS)] != RESERVED_TOKENS:
-            raise ValueError(f"{path} is not a vocabulary of this model: its "
-                             f"first tokens are {tokens[:4]}, expected "
-                             f"{RESERVED_TOKENS}. Delete it or use another "
-                             "--model_dir.")
-        return tokens
+        return read_vocabulary(path)
     import keras_hub
 
     tokens = keras_hub.tokenizers.compute_word_piece_vocabulary(
@@ -47,6 +40,18 @@ def vocabulary(sentences, size, path):
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("\n".join(tokens) + "\n")
     os.replace(tmp, path)
+    return tokens
+
+
+def read_vocabulary(path):
+    """The tokens of a vocabulary file written by `vocabulary`."""
+    with open(path, encoding="utf-8") as f:
+        tokens = f.read().splitlines()
+    if tokens[:len(RESERVED_TOKENS)] != RESERVED_TOKENS:
+        raise ValueError(f"{path} is not a vocabulary of this model: its "
+                         f"first tokens are {tokens[:4]}, expected "
+                         f"{RESERVED_TOKENS}. Delete it or use another "
+                         "--model_dir.")
     return tokens
 
 

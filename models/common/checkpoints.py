@@ -100,6 +100,30 @@ def restore_newest_readable(checkpoint, checkpoint_dir):
     return None
 
 
+MODEL_VARIABLES = "model_variables"  # the model's entry in a checkpoint
+
+
+def restore_model_variables(model, model_dir):
+    """Restores `model`'s variables alone (not the optimizer's) from the
+    newest checkpoint of the run in `model_dir`, to evaluate a trained model
+    again. Returns the checkpoint's path.
+
+    Raises:
+        ValueError: `model_dir` holds no checkpoint, or one of another model.
+    """
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if path is None:
+        raise ValueError(f"No checkpoint in {model_dir}/checkpoints: pass the "
+                         "--model_dir of a trained run.")
+    checkpoint = tf.train.Checkpoint(**{MODEL_VARIABLES: list(model.variables)})
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(f"{path} is not a checkpoint of this model "
+                         f"({str(error).splitlines()[0][:200]}).") from None
+    return path
+
+
 def check_resume_batch(model_dir, global_batch_size):
     """Refuses to resume checkpoints trained at another global batch: LEGW's
     schedule and the data order are functions of the batch and the step.

@@ -172,8 +172,8 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
     # model.variables explicitly: Keras 3 models track their variables for
     # tf.train.Checkpoint only partly; this list holds every one of them
     # (non-trainable statistics and random-seed states included).
-    trackables = dict(model_variables=list(model.variables),
-                      optimizer=optimizer)
+    trackables = {ckpt.MODEL_VARIABLES: list(model.variables),
+                  "optimizer": optimizer}
     if adaptive_schedule is not None:
         trackables["adaptive_schedule"] = ckpt.JsonState(adaptive_schedule)
     run = _Run(task=task, strategy=strategy, optimizer=optimizer,

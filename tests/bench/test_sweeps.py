@@ -1,6 +1,8 @@
 """The sweeps' bookkeeping behind every published MNIST number: resumable
 rows, table means, seconds to a target, and the recipe study's choices."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -269,3 +271,49 @@ def test_ptb_autowu_plan_passes_its_range_and_cadence_and_records_them(
     row, = sweep_runner.read_rows(str(csv_path))
     assert (row["check_every_epochs"], row["warmup_steps"],
             row["peak_learning_rate"]) == ("0.1", "700", "2.5")
+
+
+def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
+        tmp_path, monkeypatch):
+    """Val at every alpha for batch 128, then test for each trained batch at
+    the alpha of the best val BLEU; a rerun adds nothing; ties go to the
+    smaller alpha."""
+    import sys
+
+    from bench import gnmt_length_penalty as lp
+
+    val_bleu = {0.0: 20.0, 0.2: 21.0, 0.4: 23.5, 0.6: 23.0, 0.8: 22.0,
+                1.0: 21.0}
+    calls = []
+
+    def fake_row(model_dir, split, alpha, data_dir):
+        calls.append((os.path.basename(model_dir), split, alpha))
+        bleu = val_bleu[alpha] if split == "val" else 30.0
+        return dict(split=split, length_penalty=alpha, bleu=bleu,
+                    sacrebleu=bleu, length_ratio=1.0)
+
+    monkeypatch.setattr(lp, "translation_row", fake_row)
+    sweep_csv = tmp_path / "gnmt.csv"
+    for batch in (128, 512, 1024):
+        sweep_runner.append_row(str(sweep_csv), ["schedule", "batch_size",
+                                                 "epochs"],
+                                dict(schedule="legw", batch_size=batch,
+                                     epochs=13.0))
+    sweep_runner.append_row(str(sweep_csv), ["schedule", "batch_size",
+                                             "epochs"],
+                            dict(schedule="legw", batch_size=4096, epochs=5.0))
+    csv_path = tmp_path / "lp.csv"
+    monkeypatch.setattr(sys, "argv", [
+        "gnmt_length_penalty", "--epochs=13", f"--csv={csv_path}",
+        f"--sweep_csv={sweep_csv}", f"--runs_dir={tmp_path}"])
+    lp.main()
+    assert calls == [("gnmt_small_legw_b128_s0_e13", "val", a)
+                     for a in lp.ALPHAS] + [
+        (f"gnmt_small_legw_b{b}_s0_e13", "test", 0.4)
+        for b in (128, 512, 1024)]
+    lp.main()
+    assert len(calls) == 9 and len(sweep_runner.read_rows(str(csv_path))) == 9
+    rows = [dict(split="val", epochs="13.0", length_penalty=str(a), bleu="22")
+            for a in lp.ALPHAS]
+    assert lp.best_alpha(rows, 13.0) == 0.0
+    assert lp.best_alpha(rows[1:], 13.0) is None

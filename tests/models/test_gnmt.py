@@ -145,13 +145,21 @@ def test_beam_of_one_is_greedy_and_finished_beams_pad():
     assert wide.shape == (4, 7) and (wide[:, 0] == 2).all()
 
 
-def _exhaustive_best(model, source, vocabulary, steps):
+def _exhaustive_best(model, source, vocabulary, steps, alpha=0.0):
     """The most likely `steps` tokens after [START] for each source row, by
     scoring every sequence: the sum of the log-softmax of each step's logits,
     where after [END] or a generated padding token only padding may follow,
-    at log-probability 0."""
+    at log-probability 0; divided by GNMT's ((5 + length) / 6) ** alpha,
+    length = the tokens up to the first [END] (included) or padding
+    (excluded)."""
     sequences = np.array(list(itertools.product(range(vocabulary),
                                                 repeat=steps)))
+    lengths = np.full(len(sequences), steps)
+    for i, sequence in enumerate(sequences):
+        stops = np.flatnonzero(np.isin(sequence, [gnmt_input.END_ID,
+                                                   gnmt_input.PAD_ID]))
+        if len(stops):
+            lengths[i] = stops[0] + (sequence[stops[0]] == gnmt_input.END_ID)
     best = []
     for row in range(source.shape[0]):
         src = tf.repeat(source[row:row + 1], len(sequences), axis=0)
@@ -169,7 +177,7 @@ def _exhaustive_best(model, source, vocabulary, steps):
             finished |= np.isin(chosen, [gnmt_input.END_ID,
                                          gnmt_input.PAD_ID])
             token = tf.constant(chosen[:, None], tf.int32)
-        best.append(sequences[np.argmax(score)])
+        best.append(sequences[np.argmax(score / ((5 + lengths) / 6) ** alpha)])
     return np.stack(best)
 
 
@@ -201,6 +209,30 @@ def test_wide_beam_finds_the_exhaustive_best(case):
         assert not np.isin(expected, [END, PAD]).any()
     else:
         assert (expected[:, 0] == END).all() and not expected[:, 1:].any()
+
+
+def test_length_penalty_ranks_every_hypothesis_as_gnmt_does():
+    """A beam of 6^3 = 216 ends holding every 3-token hypothesis, so ranking
+    them by log P / ((5 + length) / 6) ** alpha must give the exhaustive
+    best under that score: here the empty translation at alpha 0, one
+    [END] at alpha 1, three words at alpha 4."""
+    model = _tiny_model(seed=4, vocabulary=6)
+    source = tf.constant(np.random.default_rng(3).integers(4, 6, (4, 4)),
+                         tf.int32)
+    chosen = {}
+    for alpha in (0.0, 1.0, 4.0):
+        beam = gnmt.translate(model, source, beam_width=216, max_length=4,
+                              length_penalty=alpha).numpy()
+        chosen[alpha] = beam[:, 1:]
+        np.testing.assert_array_equal(
+            chosen[alpha], _exhaustive_best(model, source, 6, 3, alpha))
+    assert not chosen[0.0].any()
+    assert (chosen[1.0][:, 0] == gnmt_input.END_ID).all()
+    assert not np.isin(chosen[4.0], [gnmt_input.END_ID,
+                                     gnmt_input.PAD_ID]).any()
+    np.testing.assert_allclose(
+        gnmt.length_normalizer(np.array([1, 7]), 0.6).numpy(),
+        [1.0, 2.0 ** 0.6])
 
 
 def test_bleu_evaluation_over_batches_of_any_length(tmp_path):
@@ -295,6 +327,24 @@ def test_small_run_resumes_and_matches_two_replicas(tmp_path):
                                                    rel=1e-4)
     assert mirrored["test_perplexity"] == pytest.approx(
         resumed["test_perplexity"], rel=1e-3)
+    # The trained run decodes again from its checkpoint and vocabularies
+    # alone, to the same translations and BLEU.
+    again, translations = gnmt.translate_trained(
+        str(tmp_path / "d"), "test", config="tiny", num_pairs=24,
+        beam_width=2)
+    assert translations == lines and again == resumed["test_bleu"]
+
+
+def test_translate_trained_needs_a_trained_run(tmp_path):
+    with pytest.raises(ValueError, match="vocabulary.de.txt does not exist"):
+        gnmt.translate_trained(str(tmp_path), "val")
+    with pytest.raises(ValueError, match="`split` must be one of"):
+        gnmt.translate_trained(str(tmp_path), "train")
+    for language in ("de", "en"):
+        gnmt_input.vocabulary(SENTENCES, 100,
+                              str(tmp_path / f"vocabulary.{language}.txt"))
+    with pytest.raises(ValueError, match="No checkpoint in"):
+        gnmt.translate_trained(str(tmp_path), "val", config="tiny")
 
 
 def test_bad_arguments_and_missing_data(tmp_path, monkeypatch):
