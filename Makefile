@@ -4,7 +4,7 @@
 #   make plan       preview the demo's schedule (and plot it to lr.png)
 #   make bench      the benchmarks: schedule and noise-scale overhead, ResNet-50 images/s
 #   make reproduce  the MNIST-LSTM sweeps of docs/results (hours on a CPU)
-#   make reproduce-sequence  the PTB and GNMT sweeps and throughput (about 2 h)
+#   make reproduce-sequence  the PTB and GNMT sweeps and throughput (about 13 h here)
 #   make bazel-test the test suite under Bazel, offline (needs bazel-bootstrap)
 #   make mutate     mutation testing of keras_legw/ against tests/keras_legw
 #                   (mutmut; hours on two cores, not part of CI)
@@ -57,6 +57,10 @@ reproduce: venv
 	$(PY) -m bench.mnist_plots
 
 reproduce-sequence: venv
+	$(PY) -m bench.ptb_sweep --epochs=13
+	$(PY) -m bench.ptb_sweep --epochs=13 --plan=autowu
+	$(PY) -m bench.gnmt_sweep --epochs=13
+	$(PY) -m bench.gnmt_length_penalty --epochs=13
 	$(PY) -m bench.ptb_sweep --epochs=3
 	$(PY) -m bench.gnmt_sweep --epochs=5
 	$(PY) -m bench.noise_scale_curve --model=ptb_lstm --epochs=2

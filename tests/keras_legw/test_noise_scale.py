@@ -169,6 +169,42 @@ def test_noise_scale_callback_logs_it_during_fit():
         callback.history[1][1].noise_scale, callback.history[3][1].noise_scale]
 
 
+def test_noise_scale_callback_measures_with_successive_seeds():
+    """At a learning rate of 0 the weights never move, so the callback's
+    i-th measurement (at steps 3, 6, 9 of 8-step epochs) is
+    `measure_noise_scale` at those weights with seed `seed + i`; batch logs
+    carry it at those steps only, and an epoch that ends before the first
+    measurement logs none."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2048, 4)).astype("float32")
+    y = (x @ np.ones(4) + rng.normal(size=2048)).astype("float32")[:, None]
+    model = _least_squares_model(np.full(4, 0.3), 4)
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    callback = keras_legw.NoiseScaleCallback(x, y, 16, 256, every_n_steps=9,
+                                             num_estimates=2, seed=5)
+    seen = []
+    logger = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs:
+                                            seen.append(logs.get("noise_scale")))
+    history = model.fit(x, y, batch_size=256, epochs=2, verbose=0,
+                        callbacks=[callback, logger])
+    expected = [keras_legw.measure_noise_scale(
+        model, x, y, 16, 256, num_estimates=2, seed=5 + i).noise_scale
+        for i in range(1)]
+    assert [step for step, _ in callback.history] == [9]
+    assert callback.history[0][1].noise_scale == pytest.approx(expected[0])
+    assert seen == [None] * 8 + [expected[0]] + [None] * 7
+    assert history.history["noise_scale"] == [expected[0]]  # epoch 2 only
+    callback = keras_legw.NoiseScaleCallback(x, y, 16, 256, every_n_steps=3,
+                                             num_estimates=2, seed=5)
+    model.fit(x, y, batch_size=256, epochs=1, verbose=0, callbacks=[callback])
+    assert [r.noise_scale for _, r in callback.history] == pytest.approx([
+        keras_legw.measure_noise_scale(model, x, y, 16, 256, num_estimates=2,
+                                       seed=5 + i).noise_scale
+        for i in range(2)])
+    assert callback.history[0][1].noise_scale != pytest.approx(
+        callback.history[1][1].noise_scale)
+
+
 @pytest.mark.parametrize("small,big,num,argument", [
     (64, 64, 10, "small_batch_size"),
     (0, 64, 10, "small_batch_size"),

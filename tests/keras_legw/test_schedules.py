@@ -30,7 +30,8 @@ CASES = [
     (128, 8192, dict(decay="cosine", end_learning_rate=0.001)),
     (128, 512, dict(decay="constant", scaling="linear")),
     (256, 1024, dict(decay="constant", warmup_scaling="none")),
-    (128, 8192, dict(decay="exponential", decay_rate=0.5, decay_epochs=2.0)),
+    (128, 8192, dict(decay="exponential", decay_rate=0.5, decay_epochs=2.0,
+                     end_learning_rate=0.003)),
     (64, 32, dict(decay="polynomial", scaling="none")),
     (128, 8192, dict(decay="cosine", base_warmup_epochs=0.0)),
 ]
