@@ -205,10 +205,46 @@ def test_noise_scale_callback_measures_with_successive_seeds():
         callback.history[1][1].noise_scale)
 
 
+def test_noise_scale_result_is_the_ratio_only_for_a_positive_gradient():
+    """B_simple = tr(Sigma) / |G|^2 for any |G|^2 > 0 (here 0.5: below 1);
+    NaN when the unbiased |G|^2 estimate is 0 or negative."""
+    assert keras_legw.NoiseScaleResult(0.5, 2.0).noise_scale == 4.0
+    assert math.isnan(keras_legw.NoiseScaleResult(0.0, 2.0).noise_scale)
+    assert math.isnan(keras_legw.NoiseScaleResult(-0.5, 2.0).noise_scale)
+
+
+def test_gradients_are_taken_in_inference_mode_with_the_models_own_loss():
+    """The model runs with training=False and its `compute_loss` gets the
+    inputs and training=False, as `evaluate` would: dropout, batch-norm
+    updates and training-only losses stay out of the measurement."""
+    seen = []
+
+    class Spy(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            seen.append(("layer", training))
+            return inputs
+
+    class SpyModel(keras.Sequential):
+        def compute_loss(self, x=None, y=None, y_pred=None,
+                         sample_weight=None, training=True):
+            seen.append(("loss", x is not None, training))
+            return super().compute_loss(x=x, y=y, y_pred=y_pred,
+                                        training=training)
+
+    model = SpyModel([keras.Input((2,)), Spy(),
+                      keras.layers.Dense(1, use_bias=False)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    seen.clear()  # the symbolic call that built the model
+    keras_legw.measure_noise_scale(model, x, y, 2, 4, num_estimates=1)
+    assert seen == [("layer", False), ("loss", True, False)] * 2
+
+
 @pytest.mark.parametrize("small,big,num,argument", [
     (64, 64, 10, "small_batch_size"),
     (0, 64, 10, "small_batch_size"),
     (8, 5000, 10, "big_batch_size"),  # more than the 100 examples
+    (8, 0, 10, "big_batch_size"),
     (8, 64, 0, "num_estimates"),
 ])
 def test_measure_noise_scale_bad_arguments(small, big, num, argument):
