@@ -240,6 +240,38 @@ def test_gradients_are_taken_in_inference_mode_with_the_models_own_loss():
     assert seen == [("layer", False), ("loss", True, False)] * 2
 
 
+def test_batches_at_their_limits_and_the_defaults():
+    """A big batch of all the examples is allowed; a small batch equal to the
+    big one is refused when the callback is made, not at its first
+    measurement; the defaults are 10 estimates from seed 0."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 2)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    model = _least_squares_model(np.zeros(2), 2)
+    whole = keras_legw.measure_noise_scale(model, x, y, 8, 64)
+    explicit = keras_legw.measure_noise_scale(model, x, y, 8, 64,
+                                              num_estimates=10, seed=0)
+    assert whole.noise_scale == explicit.noise_scale
+    for other in (dict(num_estimates=11), dict(seed=1)):
+        assert keras_legw.measure_noise_scale(
+            model, x, y, 8, 64, **other).noise_scale != whole.noise_scale
+    with pytest.raises(ValueError, match="^Argument `small_batch_size` must "
+                       "be smaller than `big_batch_size`. Received: "
+                       "small_batch_size=64, big_batch_size=64$"):
+        keras_legw.NoiseScaleCallback(x, y, 64, 64, every_n_steps=1)
+
+
+def test_another_backend_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    model = _least_squares_model(np.zeros(2), 2)
+    with pytest.raises(ValueError, match=r"^measure_noise_scale needs the "
+                       r"TensorFlow backend \(it takes gradients with "
+                       r"tf.GradientTape\); this is jax. Measure on "
+                       r"TensorFlow, or inside the zoo's trainer.$"):
+        keras_legw.measure_noise_scale(model, np.ones((8, 2)),
+                                       np.ones((8, 1)), 2, 4)
+
+
 @pytest.mark.parametrize("small,big,num,argument", [
     (64, 64, 10, "small_batch_size"),
     (0, 64, 10, "small_batch_size"),
