@@ -272,6 +272,57 @@ def test_another_backend_is_one_clear_error(monkeypatch):
                                        np.ones((8, 1)), 2, 4)
 
 
+def _measure_numpy(x, y, w, small, big, num_estimates, seed):
+    """measure_noise_scale for MSE least squares, written out in float64:
+    gradient 2/n X^T (X w - y); big batches drawn without replacement by
+    `default_rng(seed).choice`, the small batch their first `small` rows;
+    squared norms averaged over draws, then McCandlish's A.1 estimates."""
+    x, y, w = x.astype(np.float64), y.astype(np.float64), w.astype(np.float64)
+    rng = np.random.default_rng(seed)
+
+    def sq_norm(rows):
+        residual = x[rows] @ w - y[rows]
+        return float(np.sum((2.0 / len(rows) * x[rows].T @ residual) ** 2))
+
+    small_sq, big_sq = [], []
+    for _ in range(num_estimates):
+        rows = rng.choice(len(x), size=big, replace=False)
+        big_sq.append(sq_norm(rows))
+        small_sq.append(sq_norm(rows[:small]))
+    s, b = np.mean(small_sq), np.mean(big_sq)
+    return (big * b - small * s) / (big - small), (s - b) / (1 / small - 1 / big)
+
+
+def test_measure_noise_scale_matches_a_numpy_transcription():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(96, 3)).astype("float32")
+    y = (x @ np.array([1.0, -1.0, 2.0]) + rng.normal(size=96)).astype(
+        "float32")[:, None]
+    model = _least_squares_model(np.array([0.2, -0.4, 0.1]), 3)
+    w = model.layers[0].kernel.numpy()
+    for small, big in ((4, 32), (16, 96)):
+        got = keras_legw.measure_noise_scale(model, x, y, small, big,
+                                             num_estimates=3, seed=7)
+        grad_sq, trace = _measure_numpy(x, y, w, small, big, 3, 7)
+        assert got.grad_sq_norm == pytest.approx(grad_sq, rel=1e-4)
+        assert got.trace_covariance == pytest.approx(trace, rel=1e-4)
+        assert got.noise_scale == pytest.approx(trace / grad_sq, rel=2e-4)
+
+
+def test_uncompiled_models_and_unmatched_data_are_refused():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
+    for not_compiled in (model, object()):
+        with pytest.raises(ValueError, match=r"^Argument `model` must be "
+                           r"compiled with its loss \(model.compile\(loss="
+                           r"...\)\) before measuring.$"):
+            keras_legw.measure_noise_scale(not_compiled, x, y, 2, 4)
+    with pytest.raises(ValueError, match="^Arguments `x` and `y` must hold "
+                       "the same number of examples. Received: 8 and 7$"):
+        keras_legw.measure_noise_scale(_least_squares_model(np.zeros(2), 2),
+                                       x, y[:7], 2, 4)
+
+
 @pytest.mark.parametrize("small,big,num,argument", [
     (64, 64, 10, "small_batch_size"),
     (0, 64, 10, "small_batch_size"),
