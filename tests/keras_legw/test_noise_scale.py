@@ -30,10 +30,21 @@ def test_estimates_broadcast_over_arrays():
     np.testing.assert_allclose(trace, (small - big) / (1 / 10 - 1 / 40))
 
 
-@pytest.mark.parametrize("b_small, b_big", [(8, 8), (16, 8), (0, 8), (-1, 8)])
-def test_batch_sizes_must_be_increasing_and_positive(b_small, b_big):
-    with pytest.raises(ValueError, match="0 < small_batch_size < big_batch_size"
-                       "|`small_batch_size` must be a non-negative"):
+@pytest.mark.parametrize("b_small, b_big, message", [
+    (8, 8, "^Arguments `small_batch_size` and `big_batch_size` must satisfy "
+     "0 < small_batch_size < big_batch_size. Received: small_batch_size=8, "
+     "big_batch_size=8$"),
+    (16, 8, "must satisfy 0 < small_batch_size < big_batch_size. Received: "
+     "small_batch_size=16, big_batch_size=8$"),
+    (0, 8, "must satisfy 0 < small_batch_size"),
+    (-1, 8, "^Argument `small_batch_size` must be a non-negative number. "
+     "Received: small_batch_size=-1$"),
+    (8, -1, "^Argument `big_batch_size` must be a non-negative number. "
+     "Received: big_batch_size=-1$"),
+    (8, float("nan"), "^Argument `big_batch_size` must be a non-negative"),
+])
+def test_batch_sizes_must_be_increasing_and_positive(b_small, b_big, message):
+    with pytest.raises(ValueError, match=message):
         keras_legw.noise_scale_estimates(1.0, 0.5, b_small, b_big)
 
 
