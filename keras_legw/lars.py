@@ -142,7 +142,8 @@ class LARS(keras.optimizers.Optimizer):
         learning_rate = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         if self._use_decay[index] and self.lars_weight_decay > 0:
-            gradient = gradient + ops.cast(self.lars_weight_decay, dtype) * variable
+            gradient = gradient + ops.convert_to_tensor(
+                self.lars_weight_decay, dtype) * variable
         if self._use_adaptation[index]:
             w_norm = ops.sqrt(ops.sum(ops.square(variable)))
             g_norm = ops.sqrt(ops.sum(ops.square(gradient)))
@@ -154,7 +155,9 @@ class LARS(keras.optimizers.Optimizer):
             scaled = learning_rate * ops.cast(trust_ratio, dtype) * gradient
         else:
             scaled = learning_rate * gradient
-        momentum = ops.cast(self.momentum, dtype)
+        # convert_to_tensor, not cast: cast would round a Python float to
+        # float32 (floatx) first, which float64 variables would notice.
+        momentum = ops.convert_to_tensor(self.momentum, dtype)
         velocity = self.momentums[index]
         self.assign(velocity, momentum * velocity + scaled)
         if self.nesterov:
