@@ -217,3 +217,22 @@ def test_float64_variables_update_in_float64():
     for got, want in zip(variables, expected):
         assert got.dtype == "float64"
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-14, atol=0)
+
+
+def test_one_pattern_as_a_string_and_the_slot_names():
+    """A single regex may be given as a string; the momentum slots are named
+    like Keras SGD's (`<variable>_momentum`), which checkpoints rely on."""
+    model = _model()
+    variables = model.trainable_variables
+    as_string = keras_legw.LARS(0.1, exclude_from_weight_decay="bias",
+                                exclude_from_layer_adaptation="head/")
+    as_list = keras_legw.LARS(0.1, exclude_from_weight_decay=["bias"],
+                              exclude_from_layer_adaptation=["head/"])
+    for optimizer in (as_string, as_list):
+        optimizer.build(variables)
+    assert as_string._use_decay == as_list._use_decay == [
+        True, False, True, False]
+    assert as_string._use_adaptation == [True, True, False, False]
+    assert [v.path for v in as_string.variables[2:]] == [
+        "LARS/net_hidden_kernel_momentum", "LARS/net_hidden_bias_momentum",
+        "LARS/net_head_kernel_momentum", "LARS/net_head_bias_momentum"]
