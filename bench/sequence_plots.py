@@ -25,6 +25,7 @@ from bench.sweep_runner import read_rows
 
 RESULTS = "docs/results"
 CURVES_CSV = os.path.join(RESULTS, "sequence_curves.csv")
+GNMT_PENALTY_CSV = os.path.join(RESULTS, "gnmt_length_penalty.csv")
 SWEEPS = {"ptb": ("runs/ptb_sweep", os.path.join(RESULTS, "ptb_sweep.csv")),
           "gnmt": ("runs/gnmt_sweep", os.path.join(RESULTS, "gnmt_sweep.csv"))}
 
@@ -193,6 +194,42 @@ def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
     return "\n".join(lines)
 
 
+def gnmt_budget_table(rows, penalty_rows, epochs, base_batch=128,
+                      base_rate=2e-3, base_warmup=0.25):
+    """GNMT's LEGW rows of one epoch budget as a Markdown table, by batch:
+    LEGW's peak and warmup, the test perplexity, the BLEU of the run itself
+    (no length penalty) and, from `bench.gnmt_length_penalty`'s rows, the
+    test BLEU at the length penalty chosen on val (keras-hub / sacrebleu)
+    with the translations' length ratio; then training seconds, micro-
+    batches and peak memory."""
+    rows = sorted((r for r in rows if float(r["epochs"]) == epochs
+                   and r["schedule"] == "legw"),
+                  key=lambda r: int(r["batch_size"]))
+    tested = {int(r["batch_size"]): r for r in penalty_rows
+              if float(r["epochs"]) == epochs and r["split"] == "test"}
+    lines = ["| batch | peak rate | warmup epochs | steps | test perplexity "
+             "| BLEU, alpha 0 | BLEU at alpha (sacrebleu) | length ratio | "
+             "training seconds | micro-batches | peak memory GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        batch = int(r["batch_size"])
+        k = batch / base_batch
+        chosen = tested.get(batch)
+        penalized = (f"{float(chosen['bleu']):.2f} at "
+                     f"{float(chosen['length_penalty']):g} "
+                     f"({float(chosen['sacrebleu']):.2f})" if chosen else "")
+        lines.append(
+            f"| {batch}{f' ({k:g}x)' if k > 1 else ''} | "
+            f"{base_rate * k ** 0.5:.3g} | {base_warmup * k:g} | {r['steps']} "
+            f"| {float(r['test_perplexity']):.2f} | "
+            f"{float(r['test_bleu']):.2f} | {penalized} | "
+            f"{chosen['length_ratio'] if chosen else ''} | "
+            f"{float(r['wall_seconds']):.0f} | "
+            f"{r.get('gradient_accumulation_steps') or 1} | "
+            f"{r.get('peak_rss_gib') or ''} |")
+    return "\n".join(lines)
+
+
 def main():
     export_curves()
     plot_curves()
@@ -208,6 +245,11 @@ def main():
     for epochs in sorted({float(r["epochs"]) for r in ptb_rows}):
         print(f"\nptb, {epochs:g} epochs:")
         print(ptb_budget_table(ptb_rows, epochs))
+    gnmt_rows = read_rows(SWEEPS["gnmt"][1])
+    penalty_rows = read_rows(GNMT_PENALTY_CSV)
+    for epochs in sorted({float(r["epochs"]) for r in gnmt_rows}):
+        print(f"\ngnmt, {epochs:g} epochs:")
+        print(gnmt_budget_table(gnmt_rows, penalty_rows, epochs))
 
 
 if __name__ == "__main__":

@@ -317,3 +317,27 @@ def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
             for a in lp.ALPHAS]
     assert lp.best_alpha(rows, 13.0) == 0.0
     assert lp.best_alpha(rows[1:], 13.0) is None
+
+
+def test_gnmt_budget_table_pairs_each_run_with_its_length_penalty_row():
+    from bench import sequence_plots
+
+    rows = [dict(schedule="legw", batch_size=b, epochs=e, steps=s,
+                 test_perplexity=p, test_bleu=u, wall_seconds=w,
+                 gradient_accumulation_steps=a, peak_rss_gib=m)
+            for b, e, s, p, u, w, a, m in (
+                ("512", "13.0", "737", "20.5", "21.0", "5000.4", "1", "8.1"),
+                ("128", "13.0", "2951", "16.0", "24.5", "6000", "", ""),
+                ("128", "5", "1133", "38.65", "7.03", "1845.2", "", ""))]
+    penalties = [dict(batch_size="128", epochs="13.0", split="test",
+                      length_penalty="0.6", bleu="26.1", sacrebleu="26.12",
+                      length_ratio="0.98"),
+                 dict(batch_size="128", epochs="13.0", split="val",
+                      length_penalty="0.6", bleu="27", sacrebleu="27",
+                      length_ratio="1")]
+    lines = sequence_plots.gnmt_budget_table(rows, penalties, 13.0).split(
+        "\n")
+    assert lines[2:] == [
+        "| 128 | 0.002 | 0.25 | 2951 | 16.00 | 24.50 | 26.10 at 0.6 (26.12) "
+        "| 0.98 | 6000 | 1 |  |",
+        "| 512 (4x) | 0.004 | 1 | 737 | 20.50 | 21.00 |  |  | 5000 | 1 | 8.1 |"]
