@@ -236,3 +236,15 @@ def test_one_pattern_as_a_string_and_the_slot_names():
     assert [v.path for v in as_string.variables[2:]] == [
         "LARS/net_hidden_kernel_momentum", "LARS/net_hidden_bias_momentum",
         "LARS/net_head_kernel_momentum", "LARS/net_head_bias_momentum"]
+
+
+def test_base_optimizer_arguments_reach_keras():
+    """`global_clipnorm` and friends go to keras.optimizers.Optimizer: with
+    no adaptation and no momentum the step is lr * g * min(1, c / |g|)."""
+    w = keras.Variable(np.array([3.0, 4.0], np.float32), name="w")
+    optimizer = keras_legw.LARS(0.5, momentum=0.0, global_clipnorm=1.0,
+                                exclude_from_layer_adaptation=["w"])
+    optimizer.apply_gradients([(np.array([6.0, 8.0], np.float32), w)])
+    np.testing.assert_allclose(w.numpy(), [3.0 - 0.5 * 0.6, 4.0 - 0.5 * 0.8],
+                               rtol=1e-6)
+    assert optimizer.get_config()["global_clipnorm"] == 1.0
