@@ -7,7 +7,8 @@ The trained runs of `bench.gnmt_sweep` (same `--epochs`) translate again
 from their checkpoints (`models.gnmt.translate_trained`, beam width 4):
 1. the base run (batch 128) translates val at each alpha of ALPHAS;
 2. the alpha with the highest val BLEU (the smallest on a tie) translates
-   test for every run of the sweep.
+   test for every run of the sweep, and so does alpha 0 (the runs' own
+   decoding, so that their BLEU is checked against sacrebleu too).
 Each translation is one row of `docs/results/gnmt_length_penalty.csv`:
 batch_size, epochs, split, length_penalty, bleu (keras-hub's Bleu, as the
 runs report it), sacrebleu (`sacrebleu.corpus_bleu` on the same
@@ -89,7 +90,8 @@ def main():
         args.sweep_csv) if float(r["epochs"]) == args.epochs
         and r["schedule"] == "legw"})
     for batch_size in trained:
-        record(batch_size, "test", alpha)
+        for each in sorted({0.0, alpha}):
+            record(batch_size, "test", each)
 
 
 if __name__ == "__main__":

@@ -197,34 +197,42 @@ def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
 def gnmt_budget_table(rows, penalty_rows, epochs, base_batch=128,
                       base_rate=2e-3, base_warmup=0.25):
     """GNMT's LEGW rows of one epoch budget as a Markdown table, by batch:
-    LEGW's peak and warmup, the test perplexity, the BLEU of the run itself
-    (no length penalty) and, from `bench.gnmt_length_penalty`'s rows, the
-    test BLEU at the length penalty chosen on val (keras-hub / sacrebleu)
-    with the translations' length ratio; then training seconds, micro-
-    batches and peak memory."""
+    LEGW's peak and warmup, the test perplexity, the run's own BLEU (no
+    length penalty) and, from `bench.gnmt_length_penalty`'s rows, sacrebleu
+    on the same decoding and the test BLEU at the length penalty chosen on
+    val, with the translations' length ratio; then training seconds,
+    micro-batches and peak memory."""
+    from bench.gnmt_length_penalty import best_alpha
+
+    alpha = best_alpha(penalty_rows, epochs)
+    tested = {(int(r["batch_size"]), float(r["length_penalty"])): r
+              for r in penalty_rows
+              if float(r["epochs"]) == epochs and r["split"] == "test"}
     rows = sorted((r for r in rows if float(r["epochs"]) == epochs
                    and r["schedule"] == "legw"),
                   key=lambda r: int(r["batch_size"]))
-    tested = {int(r["batch_size"]): r for r in penalty_rows
-              if float(r["epochs"]) == epochs and r["split"] == "test"}
     lines = ["| batch | peak rate | warmup epochs | steps | test perplexity "
-             "| BLEU, alpha 0 | BLEU at alpha (sacrebleu) | length ratio | "
-             "training seconds | micro-batches | peak memory GiB |",
+             "| BLEU (sacrebleu) | BLEU at the val-chosen alpha "
+             f"{'' if alpha is None else f'{alpha:g} '}(sacrebleu) | length "
+             "ratio | training seconds | micro-batches | peak memory GiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         batch = int(r["batch_size"])
         k = batch / base_batch
-        chosen = tested.get(batch)
-        penalized = (f"{float(chosen['bleu']):.2f} at "
-                     f"{float(chosen['length_penalty']):g} "
-                     f"({float(chosen['sacrebleu']):.2f})" if chosen else "")
+        plain, chosen = tested.get((batch, 0.0)), tested.get((batch, alpha))
+        own = f"{float(r['test_bleu']):.2f}"
+        if plain:
+            own += f" ({float(plain['sacrebleu']):.2f})"
+        penalized, ratio = "", ""
+        if chosen:
+            penalized = (f"{float(chosen['bleu']):.2f} "
+                         f"({float(chosen['sacrebleu']):.2f})")
+            ratio = chosen["length_ratio"]
         lines.append(
             f"| {batch}{f' ({k:g}x)' if k > 1 else ''} | "
             f"{base_rate * k ** 0.5:.3g} | {base_warmup * k:g} | {r['steps']} "
-            f"| {float(r['test_perplexity']):.2f} | "
-            f"{float(r['test_bleu']):.2f} | {penalized} | "
-            f"{chosen['length_ratio'] if chosen else ''} | "
-            f"{float(r['wall_seconds']):.0f} | "
+            f"| {float(r['test_perplexity']):.2f} | {own} | {penalized} | "
+            f"{ratio} | {float(r['wall_seconds']):.0f} | "
             f"{r.get('gradient_accumulation_steps') or 1} | "
             f"{r.get('peak_rss_gib') or ''} |")
     return "\n".join(lines)

@@ -276,8 +276,8 @@ def test_ptb_autowu_plan_passes_its_range_and_cadence_and_records_them(
 def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
         tmp_path, monkeypatch):
     """Val at every alpha for batch 128, then test for each trained batch at
-    the alpha of the best val BLEU; a rerun adds nothing; ties go to the
-    smaller alpha."""
+    0 and at the alpha of the best val BLEU; a rerun adds nothing; ties go
+    to the smaller alpha."""
     import sys
 
     from bench import gnmt_length_penalty as lp
@@ -309,10 +309,11 @@ def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
     lp.main()
     assert calls == [("gnmt_small_legw_b128_s0_e13", "val", a)
                      for a in lp.ALPHAS] + [
-        (f"gnmt_small_legw_b{b}_s0_e13", "test", 0.4)
-        for b in (128, 512, 1024)]
+        (f"gnmt_small_legw_b{b}_s0_e13", "test", a)
+        for b in (128, 512, 1024) for a in (0.0, 0.4)]
     lp.main()
-    assert len(calls) == 9 and len(sweep_runner.read_rows(str(csv_path))) == 9
+    assert len(calls) == 12
+    assert len(sweep_runner.read_rows(str(csv_path))) == 12
     rows = [dict(split="val", epochs="13.0", length_penalty=str(a), bleu="22")
             for a in lp.ALPHAS]
     assert lp.best_alpha(rows, 13.0) == 0.0
@@ -329,15 +330,19 @@ def test_gnmt_budget_table_pairs_each_run_with_its_length_penalty_row():
                 ("512", "13.0", "737", "20.5", "21.0", "5000.4", "1", "8.1"),
                 ("128", "13.0", "2951", "16.0", "24.5", "6000", "", ""),
                 ("128", "5", "1133", "38.65", "7.03", "1845.2", "", ""))]
-    penalties = [dict(batch_size="128", epochs="13.0", split="test",
-                      length_penalty="0.6", bleu="26.1", sacrebleu="26.12",
-                      length_ratio="0.98"),
-                 dict(batch_size="128", epochs="13.0", split="val",
-                      length_penalty="0.6", bleu="27", sacrebleu="27",
-                      length_ratio="1")]
+    from bench.gnmt_length_penalty import ALPHAS
+
+    penalties = [dict(batch_size="128", epochs="13.0", split="val",
+                      length_penalty=str(a), bleu=str(20 + (a == 0.6)),
+                      sacrebleu="0", length_ratio="1") for a in ALPHAS]
+    penalties += [dict(batch_size="128", epochs="13.0", split="test",
+                       length_penalty=a, bleu=u, sacrebleu=c, length_ratio=q)
+                  for a, u, c, q in (("0.0", "24.5", "24.51", "0.9"),
+                                     ("0.6", "26.1", "26.12", "0.98"))]
     lines = sequence_plots.gnmt_budget_table(rows, penalties, 13.0).split(
         "\n")
+    assert "BLEU at the val-chosen alpha 0.6 (sacrebleu)" in lines[0]
     assert lines[2:] == [
-        "| 128 | 0.002 | 0.25 | 2951 | 16.00 | 24.50 | 26.10 at 0.6 (26.12) "
+        "| 128 | 0.002 | 0.25 | 2951 | 16.00 | 24.50 (24.51) | 26.10 (26.12) "
         "| 0.98 | 6000 | 1 |  |",
         "| 512 (4x) | 0.004 | 1 | 737 | 20.50 | 21.00 |  |  | 5000 | 1 | 8.1 |"]
