@@ -128,6 +128,9 @@ def test_config_round_trip_with_schedule():
     restored = keras.optimizers.deserialize(config)
     assert isinstance(restored, keras_legw.LARS)
     assert restored.get_config() == optimizer.get_config()
+    assert restored.get_config()["exclude_from_weight_decay"] == [
+        "bias", "batch_norm"]
+    assert restored.get_config()["exclude_from_layer_adaptation"] == ["bias"]
     assert isinstance(restored._learning_rate, keras_legw.LEGW)
 
 

@@ -327,3 +327,13 @@ def test_whole_steps_round_up_once_ignoring_float_noise(epochs, num_examples,
     schedule = keras_legw.LEGW(0.1, batch_size, batch_size, 0.0, num_examples,
                                epochs)
     assert schedule.total_steps == want
+
+
+def test_an_end_rate_equal_to_the_peak_is_a_flat_decay():
+    """end_learning_rate may equal the scaled peak (0.1 * sqrt(4) = 0.2):
+    the rate then stays at the peak after the warmup."""
+    schedule = keras_legw.LEGW(**_kwargs(128, 512, dict(
+        decay="polynomial", end_learning_rate=0.2)))
+    after = np.arange(schedule.warmup_steps, schedule.total_steps + 2, 97)
+    np.testing.assert_allclose([float(schedule(s)) for s in after], 0.2,
+                               rtol=1e-6)
