@@ -337,3 +337,45 @@ def test_an_end_rate_equal_to_the_peak_is_a_flat_decay():
     after = np.arange(schedule.warmup_steps, schedule.total_steps + 2, 97)
     np.testing.assert_allclose([float(schedule(s)) for s in after], 0.2,
                                rtol=1e-6)
+
+
+WHOLE_MESSAGES = [
+    (dict(base_warmup_epochs=25.0, batch_size=128),
+     "Argument `base_warmup_epochs` must give a warmup shorter than "
+     "`total_epochs`; with warmup_scaling='linear' and k=1 the warmup is 25 "
+     "epochs. Use a smaller `base_warmup_epochs`, more `total_epochs` or a "
+     "smaller `batch_size`. Received: base_warmup_epochs=25.0, "
+     "total_epochs=25"),
+    (dict(scaling="noise"),
+     "Argument `noise_scale` is required with scaling='noise' and only "
+     "allowed with it. Received: noise_scale=None with scaling='noise'"),
+    (dict(end_learning_rate=5.0),
+     "Argument `end_learning_rate` must not exceed the peak learning rate "
+     "0.8. Received: end_learning_rate=5.0"),
+    (dict(decay="constant", end_learning_rate=0.1),
+     "Argument `end_learning_rate` is not used by decay='constant'; leave it "
+     "at 0. Received: end_learning_rate=0.1"),
+    (dict(decay="exponential", decay_rate=0.0, decay_epochs=1),
+     "Argument `decay_rate` must be a positive number. Received: "
+     "decay_rate=0.0"),
+    (dict(decay="exponential", decay_rate=1.5, decay_epochs=1),
+     "Argument `decay_rate` must be in (0, 1]. Received: decay_rate=1.5"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", WHOLE_MESSAGES)
+def test_error_messages_whole(overrides, message):
+    """The whole message: what was wrong, what to do, what was received
+    (a warmup equal to the budget is refused too)."""
+    kwargs = dict(_kwargs(128, 8192, {}), **overrides)
+    with pytest.raises(ValueError) as info:
+        keras_legw.LEGW(**kwargs)
+    assert str(info.value) == message
+
+
+def test_limits_that_are_allowed_and_the_default_name():
+    """A decay rate of exactly 1 (no decay) is allowed; the name is LEGW."""
+    schedule = keras_legw.LEGW(**_kwargs(128, 512, dict(
+        decay="exponential", decay_rate=1.0, decay_epochs=1.0)))
+    assert float(schedule(schedule.total_steps)) == pytest.approx(0.2)
+    assert schedule.name == "LEGW" and schedule.get_config()["name"] == "LEGW"
