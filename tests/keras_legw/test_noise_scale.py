@@ -266,6 +266,8 @@ def test_batches_at_their_limits_and_the_defaults():
     for other in (dict(num_estimates=11), dict(seed=1)):
         assert keras_legw.measure_noise_scale(
             model, x, y, 8, 64, **other).noise_scale != whole.noise_scale
+    callback = keras_legw.NoiseScaleCallback(x, y, 8, 64, every_n_steps=1)
+    assert (callback.num_estimates, callback.seed) == (10, 0)
     with pytest.raises(ValueError, match="^Argument `small_batch_size` must "
                        "be smaller than `big_batch_size`. Received: "
                        "small_batch_size=64, big_batch_size=64$"):
