@@ -24,3 +24,28 @@ def test_steps_to_epochs_is_examples_seen_over_the_epoch(
     assert got == pytest.approx(epochs, rel=1e-12)
     back = keras_legw.epochs_to_steps(got, num_examples, batch_size)
     assert back == pytest.approx(steps, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: keras_legw.scaling.scale_learning_rate(0.1, 0),
+     "Argument `k` must be a positive number. Received: k=0"),
+    (lambda: keras_legw.scaling.scale_warmup_epochs(0.2, -2.0),
+     "Argument `k` must be a positive number. Received: k=-2.0"),
+    (lambda: keras_legw.scaling.scale_learning_rate(0.1, 4, "noise"),
+     "Argument `noise_scale_ratio` is required with scaling='noise' and only "
+     "allowed with it. Received: noise_scale_ratio=None with scaling='noise'"),
+    (lambda: keras_legw.scaling.scale_learning_rate(0.1, 4, "noise", 0.0),
+     "Argument `noise_scale_ratio` must be a positive number. Received: "
+     "noise_scale_ratio=0.0"),
+])
+def test_scaling_errors_whole(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_whole_steps_ignores_noise_below_a_millionth_of_a_step():
+    """Rounded to 6 decimals before the ceiling: 4e-7 of a step is float
+    noise (600 steps), 2e-6 is a real part of a step (601)."""
+    assert keras_legw.scaling.whole_steps(600.0000004, 1, 1) == 600
+    assert keras_legw.scaling.whole_steps(600.000002, 1, 1) == 601
