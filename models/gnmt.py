@@ -308,10 +308,20 @@ def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
 SPLITS = ("train", "val", "test")
 
 
+def target_language(source):
+    """The other language of the de/en pair."""
+    return "en" if source == "de" else "de"
+
+
+def vocabulary_path(model_dir, language):
+    """Where a run caches its vocabulary of `language`."""
+    return os.path.join(model_dir, f"vocabulary.{language}.txt")
+
+
 def load_pairs(dataset, source, data_dir):
     """{train, val, test: (source sentences, target sentences)}; Multi30k's
     test is test_2016_flickr, WMT16's val is newstest2015."""
-    target = "en" if source == "de" else "de"
+    target = target_language(source)
     if dataset == "multi30k":
         splits = gnmt_input.load_multi30k(source, target, data_dir)
         return {"train": splits["train"], "val": splits["val"],
@@ -336,10 +346,9 @@ def translate_trained(model_dir, split, *, config="small",
         raise ValueError(f"Argument `split` must be one of {SPLITS[1:]}. "
                          f"Received: split={split!r}")
     settings = CONFIGS[config]
-    target = "en" if source == "de" else "de"
     tokenizers = []
-    for language in (source, target):
-        path = os.path.join(model_dir, f"vocabulary.{language}.txt")
+    for language in (source, target_language(source)):
+        path = vocabulary_path(model_dir, language)
         if not os.path.exists(path):
             raise ValueError(f"{path} does not exist: pass the --model_dir "
                              "of a trained GNMT run.")
@@ -379,12 +388,11 @@ def run(**kwargs):
     text = load_pairs(own.dataset, source, options.data_dir)
     train_text = [side[:own.num_train_pairs] for side in text["train"]]
     test_text = [side[:own.num_test_pairs] for side in text["test"]]
-    target = "en" if source == "de" else "de"
     tokenizers, train_pairs, test_pairs = [], [], []
-    for side, language in enumerate((source, target)):
+    for side, language in enumerate((source, target_language(source))):
         tokens = gnmt_input.vocabulary(
             train_text[side], settings["vocabulary_size"],
-            os.path.join(model_dir, f"vocabulary.{language}.txt"))
+            vocabulary_path(model_dir, language))
         tokenizers.append(gnmt_input.tokenizer(tokens))
         for text_split, pairs in ((train_text, train_pairs),
                                   (test_text, test_pairs)):
