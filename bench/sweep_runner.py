@@ -61,10 +61,10 @@ def append_row(csv_path, columns, row):
         writer.writerow(row)
 
 
-def sweep_arguments(doc, *, epochs, csv_path, runs_dir, plans=()):
-    """The arguments every sweep takes (parsed): --epochs (the equal budget),
-    --seed, --csv, --runs_dir, --data_dir, --workers, and --plan (one of
-    `plans`, the first by default) where a sweep has several."""
+def sweep_parser(doc, *, epochs, csv_path, runs_dir, plans=()):
+    """The parser of the arguments every sweep takes: --epochs (the equal
+    budget), --seed, --csv, --runs_dir, --data_dir, --workers, and --plan
+    (one of `plans`, the first by default) where a sweep has several."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     if plans:
         parser.add_argument("--plan", choices=plans, default=plans[0])
@@ -75,6 +75,12 @@ def sweep_arguments(doc, *, epochs, csv_path, runs_dir, plans=()):
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--workers", type=int, default=1,
                         help="runs trained at the same time (one process each)")
+    return parser
+
+
+def sweep_arguments(doc, **kwargs):
+    """`sweep_parser(doc, **kwargs)`'s arguments and --batch_sizes, parsed."""
+    parser = sweep_parser(doc, **kwargs)
     parser.add_argument("--batch_sizes", type=lambda text: [
                             int(b) for b in text.split(",")], default=None,
                         help="train only the plan's runs at these batch sizes "

@@ -75,6 +75,10 @@ class Options:
         0.0, "GNMT's length penalty alpha: the beam search's final "
         "hypotheses rank by log P / ((5 + length) / 6) ** alpha; 0 ranks by "
         "log P alone.", check=NON_NEGATIVE)
+    dropout: Optional[float] = option(
+        None, "Dropout rate of the embeddings and of every LSTM layer's "
+        "output; default: the config's (0.2).",
+        check=optional((lambda v: 0 <= v < 1, "must be in [0, 1)")))
     num_train_pairs: Optional[int] = option(
         None, "Train on the first N pairs only (smoke runs).",
         check=optional(POSITIVE))
@@ -367,6 +371,15 @@ def translate_trained(model_dir, split, *, config="small",
                          length_penalty=length_penalty)
 
 
+def model_settings(config, dropout=None):
+    """The `CONFIGS` entry `config`, its dropout replaced by `dropout` unless
+    that is None."""
+    settings = dict(CONFIGS[config])
+    if dropout is not None:
+        settings["dropout"] = dropout
+    return settings
+
+
 def default_model_dir(config, schedule, batch_size, seed):
     return os.path.join("runs", f"gnmt_{config}_{schedule}_b{batch_size}_s{seed}")
 
@@ -379,7 +392,7 @@ def run(**kwargs):
     `common_flags.CommonOptions` by name; the base hyperparameters default
     to `BASE`."""
     own, options = common_flags.run_options(Options, BASE, kwargs)
-    settings, source = CONFIGS[own.config], own.source
+    settings, source = model_settings(own.config, own.dropout), own.source
     tf_strategy = distribute.make_strategy(options.strategy, options.tpu,
                                            options.num_cpu_devices)
     common_flags.set_seed(options.seed, options.deterministic)
