@@ -346,3 +346,48 @@ def test_gnmt_budget_table_pairs_each_run_with_its_length_penalty_row():
         "| 128 | 0.002 | 0.25 | 2951 | 16.00 | 24.50 (24.51) | 26.10 (26.12) "
         "| 0.98 | 6000 | 1 |  |",
         "| 512 (4x) | 0.004 | 1 | 737 | 20.50 | 21.00 |  |  | 5000 | 1 | 8.1 |"]
+
+
+def test_gnmt_tuning_trains_each_candidate_at_128_and_records_val_bleu(
+        tmp_path, monkeypatch):
+    """Every (rate, dropout) of the grid trains at the base batch with that
+    rate and dropout, its row carries the val BLEU of its own run, and a
+    rerun trains nothing again."""
+    import sys
+
+    from bench import gnmt_tuning
+    from models import gnmt
+
+    calls, translated = [], []
+
+    def fake_run(module, kwargs):
+        calls.append(kwargs)
+        return dict(test_bleu=20.0, test_perplexity=9.0, steps=10,
+                    train_seconds=5.0, tokens_per_second=100.0,
+                    peak_rss_gib=4.0)
+
+    def fake_translate(model_dir, split, data_dir=None):
+        translated.append((os.path.basename(model_dir), split))
+        return 10.0 + len(translated), []
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    monkeypatch.setattr(gnmt, "translate_trained", fake_translate)
+    csv_path = tmp_path / "tuning.csv"
+    monkeypatch.setattr(sys, "argv", [
+        "gnmt_tuning", "--epochs=13", f"--csv={csv_path}",
+        f"--runs_dir={tmp_path / 'runs'}", "--learning_rates=0.002,0.004",
+        "--dropouts=0.1"])
+    gnmt_tuning.main()
+    gnmt_tuning.main()
+    assert [(c["batch_size"], c["base_learning_rate"], c["dropout"],
+             c["epochs"]) for c in calls] == [(128, 0.002, 0.1, 13.0),
+                                              (128, 0.004, 0.1, 13.0)]
+    assert [os.path.basename(c["model_dir"]) for c in calls] == [
+        name for name, _ in translated] == [
+        "gnmt_small_b128_lr0.002_d0.1_s0_e13",
+        "gnmt_small_b128_lr0.004_d0.1_s0_e13"]
+    assert {split for _, split in translated} == {"val"}
+    rows = sweep_runner.read_rows(str(csv_path))
+    assert [(r["base_learning_rate"], r["val_bleu"], r["test_bleu"])
+            for r in rows] == [("0.002", "11.0", "20.0"),
+                               ("0.004", "12.0", "20.0")]

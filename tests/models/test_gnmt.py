@@ -335,6 +335,22 @@ def test_small_run_resumes_and_matches_two_replicas(tmp_path):
     assert translations == lines and again == resumed["test_bleu"]
 
 
+def test_dropout_option_reaches_the_model_and_leaves_the_config(
+        tmp_path, monkeypatch):
+    built = []
+    build_model = gnmt.build_model
+
+    def spy(config, *sizes):
+        built.append(config["dropout"])
+        return build_model(config, *sizes)
+
+    monkeypatch.setattr(gnmt, "build_model", spy)
+    _run(tmp_path, "dropout", dropout=0.35, max_steps=1, num_cpu_devices=1)
+    assert built and set(built) == {0.35}
+    assert gnmt.CONFIGS["tiny"]["dropout"] == TINY["dropout"] != 0.35
+    assert gnmt.model_settings("tiny")["dropout"] == TINY["dropout"]
+
+
 def test_translate_trained_needs_a_trained_run(tmp_path):
     with pytest.raises(ValueError, match="vocabulary.de.txt does not exist"):
         gnmt.translate_trained(str(tmp_path), "val")
@@ -352,6 +368,8 @@ def test_bad_arguments_and_missing_data(tmp_path, monkeypatch):
         _run(tmp_path, "a", config="huge")
     with pytest.raises(ValueError, match="--beam_width must be >= 1"):
         _run(tmp_path, "b", beam_width=0)
+    with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\)"):
+        _run(tmp_path, "c", dropout=1.0)
     with pytest.raises(ValueError, match="at least 2 layers"):
         gnmt.GNMT(10, 10, layers=1, units=8, dropout=0.0)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nothing"))
