@@ -2,6 +2,8 @@
 base batch and then applied to every batch of the sweep (no retuning).
 
     python -m bench.gnmt_length_penalty --epochs=13
+    python -m bench.gnmt_length_penalty --epochs=13 \
+        --base_learning_rate=0.002 --dropout=0.2     # the base before tuning
 
 The trained runs of `bench.gnmt_sweep` (same `--epochs`) translate again
 from their checkpoints (`models.gnmt.translate_trained`, beam width 4):
@@ -10,8 +12,9 @@ from their checkpoints (`models.gnmt.translate_trained`, beam width 4):
    test for every run of the sweep, and so does alpha 0 (the runs' own
    decoding, so that their BLEU is checked against sacrebleu too).
 Each translation is one row of `docs/results/gnmt_length_penalty.csv`:
-batch_size, epochs, split, length_penalty, bleu (keras-hub's Bleu, as the
-runs report it), sacrebleu (`sacrebleu.corpus_bleu` on the same
+batch_size, epochs, base_learning_rate, dropout (the sweep's base, as
+`bench.gnmt_sweep` takes it), split, length_penalty, bleu (keras-hub's Bleu,
+as the runs report it), sacrebleu (`sacrebleu.corpus_bleu` on the same
 translations: 13a tokenization, case-sensitive) and length_ratio
 (translation over reference length, sacrebleu's). Finished rows are skipped
 on a rerun. Needs `pip install sacrebleu` (in the test extras).
@@ -24,8 +27,8 @@ import os
 from bench import gnmt_sweep, sweep_runner
 
 ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-COLUMNS = ["batch_size", "epochs", "split", "length_penalty", "bleu",
-           "sacrebleu", "length_ratio"]
+COLUMNS = ["batch_size", "epochs", "base_learning_rate", "dropout", "split",
+           "length_penalty", "bleu", "sacrebleu", "length_ratio"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,11 +56,19 @@ def translation_row(model_dir, split, alpha, data_dir):
                 length_ratio=round(checked.sys_len / checked.ref_len, 3))
 
 
-def best_alpha(rows, epochs):
-    """The alpha of the highest val BLEU among `rows` at `epochs` (the
-    smallest alpha on a tie); None until every alpha of ALPHAS has its row."""
+def of_sweep(row, epochs, base):
+    """Whether a CSV row belongs to the sweep of `epochs` at `base` (base
+    learning rate, dropout)."""
+    return (float(row["epochs"]) == epochs and
+            (float(row["base_learning_rate"]), float(row["dropout"])) == base)
+
+
+def best_alpha(rows, epochs, base):
+    """The alpha of the highest val BLEU among the `rows` of the sweep of
+    `epochs` at `base` (the smallest alpha on a tie); None until every alpha
+    of ALPHAS has its row."""
     val = {float(r["length_penalty"]): float(r["bleu"]) for r in rows
-           if r["split"] == "val" and float(r["epochs"]) == epochs}
+           if r["split"] == "val" and of_sweep(r, epochs, base)}
     if set(ALPHAS) - set(val):
         return None
     return max(ALPHAS, key=lambda alpha: (val[alpha], -alpha))
@@ -67,36 +78,36 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", default="docs/results/gnmt_length_penalty.csv")
+    parser.add_argument("--csv",
+                        default="docs/results/gnmt_length_penalty.csv")
     parser.add_argument("--sweep_csv", default="docs/results/gnmt_sweep.csv")
     parser.add_argument("--runs_dir", default="runs/gnmt_sweep")
     parser.add_argument("--data_dir", default=None)
+    gnmt_sweep.add_base_arguments(parser)
     args = parser.parse_args()
-
-    def model_dir(batch_size):
-        return os.path.join(args.runs_dir, gnmt_sweep.run_name(
-            batch_size, args.seed, args.epochs))
+    base = gnmt_sweep.base_of(args)
 
     def done(batch_size, split, alpha):
         return any(int(r["batch_size"]) == batch_size and r["split"] == split
                    and float(r["length_penalty"]) == alpha
-                   and float(r["epochs"]) == args.epochs
+                   and of_sweep(r, args.epochs, base)
                    for r in sweep_runner.read_rows(args.csv))
 
     def record(batch_size, split, alpha):
         if not done(batch_size, split, alpha):
-            row = translation_row(model_dir(batch_size), split, alpha,
-                                  args.data_dir)
+            model_dir = os.path.join(args.runs_dir, gnmt_sweep.run_name(
+                batch_size, args.seed, args.epochs, *base))
+            row = translation_row(model_dir, split, alpha, args.data_dir)
             sweep_runner.append_row(args.csv, COLUMNS, dict(
-                row, batch_size=batch_size, epochs=args.epochs))
+                row, batch_size=batch_size, epochs=args.epochs,
+                base_learning_rate=base[0], dropout=base[1]))
             print(row, flush=True)
 
-    base = gnmt_sweep.BATCH_SIZES[0]
     for alpha in ALPHAS:
-        record(base, "val", alpha)
-    alpha = best_alpha(sweep_runner.read_rows(args.csv), args.epochs)
+        record(gnmt_sweep.BATCH_SIZES[0], "val", alpha)
+    alpha = best_alpha(sweep_runner.read_rows(args.csv), args.epochs, base)
     trained = sorted({int(r["batch_size"]) for r in sweep_runner.read_rows(
-        args.sweep_csv) if float(r["epochs"]) == args.epochs
+        args.sweep_csv) if of_sweep(r, args.epochs, base)
         and r["schedule"] == "legw"})
     for batch_size in trained:
         for each in sorted({0.0, alpha}):

@@ -1,7 +1,7 @@
 """GNMT's base hyperparameters tuned at the base batch (128) only, chosen on
 Multi30k's val split, before any large-batch run uses them.
 
-    python -m bench.gnmt_tuning --epochs=13 --learning_rates=0.004,0.008 \
+    python -m bench.gnmt_tuning --epochs=13 --learning_rates=0.004,0.006 \
         --dropouts=0.1 --workers=2
 
 Trains one run per (base learning rate, dropout) of the grid at batch 128
@@ -12,15 +12,18 @@ appended at once to `docs/results/gnmt_tuning.csv`: base_learning_rate,
 dropout, epochs, seed, val_bleu (the choice is the highest), test_bleu and
 test_perplexity (reported, not chosen on), steps, wall_seconds (training
 seconds; contended when --workers=2) and tokens_per_second. Rerunning skips
-finished candidates. The base in use before tuning (2e-3, dropout 0.2) is
-the 13-epoch row of `docs/results/gnmt_sweep.csv` at batch 128.
+finished candidates. A candidate's run is named as `bench.gnmt_sweep` names
+its base-batch run at that base (in the same runs_dir), so the sweep at the
+chosen base reuses it instead of training batch 128 again. The base before
+tuning (2e-3, dropout 0.2) has its val BLEU at alpha 0 in
+`docs/results/gnmt_length_penalty.csv`.
 """
 
 import functools
 import os
 import threading
 
-from bench import sweep_runner
+from bench import gnmt_sweep, sweep_runner
 
 BATCH_SIZE = 128
 # Candidates train in child processes; their val translations run in this
@@ -32,16 +35,12 @@ def floats(text):
     return [float(value) for value in text.split(",")]
 
 
-def run_name(learning_rate, dropout, seed, epochs):
-    return (f"gnmt_small_b{BATCH_SIZE}_lr{learning_rate:g}_d{dropout:g}"
-            f"_s{seed}_e{epochs:g}")
-
-
 def train_candidate(args, learning_rate, dropout):
     """Trains one candidate, translates val and appends its row."""
     from models import gnmt
 
-    name = run_name(learning_rate, dropout, args.seed, args.epochs)
+    name = gnmt_sweep.run_name(BATCH_SIZE, args.seed, args.epochs,
+                               learning_rate, dropout)
     model_dir = os.path.join(args.runs_dir, name)
     results = sweep_runner.run_in_child("gnmt", dict(
         config="small", batch_size=BATCH_SIZE, seed=args.seed,
@@ -62,18 +61,17 @@ def train_candidate(args, learning_rate, dropout):
 def main():
     parser = sweep_runner.sweep_parser(
         __doc__, epochs=13, csv_path="docs/results/gnmt_tuning.csv",
-        runs_dir="runs/gnmt_tuning")
+        runs_dir="runs/gnmt_sweep")
     parser.add_argument("--learning_rates", type=floats, required=True,
                         help="base learning rates (comma-separated)")
     parser.add_argument("--dropouts", type=floats, required=True,
                         help="dropout rates (comma-separated)")
     args = parser.parse_args()
-    done = {run_name(float(r["base_learning_rate"]), float(r["dropout"]),
-                     int(r["seed"]), float(r["epochs"]))
-            for r in sweep_runner.read_rows(args.csv)}
+    done = {gnmt_sweep.row_name(r) for r in sweep_runner.read_rows(args.csv)}
     jobs = [functools.partial(train_candidate, args, rate, dropout)
             for rate in args.learning_rates for dropout in args.dropouts
-            if run_name(rate, dropout, args.seed, args.epochs) not in done]
+            if gnmt_sweep.run_name(BATCH_SIZE, args.seed, args.epochs, rate,
+                                   dropout) not in done]
     sweep_runner.run_all(jobs, args.workers)
 
 

@@ -19,6 +19,7 @@ import csv
 import glob
 import json
 import os
+import re
 
 from bench.plot_style import SCHEDULE_COLORS, SCHEDULE_NAMES, plain_log_ticks
 from bench.sweep_runner import read_rows
@@ -31,8 +32,8 @@ SWEEPS = {"ptb": ("runs/ptb_sweep", os.path.join(RESULTS, "ptb_sweep.csv")),
 
 
 def export_curves():
-    """Copies the runs' per-epoch test perplexities into CURVES_CSV (runs
-    no longer on disk keep their earlier rows)."""
+    """Copies the finished runs' per-epoch test perplexities into CURVES_CSV
+    (runs no longer on disk keep their earlier rows)."""
     rows = {}
     if os.path.exists(CURVES_CSV):
         for row in read_rows(CURVES_CSV):
@@ -41,6 +42,9 @@ def export_curves():
         for path in sorted(glob.glob(os.path.join(runs_dir, "*",
                                                   "history.json"))):
             name = os.path.basename(os.path.dirname(path))
+            if not os.path.exists(os.path.join(os.path.dirname(path),
+                                               "results.json")):
+                continue  # unfinished: its curve waits for its end
             with open(path) as f:
                 rows[(sweep, name)] = [dict(
                     sweep=sweep, run=name, epoch=round(e["epoch"], 4),
@@ -57,19 +61,35 @@ def export_curves():
 
 
 LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")  # one per base (GNMT's rate and dropout)
 PERPLEXITY_TICKS = (20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000,
                     3000, 5000)
 FINE_PERPLEXITY_TICKS = tuple(range(60, 300, 10))
 
 
+RUN_NAME = re.compile(r"[a-z]+_[a-z0-9]+_(?P<schedule>[a-z]+)_b(?P<batch>\d+)"
+                      r"(?:_lr(?P<rate>[^_]+)_d(?P<dropout>[^_]+))?_s\d+"
+                      r"_e(?P<epochs>[^_]+)$")
+
+
 def run_label(run):
-    """(schedule, batch, legend text) of a run folder name such as
-    `ptb_small_legw_b80_s0_e3`."""
-    head, batch, _, epochs = run.rsplit("_", 3)
-    schedule = head.split("_", 2)[2]
-    return (schedule, int(batch[1:]),
-            f"{SCHEDULE_NAMES.get(schedule, schedule)}, batch {batch[1:]} "
-            f"({epochs[1:]} epochs)")
+    """(schedule, batch, base, legend text) of a run folder name such as
+    `ptb_small_legw_b80_s0_e3` or, with its base rate and dropout,
+    `gnmt_small_legw_b512_lr0.004_d0.1_s0_e13` (base: its rate and dropout
+    as written, or None)."""
+    match = RUN_NAME.match(run)
+    if not match:
+        raise ValueError(f"{run!r} is not a sweep's run name")
+    schedule, batch = match["schedule"], int(match["batch"])
+    base = (match["rate"], match["dropout"]) if match["rate"] else None
+    return (schedule, batch, base,
+            f"{SCHEDULE_NAMES.get(schedule, schedule)}, batch {batch} "
+            f"({match['epochs']} epochs{base_text(base)})")
+
+
+def base_text(base):
+    """", base rate R, dropout D" of a (rate, dropout) base; "" for None."""
+    return f", base rate {base[0]}, dropout {base[1]}" if base else ""
 
 
 def plot_curves():
@@ -90,12 +110,15 @@ def plot_curves():
         longest = max((run.rsplit("_e", 1)[1] for run in runs), key=float)
         runs = {run: points for run, points in runs.items()
                 if run.rsplit("_e", 1)[1] == longest}
-        batches = sorted({run_label(run)[1] for run in runs})
+        labels = {run: run_label(run) for run in runs}
+        batches = sorted({label[1] for label in labels.values()})
+        bases = sorted({label[2] for label in labels.values()}, key=str)
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        for run, points in sorted(runs.items(), key=lambda kv: run_label(
-                kv[0])[1]):
-            schedule, batch, label = run_label(run)
-            ax.plot(*zip(*points), marker="o", label=label,
+        for run, points in sorted(runs.items(), key=lambda kv: (
+                labels[kv[0]][1], str(labels[kv[0]][2]))):
+            schedule, batch, base, label = labels[run]
+            ax.plot(*zip(*points), label=label,
+                    marker=MARKERS[bases.index(base) % 4],
                     color=SCHEDULE_COLORS.get(schedule, "black"),
                     linestyle=LINESTYLES[batches.index(batch) % 4])
         ax.set(xlabel="epoch", ylabel="test perplexity", yscale="log",
@@ -124,16 +147,19 @@ def plot_sweeps():
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        for epochs in sorted({r["epochs"] for r in rows}, key=float):
-            for schedule in sorted({r["schedule"] for r in rows}):
-                points = sorted((int(r["batch_size"]), float(r[metric]))
-                                for r in rows if r["schedule"] == schedule
-                                and r["epochs"] == epochs)
-                if points:
-                    ax.plot(*zip(*points), marker="o",
-                            color=SCHEDULE_COLORS.get(schedule, "black"),
-                            label=f"{SCHEDULE_NAMES.get(schedule, schedule)}"
-                                  f", {float(epochs):g} epochs")
+        runs = collections.defaultdict(list)
+        for r in rows:
+            base = ((r["base_learning_rate"], r["dropout"])
+                    if r.get("base_learning_rate") else None)
+            runs[(float(r["epochs"]), str(base), base, r["schedule"])].append(
+                (int(r["batch_size"]), float(r[metric])))
+        bases = sorted({key[1] for key in runs})
+        for (epochs, key, base, schedule), points in sorted(runs.items()):
+            ax.plot(*zip(*sorted(points)),
+                    marker=MARKERS[bases.index(key) % 4],
+                    color=SCHEDULE_COLORS.get(schedule, "black"),
+                    label=f"{SCHEDULE_NAMES.get(schedule, schedule)}, "
+                          f"{epochs:g} epochs{base_text(base)}")
         ax.set(xscale="log", xlabel="global batch size", ylabel=label,
                title=f"{sweep.upper()}: {label} against batch size")
         plain_log_ticks(ax.xaxis, {int(r["batch_size"]) for r in rows})
@@ -194,23 +220,32 @@ def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
     return "\n".join(lines)
 
 
-def gnmt_budget_table(rows, penalty_rows, epochs, base_batch=128,
-                      base_rate=2e-3, base_warmup=0.25):
-    """GNMT's LEGW rows of one epoch budget as a Markdown table, by batch:
-    LEGW's peak and warmup, the test perplexity, the run's own BLEU (no
-    length penalty) and, from `bench.gnmt_length_penalty`'s rows, sacrebleu
-    on the same decoding and the test BLEU at the length penalty chosen on
-    val, with the translations' length ratio; then training seconds,
-    micro-batches and peak memory."""
-    from bench.gnmt_length_penalty import best_alpha
+def gnmt_sweeps(rows):
+    """(epochs, (base learning rate, dropout)) of each GNMT sweep in the
+    rows of `docs/results/gnmt_sweep.csv`, sorted."""
+    return sorted({(float(r["epochs"]), (float(r["base_learning_rate"]),
+                                         float(r["dropout"]))) for r in rows})
 
-    alpha = best_alpha(penalty_rows, epochs)
+
+def gnmt_budget_table(rows, penalty_rows, epochs, base, base_batch=128,
+                      base_warmup=0.25):
+    """GNMT's LEGW rows of the sweep of `epochs` at `base` (base learning
+    rate, dropout) as a Markdown table, by batch: LEGW's peak and warmup,
+    the test perplexity, the run's own BLEU (no length penalty) and, from
+    `bench.gnmt_length_penalty`'s rows, sacrebleu on the same decoding and
+    the test BLEU at the length penalty chosen on val, with the
+    translations' length ratio; then training seconds, micro-batches and
+    peak memory."""
+    from bench.gnmt_length_penalty import best_alpha, of_sweep
+
+    alpha = best_alpha(penalty_rows, epochs, base)
     tested = {(int(r["batch_size"]), float(r["length_penalty"])): r
               for r in penalty_rows
-              if float(r["epochs"]) == epochs and r["split"] == "test"}
-    rows = sorted((r for r in rows if float(r["epochs"]) == epochs
+              if of_sweep(r, epochs, base) and r["split"] == "test"}
+    rows = sorted((r for r in rows if of_sweep(r, epochs, base)
                    and r["schedule"] == "legw"),
                   key=lambda r: int(r["batch_size"]))
+    base_rate = base[0]
     lines = ["| batch | peak rate | warmup epochs | steps | test perplexity "
              "| BLEU (sacrebleu) | BLEU at the val-chosen alpha "
              f"{'' if alpha is None else f'{alpha:g} '}(sacrebleu) | length "
@@ -255,9 +290,10 @@ def main():
         print(ptb_budget_table(ptb_rows, epochs))
     gnmt_rows = read_rows(SWEEPS["gnmt"][1])
     penalty_rows = read_rows(GNMT_PENALTY_CSV)
-    for epochs in sorted({float(r["epochs"]) for r in gnmt_rows}):
-        print(f"\ngnmt, {epochs:g} epochs:")
-        print(gnmt_budget_table(gnmt_rows, penalty_rows, epochs))
+    for epochs, base in gnmt_sweeps(gnmt_rows):
+        print(f"\ngnmt, {epochs:g} epochs, base rate {base[0]:g}, dropout "
+              f"{base[1]:g}:")
+        print(gnmt_budget_table(gnmt_rows, penalty_rows, epochs, base))
 
 
 if __name__ == "__main__":

@@ -78,9 +78,12 @@ def sweep_parser(doc, *, epochs, csv_path, runs_dir, plans=()):
     return parser
 
 
-def sweep_arguments(doc, **kwargs):
-    """`sweep_parser(doc, **kwargs)`'s arguments and --batch_sizes, parsed."""
+def sweep_arguments(doc, *, add_arguments=None, **kwargs):
+    """`sweep_parser(doc, **kwargs)`'s arguments, --batch_sizes and those
+    `add_arguments(parser)` adds, parsed."""
     parser = sweep_parser(doc, **kwargs)
+    if add_arguments:
+        add_arguments(parser)
     parser.add_argument("--batch_sizes", type=lambda text: [
                             int(b) for b in text.split(",")], default=None,
                         help="train only the plan's runs at these batch sizes "

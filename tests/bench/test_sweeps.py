@@ -215,31 +215,45 @@ def test_mnist_curves_keep_the_runs_no_longer_on_disk(tmp_path):
 def test_gnmt_sweep_trains_1024_in_micro_batches_and_records_memory(
         tmp_path, monkeypatch):
     """Batches above 512 go in micro-batches of 512; each row has the
-    accumulation and the child's peak memory."""
+    accumulation, the base and the child's peak memory (empty when the child
+    found the run finished and trained nothing); the base is models.gnmt's
+    unless named, and a sweep at another base trains its own runs."""
     import sys
 
     from bench import gnmt_sweep
+    from models import gnmt
 
     calls = []
 
     def fake_run(module, kwargs):
         calls.append(kwargs)
+        resumed = 10 if kwargs["batch_size"] == 128 else 0
         return dict(test_bleu=20.0, test_perplexity=9.0, steps=10,
-                    train_seconds=5.0, tokens_per_second=100.0,
-                    peak_rss_gib=13.44)
+                    resumed_from_step=resumed, train_seconds=5.0,
+                    tokens_per_second=100.0, peak_rss_gib=13.44)
 
     monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
     csv_path = tmp_path / "gnmt.csv"
-    monkeypatch.setattr(sys, "argv", [
-        "gnmt_sweep", "--epochs=2", f"--csv={csv_path}",
-        f"--runs_dir={tmp_path / 'runs'}", "--batch_sizes=128,1024"])
+    arguments = ["gnmt_sweep", "--epochs=2", f"--csv={csv_path}",
+                 f"--runs_dir={tmp_path / 'runs'}", "--batch_sizes=128,1024"]
+    monkeypatch.setattr(sys, "argv", arguments)
     gnmt_sweep.main()
-    assert [(c["batch_size"], c["gradient_accumulation_steps"])
-            for c in calls] == [(128, 1), (1024, 2)]
+    monkeypatch.setattr(sys, "argv", arguments + ["--dropout=0.3"])
+    gnmt_sweep.main()
+    gnmt_sweep.main()
+    rate, dropout = (gnmt.BASE["base_learning_rate"],
+                     gnmt.CONFIGS["small"]["dropout"])
+    assert [(c["batch_size"], c["gradient_accumulation_steps"],
+             c["base_learning_rate"], c["dropout"]) for c in calls] == [
+        (128, 1, rate, dropout), (1024, 2, rate, dropout),
+        (128, 1, rate, 0.3), (1024, 2, rate, 0.3)]
+    assert os.path.basename(calls[3]["model_dir"]) == \
+        f"gnmt_small_legw_b1024_lr{rate:g}_d0.3_s0_e2"
     rows = sweep_runner.read_rows(str(csv_path))
     assert [(r["batch_size"], r["gradient_accumulation_steps"],
-             r["peak_rss_gib"]) for r in rows] == [
-        ("128", "1", "13.4"), ("1024", "2", "13.4")]
+             r["peak_rss_gib"], r["dropout"]) for r in rows] == [
+        ("128", "1", "", str(dropout)), ("1024", "2", "13.4", str(dropout)),
+        ("128", "1", "", "0.3"), ("1024", "2", "13.4", "0.3")]
     assert [gnmt_sweep.accumulation_steps(b) for b in (128, 512, 513, 2048)] \
         == [1, 1, 2, 4]
 
@@ -276,8 +290,8 @@ def test_ptb_autowu_plan_passes_its_range_and_cadence_and_records_them(
 def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
         tmp_path, monkeypatch):
     """Val at every alpha for batch 128, then test for each trained batch at
-    0 and at the alpha of the best val BLEU; a rerun adds nothing; ties go
-    to the smaller alpha."""
+    0 and at the alpha of the best val BLEU, all within the sweep's epochs
+    and base; a rerun adds nothing; ties go to the smaller alpha."""
     import sys
 
     from bench import gnmt_length_penalty as lp
@@ -294,58 +308,97 @@ def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
 
     monkeypatch.setattr(lp, "translation_row", fake_row)
     sweep_csv = tmp_path / "gnmt.csv"
-    for batch in (128, 512, 1024):
-        sweep_runner.append_row(str(sweep_csv), ["schedule", "batch_size",
-                                                 "epochs"],
-                                dict(schedule="legw", batch_size=batch,
-                                     epochs=13.0))
-    sweep_runner.append_row(str(sweep_csv), ["schedule", "batch_size",
-                                             "epochs"],
-                            dict(schedule="legw", batch_size=4096, epochs=5.0))
+    columns = ["schedule", "batch_size", "epochs", "base_learning_rate",
+               "dropout"]
+    for batch, epochs, rate, dropout in (
+            (128, 13.0, 0.003, 0.1), (512, 13.0, 0.003, 0.1),
+            (1024, 13.0, 0.003, 0.1), (4096, 5.0, 0.003, 0.1),
+            (2048, 13.0, 0.002, 0.1), (256, 13.0, 0.003, 0.2)):
+        sweep_runner.append_row(str(sweep_csv), columns, dict(
+            schedule="legw", batch_size=batch, epochs=epochs,
+            base_learning_rate=rate, dropout=dropout))
     csv_path = tmp_path / "lp.csv"
     monkeypatch.setattr(sys, "argv", [
         "gnmt_length_penalty", "--epochs=13", f"--csv={csv_path}",
-        f"--sweep_csv={sweep_csv}", f"--runs_dir={tmp_path}"])
+        f"--sweep_csv={sweep_csv}", f"--runs_dir={tmp_path}",
+        "--base_learning_rate=0.003", "--dropout=0.1"])
     lp.main()
-    assert calls == [("gnmt_small_legw_b128_s0_e13", "val", a)
+    assert calls == [("gnmt_small_legw_b128_lr0.003_d0.1_s0_e13", "val", a)
                      for a in lp.ALPHAS] + [
-        (f"gnmt_small_legw_b{b}_s0_e13", "test", a)
+        (f"gnmt_small_legw_b{b}_lr0.003_d0.1_s0_e13", "test", a)
         for b in (128, 512, 1024) for a in (0.0, 0.4)]
     lp.main()
     assert len(calls) == 12
-    assert len(sweep_runner.read_rows(str(csv_path))) == 12
-    rows = [dict(split="val", epochs="13.0", length_penalty=str(a), bleu="22")
+    rows = sweep_runner.read_rows(str(csv_path))
+    assert len(rows) == 12
+    assert {(r["base_learning_rate"], r["dropout"]) for r in rows} == {
+        ("0.003", "0.1")}
+    assert lp.best_alpha(rows, 13.0, (0.003, 0.1)) == 0.4
+    assert lp.best_alpha(rows, 13.0, (0.003, 0.2)) is None
+    ties = [dict(split="val", epochs="13.0", base_learning_rate="0.003",
+                 dropout="0.1", length_penalty=str(a), bleu="22")
             for a in lp.ALPHAS]
-    assert lp.best_alpha(rows, 13.0) == 0.0
-    assert lp.best_alpha(rows[1:], 13.0) is None
+    assert lp.best_alpha(ties, 13.0, (0.003, 0.1)) == 0.0
+    assert lp.best_alpha(ties[1:], 13.0, (0.003, 0.1)) is None
 
 
 def test_gnmt_budget_table_pairs_each_run_with_its_length_penalty_row():
+    """One table per (epochs, base): the peak is the row base's rate times
+    sqrt(k), and rows or penalties of another budget or base stay out."""
     from bench import sequence_plots
+    from bench.gnmt_length_penalty import ALPHAS
 
     rows = [dict(schedule="legw", batch_size=b, epochs=e, steps=s,
                  test_perplexity=p, test_bleu=u, wall_seconds=w,
-                 gradient_accumulation_steps=a, peak_rss_gib=m)
-            for b, e, s, p, u, w, a, m in (
-                ("512", "13.0", "737", "20.5", "21.0", "5000.4", "1", "8.1"),
-                ("128", "13.0", "2951", "16.0", "24.5", "6000", "", ""),
-                ("128", "5", "1133", "38.65", "7.03", "1845.2", "", ""))]
-    from bench.gnmt_length_penalty import ALPHAS
-
+                 gradient_accumulation_steps=a, peak_rss_gib=m,
+                 base_learning_rate=r, dropout=d)
+            for b, e, s, p, u, w, a, m, r, d in (
+                ("512", "13.0", "737", "20.5", "21.0", "5000.4", "1", "8.1",
+                 "0.003", "0.1"),
+                ("128", "13.0", "2951", "16.0", "24.5", "6000", "", "",
+                 "0.003", "0.1"),
+                ("128", "13.0", "2946", "17.6", "14.6", "6009", "1", "4.5",
+                 "0.002", "0.2"),
+                ("128", "5", "1133", "38.65", "7.03", "1845.2", "", "",
+                 "0.003", "0.1"))]
     penalties = [dict(batch_size="128", epochs="13.0", split="val",
-                      length_penalty=str(a), bleu=str(20 + (a == 0.6)),
-                      sacrebleu="0", length_ratio="1") for a in ALPHAS]
+                      base_learning_rate=r, dropout="0.1",
+                      length_penalty=str(a), bleu=str(20 + (a == best)),
+                      sacrebleu="0", length_ratio="1")
+                 for r, best in (("0.003", 0.6), ("0.002", 0.2))
+                 for a in ALPHAS]
     penalties += [dict(batch_size="128", epochs="13.0", split="test",
-                       length_penalty=a, bleu=u, sacrebleu=c, length_ratio=q)
-                  for a, u, c, q in (("0.0", "24.5", "24.51", "0.9"),
-                                     ("0.6", "26.1", "26.12", "0.98"))]
-    lines = sequence_plots.gnmt_budget_table(rows, penalties, 13.0).split(
-        "\n")
+                       base_learning_rate=r, dropout="0.1", length_penalty=a,
+                       bleu=u, sacrebleu=c, length_ratio=q)
+                  for r, a, u, c, q in (
+                      ("0.003", "0.0", "24.5", "24.51", "0.9"),
+                      ("0.003", "0.6", "26.1", "26.12", "0.98"),
+                      ("0.002", "0.0", "1.5", "1.51", "0.5"))]
+    assert sequence_plots.gnmt_sweeps(rows) == [
+        (5.0, (0.003, 0.1)), (13.0, (0.002, 0.2)), (13.0, (0.003, 0.1))]
+    lines = sequence_plots.gnmt_budget_table(
+        rows, penalties, 13.0, (0.003, 0.1)).split("\n")
     assert "BLEU at the val-chosen alpha 0.6 (sacrebleu)" in lines[0]
     assert lines[2:] == [
-        "| 128 | 0.002 | 0.25 | 2951 | 16.00 | 24.50 (24.51) | 26.10 (26.12) "
+        "| 128 | 0.003 | 0.25 | 2951 | 16.00 | 24.50 (24.51) | 26.10 (26.12) "
         "| 0.98 | 6000 | 1 |  |",
-        "| 512 (4x) | 0.004 | 1 | 737 | 20.50 | 21.00 |  |  | 5000 | 1 | 8.1 |"]
+        "| 512 (4x) | 0.006 | 1 | 737 | 20.50 | 21.00 |  |  | 5000 | 1 "
+        "| 8.1 |"]
+
+
+def test_run_label_reads_names_with_and_without_a_base():
+    from bench import sequence_plots
+
+    assert sequence_plots.run_label("ptb_small_legw_b80_s0_e3") == (
+        "legw", 80, None, "LEGW (sqrt, warmup x k), batch 80 (3 epochs)")
+    assert sequence_plots.run_label(
+        "gnmt_small_legw_b512_lr0.004_d0.1_s0_e13")[:3] == (
+        "legw", 512, ("0.004", "0.1"))
+    assert sequence_plots.run_label(
+        "gnmt_small_legw_b512_lr0.004_d0.1_s0_e13")[3].endswith(
+        "batch 512 (13 epochs, base rate 0.004, dropout 0.1)")
+    with pytest.raises(ValueError, match="not a sweep's run name"):
+        sequence_plots.run_label("gnmt_small_b512")
 
 
 def test_gnmt_tuning_trains_each_candidate_at_128_and_records_val_bleu(
@@ -384,8 +437,8 @@ def test_gnmt_tuning_trains_each_candidate_at_128_and_records_val_bleu(
                                               (128, 0.004, 0.1, 13.0)]
     assert [os.path.basename(c["model_dir"]) for c in calls] == [
         name for name, _ in translated] == [
-        "gnmt_small_b128_lr0.002_d0.1_s0_e13",
-        "gnmt_small_b128_lr0.004_d0.1_s0_e13"]
+        "gnmt_small_legw_b128_lr0.002_d0.1_s0_e13",
+        "gnmt_small_legw_b128_lr0.004_d0.1_s0_e13"]
     assert {split for _, split in translated} == {"val"}
     rows = sweep_runner.read_rows(str(csv_path))
     assert [(r["base_learning_rate"], r["val_bleu"], r["test_bleu"])
