@@ -345,7 +345,7 @@ def test_dropout_option_reaches_the_model_and_leaves_the_config(
         return build_model(config, *sizes)
 
     monkeypatch.setattr(gnmt, "build_model", spy)
-    _run(tmp_path, "dropout", dropout=0.35, max_steps=1, num_cpu_devices=1)
+    _run(tmp_path, "dropout", dropout=0.35, max_steps=1)
     assert built and set(built) == {0.35}
     assert gnmt.CONFIGS["tiny"]["dropout"] == TINY["dropout"] != 0.35
     assert gnmt.model_settings("tiny")["dropout"] == TINY["dropout"]
