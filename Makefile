@@ -56,13 +56,19 @@ reproduce: venv
 	$(PY) -m bench.noise_scale_curve --model=mnist_lstm
 	$(PY) -m bench.mnist_plots
 
+# GNMT's base before tuning (bench.gnmt_tuning), which its earlier rows ran at.
+GNMT_UNTUNED := --base_learning_rate=0.002 --dropout=0.2
+
 reproduce-sequence: venv
 	$(PY) -m bench.ptb_sweep --epochs=13
 	$(PY) -m bench.ptb_sweep --epochs=13 --plan=autowu
+	$(PY) -m bench.gnmt_tuning --epochs=13 --learning_rates=0.004,0.006 --dropouts=0.1 --workers=2
 	$(PY) -m bench.gnmt_sweep --epochs=13
 	$(PY) -m bench.gnmt_length_penalty --epochs=13
+	$(PY) -m bench.gnmt_sweep --epochs=13 $(GNMT_UNTUNED)
+	$(PY) -m bench.gnmt_length_penalty --epochs=13 $(GNMT_UNTUNED)
 	$(PY) -m bench.ptb_sweep --epochs=3
-	$(PY) -m bench.gnmt_sweep --epochs=5
+	$(PY) -m bench.gnmt_sweep --epochs=5 $(GNMT_UNTUNED)
 	$(PY) -m bench.noise_scale_curve --model=ptb_lstm --epochs=2
 	$(PY) -m bench.sequence_throughput
 	$(PY) -m bench.sequence_plots

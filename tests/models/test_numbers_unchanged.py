@@ -29,7 +29,7 @@ RUNS = {
     "gnmt": lambda d: gnmt.run(
         batch_size=16, epochs=1, max_steps=4, config="tiny",
         num_train_pairs=256, num_test_pairs=16, beam_width=2, model_dir=d,
-        **COMMON),
+        base_learning_rate=2e-3, **COMMON),  # the stored numbers' rate
     "resnet50": lambda d: resnet50.run(
         batch_size=2, data="synthetic", image_size=32, max_steps=2,
         num_train_examples=8, model_dir=d, **COMMON),
