@@ -27,6 +27,7 @@ from bench.sweep_runner import read_rows
 RESULTS = "docs/results"
 CURVES_CSV = os.path.join(RESULTS, "sequence_curves.csv")
 GNMT_PENALTY_CSV = os.path.join(RESULTS, "gnmt_length_penalty.csv")
+GNMT_TUNING_CSV = os.path.join(RESULTS, "gnmt_tuning.csv")
 SWEEPS = {"ptb": ("runs/ptb_sweep", os.path.join(RESULTS, "ptb_sweep.csv")),
           "gnmt": ("runs/gnmt_sweep", os.path.join(RESULTS, "gnmt_sweep.csv"))}
 
@@ -62,7 +63,7 @@ def export_curves():
 
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")  # one per base (GNMT's rate and dropout)
-PERPLEXITY_TICKS = (20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000,
+PERPLEXITY_TICKS = (10, 12, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000,
                     3000, 5000)
 FINE_PERPLEXITY_TICKS = tuple(range(60, 300, 10))
 
@@ -273,6 +274,35 @@ def gnmt_budget_table(rows, penalty_rows, epochs, base, base_batch=128,
     return "\n".join(lines)
 
 
+def gnmt_tuning_table(tuning_rows, sweep_rows, penalty_rows, epochs):
+    """GNMT's base candidates at batch 128 and `epochs`, by val BLEU: those
+    of `bench.gnmt_tuning` and the sweeps' own base-batch runs at other
+    bases (their val BLEU from the length-penalty rows at alpha 0; empty
+    if not decoded). Test numbers are shown, not chosen on."""
+    from bench.gnmt_length_penalty import of_sweep
+
+    rows = {(float(r["base_learning_rate"]), float(r["dropout"])): r
+            for r in tuning_rows if float(r["epochs"]) == epochs}
+    for r in sweep_rows:
+        base = (float(r["base_learning_rate"]), float(r["dropout"]))
+        if (base not in rows and float(r["epochs"]) == epochs
+                and int(r["batch_size"]) == 128):
+            val = [p["bleu"] for p in penalty_rows if of_sweep(p, epochs, base)
+                   and p["split"] == "val" and int(p["batch_size"]) == 128
+                   and float(p["length_penalty"]) == 0.0]
+            rows[base] = dict(r, val_bleu=val[0] if val else "")
+    lines = ["| base rate | dropout | val BLEU | test BLEU | test perplexity "
+             "| training seconds |", "|---|---|---|---|---|---|"]
+    for (rate, dropout), r in sorted(rows.items(), key=lambda kv: -float(
+            kv[1]["val_bleu"] or "-1")):
+        val = f"{float(r['val_bleu']):.2f}" if r["val_bleu"] else ""
+        lines.append(f"| {rate:g} | {dropout:g} | {val} | "
+                     f"{float(r['test_bleu']):.2f} | "
+                     f"{float(r['test_perplexity']):.2f} | "
+                     f"{float(r['wall_seconds']):.0f} |")
+    return "\n".join(lines)
+
+
 def main():
     export_curves()
     plot_curves()
@@ -290,6 +320,10 @@ def main():
         print(ptb_budget_table(ptb_rows, epochs))
     gnmt_rows = read_rows(SWEEPS["gnmt"][1])
     penalty_rows = read_rows(GNMT_PENALTY_CSV)
+    tuning_rows = read_rows(GNMT_TUNING_CSV)
+    for epochs in sorted({float(r["epochs"]) for r in tuning_rows}):
+        print(f"\ngnmt, base tuning at batch 128, {epochs:g} epochs:")
+        print(gnmt_tuning_table(tuning_rows, gnmt_rows, penalty_rows, epochs))
     for epochs, base in gnmt_sweeps(gnmt_rows):
         print(f"\ngnmt, {epochs:g} epochs, base rate {base[0]:g}, dropout "
               f"{base[1]:g}:")

@@ -444,3 +444,34 @@ def test_gnmt_tuning_trains_each_candidate_at_128_and_records_val_bleu(
     assert [(r["base_learning_rate"], r["val_bleu"], r["test_bleu"])
             for r in rows] == [("0.002", "11.0", "20.0"),
                                ("0.004", "12.0", "20.0")]
+
+
+def test_gnmt_tuning_table_ranks_candidates_and_the_sweeps_base_by_val():
+    """Candidates by val BLEU; a sweep's base-batch run at a base not tuned
+    joins with its val BLEU at alpha 0; other budgets, batches and alphas
+    stay out."""
+    from bench import sequence_plots
+
+    def row(rate, dropout, epochs="13.0", batch="128", **values):
+        return dict(dict(base_learning_rate=rate, dropout=dropout,
+                         epochs=epochs, batch_size=batch, test_bleu="20",
+                         test_perplexity="12", wall_seconds="4000.4"),
+                    **values)
+
+    tuning = [row("0.004", "0.1", val_bleu="22.04"),
+              row("0.006", "0.1", val_bleu="22.85", test_bleu="23.1"),
+              row("0.008", "0.1", epochs="5", val_bleu="30")]
+    sweep = [row("0.002", "0.2", test_bleu="14.56"),
+             row("0.002", "0.2", batch="512", test_bleu="9"),
+             row("0.006", "0.1", test_bleu="99"),
+             row("0.003", "0.3")]
+    penalties = [row("0.002", "0.2", split=s, length_penalty=a, bleu=b)
+                 for s, a, b in (("val", "0.6", "15.08"),
+                                 ("test", "0.0", "14.56"),
+                                 ("val", "0.0", "14.98"))]
+    lines = sequence_plots.gnmt_tuning_table(tuning, sweep, penalties, 13.0)
+    assert lines.split("\n")[2:] == [
+        "| 0.006 | 0.1 | 22.85 | 23.10 | 12.00 | 4000 |",
+        "| 0.004 | 0.1 | 22.04 | 20.00 | 12.00 | 4000 |",
+        "| 0.002 | 0.2 | 14.98 | 14.56 | 12.00 | 4000 |",
+        "| 0.003 | 0.3 |  | 20.00 | 12.00 | 4000 |"]
