@@ -63,8 +63,8 @@ def export_curves():
 
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")  # one per base (GNMT's rate and dropout)
-PERPLEXITY_TICKS = (10, 12, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000,
-                    3000, 5000)
+PERPLEXITY_TICKS = (10, 12, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
+                    1000, 2000, 3000, 5000)
 FINE_PERPLEXITY_TICKS = tuple(range(60, 300, 10))
 
 
