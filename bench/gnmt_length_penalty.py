@@ -60,7 +60,7 @@ def of_sweep(row, epochs, base):
     """Whether a CSV row belongs to the sweep of `epochs` at `base` (base
     learning rate, dropout)."""
     return (float(row["epochs"]) == epochs and
-            (float(row["base_learning_rate"]), float(row["dropout"])) == base)
+            gnmt_sweep.row_base(row) == base)
 
 
 def best_alpha(rows, epochs, base):

@@ -69,11 +69,15 @@ def run_name(batch_size, seed, epochs, base_rate, dropout):
             f"_s{seed}_e{float(epochs):g}")
 
 
+def row_base(row):
+    """(base learning rate, dropout) of a CSV row, as `base_of` gives it."""
+    return float(row["base_learning_rate"]), float(row["dropout"])
+
+
 def row_name(row):
     """`run_name` of a CSV row."""
     return run_name(int(row["batch_size"]), int(row["seed"]),
-                    float(row["epochs"]), float(row["base_learning_rate"]),
-                    float(row["dropout"]))
+                    float(row["epochs"]), *row_base(row))
 
 
 def main():

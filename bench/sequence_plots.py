@@ -21,6 +21,7 @@ import json
 import os
 import re
 
+from bench.gnmt_sweep import row_base
 from bench.plot_style import SCHEDULE_COLORS, SCHEDULE_NAMES, plain_log_ticks
 from bench.sweep_runner import read_rows
 
@@ -224,8 +225,7 @@ def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
 def gnmt_sweeps(rows):
     """(epochs, (base learning rate, dropout)) of each GNMT sweep in the
     rows of `docs/results/gnmt_sweep.csv`, sorted."""
-    return sorted({(float(r["epochs"]), (float(r["base_learning_rate"]),
-                                         float(r["dropout"]))) for r in rows})
+    return sorted({(float(r["epochs"]), row_base(r)) for r in rows})
 
 
 def gnmt_budget_table(rows, penalty_rows, epochs, base, base_batch=128,
@@ -281,10 +281,10 @@ def gnmt_tuning_table(tuning_rows, sweep_rows, penalty_rows, epochs):
     if not decoded). Test numbers are shown, not chosen on."""
     from bench.gnmt_length_penalty import of_sweep
 
-    rows = {(float(r["base_learning_rate"]), float(r["dropout"])): r
+    rows = {row_base(r): r
             for r in tuning_rows if float(r["epochs"]) == epochs}
     for r in sweep_rows:
-        base = (float(r["base_learning_rate"]), float(r["dropout"]))
+        base = row_base(r)
         if (base not in rows and float(r["epochs"]) == epochs
                 and int(r["batch_size"]) == 128):
             val = [p["bleu"] for p in penalty_rows if of_sweep(p, epochs, base)
