@@ -15,13 +15,27 @@ import threading
 def run_in_child(module, kwargs):
     """`models.<module>.run(**kwargs)` in a fresh Python process (a fresh
     TensorFlow); returns its results dict, with the process's peak resident
-    memory added as `peak_rss_gib` (Linux's ru_maxrss, KiB)."""
-    code = (f"import json, resource, sys; from models import {module}; "
+    memory added as `peak_rss_gib` (Linux's ru_maxrss, KiB).
+
+    The child ends when this process ends, however it ends (a killed sweep
+    must not leave its run training unrecorded, nor beside the rerun that
+    resumes it from the same directory): it holds the read end of a pipe
+    whose only write end is here, and exits when the read sees it close."""
+    parent_gone, parent_alive = os.pipe()
+    code = (f"import json, os, resource, sys, threading; "
+            f"threading.Thread(target=lambda: (os.read({parent_gone}, 1), "
+            "os._exit(1)), daemon=True).start(); "
+            f"from models import {module}; "
             f"r = {module}.run(**json.loads(sys.argv[1])); "
             "r['peak_rss_gib'] = resource.getrusage(resource.RUSAGE_SELF)"
             ".ru_maxrss / 2 ** 20; print('RESULTS' + json.dumps(r))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)],
-                         capture_output=True, text=True)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(kwargs)],
+            capture_output=True, text=True, pass_fds=(parent_gone,))
+    finally:
+        os.close(parent_gone)
+        os.close(parent_alive)
     if out.returncode:
         raise RuntimeError(f"{module}.run({kwargs}) failed:\n"
                            f"{out.stderr[-3000:]}")
