@@ -17,14 +17,17 @@ def run_in_child(module, kwargs):
     TensorFlow); returns its results dict, with the process's peak resident
     memory added as `peak_rss_gib` (Linux's ru_maxrss, KiB).
 
-    The child ends when this process ends, however it ends (a killed sweep
+    The child stops when this process ends, however it ends (a killed sweep
     must not leave its run training unrecorded, nor beside the rerun that
     resumes it from the same directory): it holds the read end of a pipe
-    whose only write end is here, and exits when the read sees it close."""
+    whose only write end is here, and when the read sees it close it sends
+    itself SIGTERM, which the zoo's trainer takes as a preemption (a
+    checkpoint at the next step boundary, then exit), so the rerun resumes
+    from there."""
     parent_gone, parent_alive = os.pipe()
-    code = (f"import json, os, resource, sys, threading; "
+    code = (f"import json, os, resource, signal, sys, threading; "
             f"threading.Thread(target=lambda: (os.read({parent_gone}, 1), "
-            "os._exit(1)), daemon=True).start(); "
+            "os.kill(os.getpid(), signal.SIGTERM)), daemon=True).start(); "
             f"from models import {module}; "
             f"r = {module}.run(**json.loads(sys.argv[1])); "
             "r['peak_rss_gib'] = resource.getrusage(resource.RUSAGE_SELF)"

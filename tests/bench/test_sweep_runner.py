@@ -17,13 +17,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 
 def _fake_models(tmp_path):
     """A `models` package whose `sleeper.run` writes its pid, then returns
-    `seconds` after sleeping them; the children import it from their cwd."""
+    `seconds` after sleeping them, or, on SIGTERM, writes "preempted" and
+    exits 143 as the zoo's trainer does after its checkpoint; the children
+    import it from their cwd."""
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "__init__.py").write_text("")
     (tmp_path / "models" / "sleeper.py").write_text(textwrap.dedent("""
-        import os, time
+        import os, signal, sys, time
+
+        def preempted(*_):
+            with open("preempted", "w") as f:
+                f.write("preempted")
+            sys.exit(143)
 
         def run(pid_file, seconds):
+            signal.signal(signal.SIGTERM, preempted)
             with open(pid_file, "w") as f:
                 f.write(str(os.getpid()))
             time.sleep(seconds)
@@ -72,7 +80,8 @@ def test_the_childs_results_come_back_with_its_peak_memory(tmp_path):
 def test_a_killed_sweep_takes_its_training_child_with_it(tmp_path):
     """Killed without a chance to clean up (SIGKILL), the sweep must not
     leave its child training on, unrecorded, where a rerun of the sweep
-    would resume the same run directory beside it."""
+    would resume the same run directory beside it; the child stops as on a
+    preemption (SIGTERM), so its trainer checkpoints first."""
     _fake_models(tmp_path)
     sweep = _sweep(tmp_path, 120)
     child = _child_pid(tmp_path)
@@ -86,3 +95,4 @@ def test_a_killed_sweep_takes_its_training_child_with_it(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the child outlived its sweep")
+    assert (tmp_path / "preempted").read_text() == "preempted"
