@@ -1,8 +1,8 @@
 """GNMT's base hyperparameters tuned at the base batch (128) only, chosen on
 Multi30k's val split, before any large-batch run uses them.
 
-    python -m bench.gnmt_tuning --epochs=13 --learning_rates=0.004,0.006 \
-        --dropouts=0.1 --workers=2
+    python -m bench.gnmt_tuning --epochs=13 \
+        --learning_rates=0.004,0.006,0.01,0.016 --dropouts=0.1 --workers=2
 
 Trains one run per (base learning rate, dropout) of the grid at batch 128
 for `--epochs` (the LEGW schedule at k = 1: the base warmup, then the
