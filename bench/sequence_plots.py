@@ -63,7 +63,7 @@ def export_curves():
 
 
 LINESTYLES = ("-", "--", ":", "-.")
-MARKERS = ("o", "s", "^", "D")  # one per base (GNMT's rate and dropout)
+MARKERS = ("o", "s", "^", "D", "v", "P")  # one per base (GNMT's rate and dropout)
 PERPLEXITY_TICKS = (10, 12, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
                     1000, 2000, 3000, 5000)
 FINE_PERPLEXITY_TICKS = tuple(range(60, 300, 10))
@@ -120,7 +120,7 @@ def plot_curves():
                 labels[kv[0]][1], str(labels[kv[0]][2]))):
             schedule, batch, base, label = labels[run]
             ax.plot(*zip(*points), label=label,
-                    marker=MARKERS[bases.index(base) % 4],
+                    marker=MARKERS[bases.index(base) % len(MARKERS)],
                     color=SCHEDULE_COLORS.get(schedule, "black"),
                     linestyle=LINESTYLES[batches.index(batch) % 4])
         ax.set(xlabel="epoch", ylabel="test perplexity", yscale="log",
@@ -158,7 +158,7 @@ def plot_sweeps():
         bases = sorted({key[1] for key in runs})
         for (epochs, key, base, schedule), points in sorted(runs.items()):
             ax.plot(*zip(*sorted(points)),
-                    marker=MARKERS[bases.index(key) % 4],
+                    marker=MARKERS[bases.index(key) % len(MARKERS)],
                     color=SCHEDULE_COLORS.get(schedule, "black"),
                     label=f"{SCHEDULE_NAMES.get(schedule, schedule)}, "
                           f"{epochs:g} epochs{base_text(base)}")
