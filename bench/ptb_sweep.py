@@ -37,8 +37,13 @@ EXTRA_ARGUMENTS = {"autowu": dict(min_learning_rate=0.01,
                                   check_every_epochs=0.1)}
 
 
-def run_name(schedule, batch_size, seed, epochs):
-    return f"ptb_small_{schedule}_b{batch_size}_s{seed}_e{float(epochs):g}"
+def run_name(schedule, batch_size, seed, epochs, base_warmup_epochs=None):
+    """`base_warmup_epochs`: a LEGW base warmup other than the frozen one
+    (`models.ptb_lstm.BASE`'s), which names no warmup."""
+    warmup = ("" if base_warmup_epochs is None
+              else f"_w{float(base_warmup_epochs):g}")
+    return (f"ptb_small_{schedule}_b{batch_size}{warmup}_s{seed}"
+            f"_e{float(epochs):g}")
 
 
 def main():

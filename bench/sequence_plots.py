@@ -29,6 +29,7 @@ RESULTS = "docs/results"
 CURVES_CSV = os.path.join(RESULTS, "sequence_curves.csv")
 GNMT_PENALTY_CSV = os.path.join(RESULTS, "gnmt_length_penalty.csv")
 GNMT_TUNING_CSV = os.path.join(RESULTS, "gnmt_tuning.csv")
+PTB_TUNING_CSV = os.path.join(RESULTS, "ptb_tuning.csv")
 SWEEPS = {"ptb": ("runs/ptb_sweep", os.path.join(RESULTS, "ptb_sweep.csv")),
           "gnmt": ("runs/gnmt_sweep", os.path.join(RESULTS, "gnmt_sweep.csv"))}
 
@@ -70,28 +71,35 @@ FINE_PERPLEXITY_TICKS = tuple(range(60, 300, 10))
 
 
 RUN_NAME = re.compile(r"[a-z]+_[a-z0-9]+_(?P<schedule>[a-z]+)_b(?P<batch>\d+)"
-                      r"(?:_lr(?P<rate>[^_]+)_d(?P<dropout>[^_]+))?_s\d+"
-                      r"_e(?P<epochs>[^_]+)$")
+                      r"(?:_lr(?P<rate>[^_]+)_d(?P<dropout>[^_]+))?"
+                      r"(?:_w(?P<warmup>[^_]+))?_s\d+_e(?P<epochs>[^_]+)$")
 
 
 def run_label(run):
     """(schedule, batch, base, legend text) of a run folder name such as
     `ptb_small_legw_b80_s0_e3` or, with its base rate and dropout,
-    `gnmt_small_legw_b512_lr0.004_d0.1_s0_e13` (base: its rate and dropout
-    as written, or None)."""
+    `gnmt_small_legw_b512_lr0.004_d0.1_s0_e13` or, with a base warmup other
+    than the frozen one, `ptb_small_legw_b20_w0.025_s0_e13` (base: the
+    rate and dropout, or the 1-tuple of the warmup, as written; or None)."""
     match = RUN_NAME.match(run)
     if not match:
         raise ValueError(f"{run!r} is not a sweep's run name")
     schedule, batch = match["schedule"], int(match["batch"])
-    base = (match["rate"], match["dropout"]) if match["rate"] else None
+    base = ((match["rate"], match["dropout"]) if match["rate"] else
+            (match["warmup"],) if match["warmup"] else None)
     return (schedule, batch, base,
             f"{SCHEDULE_NAMES.get(schedule, schedule)}, batch {batch} "
             f"({match['epochs']} epochs{base_text(base)})")
 
 
 def base_text(base):
-    """", base rate R, dropout D" of a (rate, dropout) base; "" for None."""
-    return f", base rate {base[0]}, dropout {base[1]}" if base else ""
+    """", base rate R, dropout D" of a (rate, dropout) base, ", base warmup
+    W epochs" of a (warmup,) one; "" for None."""
+    if not base:
+        return ""
+    if len(base) == 1:
+        return f", base warmup {base[0]} epochs"
+    return f", base rate {base[0]}, dropout {base[1]}"
 
 
 def plot_curves():
@@ -222,6 +230,22 @@ def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
     return "\n".join(lines)
 
 
+def ptb_tuning_table(rows, epochs, steps_per_epoch=2323):
+    """PTB's base warmup candidates at batch 20 and `epochs`, by valid
+    perplexity (the choice is the first); test is shown, not chosen on."""
+    rows = sorted((r for r in rows if float(r["epochs"]) == epochs),
+                  key=lambda r: float(r["valid_perplexity"]))
+    lines = ["| base warmup epochs | warmup steps | valid perplexity | test "
+             "perplexity | training seconds |", "|---|---|---|---|---|"]
+    for r in rows:
+        warmup = float(r["base_warmup_epochs"])
+        lines.append(f"| {warmup:g} | {round(warmup * steps_per_epoch)} | "
+                     f"{float(r['valid_perplexity']):.2f} | "
+                     f"{float(r['test_perplexity']):.2f} | "
+                     f"{float(r['wall_seconds']):.0f} |")
+    return "\n".join(lines)
+
+
 def gnmt_sweeps(rows):
     """(epochs, (base learning rate, dropout)) of each GNMT sweep in the
     rows of `docs/results/gnmt_sweep.csv`, sorted."""
@@ -318,6 +342,10 @@ def main():
     for epochs in sorted({float(r["epochs"]) for r in ptb_rows}):
         print(f"\nptb, {epochs:g} epochs:")
         print(ptb_budget_table(ptb_rows, epochs))
+    ptb_tuning_rows = read_rows(PTB_TUNING_CSV)
+    for epochs in sorted({float(r["epochs"]) for r in ptb_tuning_rows}):
+        print(f"\nptb, base warmup tuning at batch 20, {epochs:g} epochs:")
+        print(ptb_tuning_table(ptb_tuning_rows, epochs))
     gnmt_rows = read_rows(SWEEPS["gnmt"][1])
     penalty_rows = read_rows(GNMT_PENALTY_CSV)
     tuning_rows = read_rows(GNMT_TUNING_CSV)

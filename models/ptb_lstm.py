@@ -38,8 +38,9 @@ from absl import app, flags
 import keras_legw
 
 from models import ptb_lstm_input
-from models.common import distribute, input_pipeline, trainer
+from models.common import checkpoints, distribute, input_pipeline, trainer
 from models.common import flags as common_flags
+from models.common.evaluation import Evaluator
 from models.common.options import POSITIVE, option, optional
 
 CONFIGS = {
@@ -51,6 +52,7 @@ CONFIGS = {
 BASE = dict(base_batch_size=20, base_learning_rate=1.0,
             base_warmup_epochs=0.1, epochs=13)
 CLIP_NORM = 5.0
+SPLITS = ("train", "valid", "test")  # load_ptb's order
 EVAL_ROWS_PER_REPLICA = 10
 
 FLAGS = flags.FLAGS
@@ -155,6 +157,31 @@ def make_task(train_ids, test_ids, config, vocabulary_size, global_batch_size,
         example_size=config["num_steps"],
         initial_state=initial_state,
     )
+
+
+def perplexity_of_trained(model_dir, split, *, config="small", data_dir=None,
+                          num_tokens=None):
+    """Perplexity of `split` ("valid" or "test") under the trained run in
+    `model_dir`: its newest checkpoint's weights, evaluated as `run`
+    evaluates the test split (10 rows, the state carried from zeros;
+    `num_tokens`: the split's first N tokens only). For choosing the base
+    on valid without training again."""
+    if split not in SPLITS[1:]:
+        raise ValueError(f"Argument `split` must be one of {SPLITS[1:]}. "
+                         f"Received: split={split!r}")
+    settings = CONFIGS[config]
+    splits = ptb_lstm_input.load_ptb(data_dir)
+    ids = splits[SPLITS.index(split)][:num_tokens]
+    task = make_task(splits[0], ids, settings, len(splits[3]),
+                     EVAL_ROWS_PER_REPLICA, 1)
+    model = task.build_model()
+    checkpoints.restore_model_variables(model, model_dir)
+    strategy = tf.distribute.get_strategy()
+    evaluate = Evaluator(
+        task, strategy, model, lambda training:
+        strategy.experimental_distribute_values_from_function(
+            lambda context: task.initial_state(training)))
+    return evaluate()["test_perplexity"]
 
 
 def default_model_dir(config, schedule, batch_size, seed):

@@ -397,8 +397,72 @@ def test_run_label_reads_names_with_and_without_a_base():
     assert sequence_plots.run_label(
         "gnmt_small_legw_b512_lr0.004_d0.1_s0_e13")[3].endswith(
         "batch 512 (13 epochs, base rate 0.004, dropout 0.1)")
+    assert sequence_plots.run_label("ptb_small_legw_b20_w0.025_s0_e13") == (
+        "legw", 20, ("0.025",), "LEGW (sqrt, warmup x k), batch 20 "
+        "(13 epochs, base warmup 0.025 epochs)")
     with pytest.raises(ValueError, match="not a sweep's run name"):
         sequence_plots.run_label("gnmt_small_b512")
+
+
+def test_ptb_tuning_trains_each_warmup_at_20_and_records_valid_perplexity(
+        tmp_path, monkeypatch):
+    """Every base warmup of the grid trains LEGW at batch 20 with that
+    warmup; the frozen one (0.1) is the sweep's own batch-20 run; each row
+    carries the valid perplexity of its own run; a rerun trains nothing."""
+    import sys
+
+    from bench import ptb_sweep, ptb_tuning
+    from models import ptb_lstm
+
+    calls, evaluated = [], []
+
+    def fake_run(module, kwargs):
+        calls.append((module, kwargs))
+        return dict(test_perplexity=120.0, steps=30199, train_seconds=5.0,
+                    tokens_per_second=100.0)
+
+    def fake_perplexity(model_dir, split, data_dir=None):
+        evaluated.append((os.path.basename(model_dir), split))
+        return 120.0 + len(evaluated)
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    monkeypatch.setattr(ptb_lstm, "perplexity_of_trained", fake_perplexity)
+    csv_path = tmp_path / "tuning.csv"
+    monkeypatch.setattr(sys, "argv", [
+        "ptb_tuning", "--epochs=13", f"--csv={csv_path}",
+        f"--runs_dir={tmp_path / 'runs'}", "--warmups=0.025,0.1"])
+    ptb_tuning.main()
+    ptb_tuning.main()
+    assert [(m, k["schedule"], k["batch_size"], k["base_warmup_epochs"],
+             k["epochs"]) for m, k in calls] == [
+        ("ptb_lstm", "legw", 20, 0.025, 13.0),
+        ("ptb_lstm", "legw", 20, 0.1, 13.0)]
+    assert [os.path.basename(k["model_dir"]) for _, k in calls] == [
+        name for name, _ in evaluated] == [
+        "ptb_small_legw_b20_w0.025_s0_e13",
+        ptb_sweep.run_name("legw", 20, 0, 13)]
+    assert {split for _, split in evaluated} == {"valid"}
+    rows = sweep_runner.read_rows(str(csv_path))
+    assert [(r["base_warmup_epochs"], r["valid_perplexity"],
+             r["test_perplexity"]) for r in rows] == [
+        ("0.025", "121.0", "120.0"), ("0.1", "122.0", "120.0")]
+
+
+def test_ptb_tuning_table_ranks_warmups_by_valid_perplexity():
+    from bench import sequence_plots
+
+    def row(warmup, valid, test, epochs="13.0"):
+        return dict(base_warmup_epochs=warmup, epochs=epochs,
+                    valid_perplexity=valid, test_perplexity=test,
+                    wall_seconds="4316.2")
+
+    # Test perplexities in the other order: the choice is on valid alone.
+    rows = [row("0.1", "126.26", "122.466"), row("0.025", "125.5", "123"),
+            row("0.4", "127", "121"), row("0.2", "100", "99", epochs="3.0")]
+    assert sequence_plots.ptb_tuning_table(rows, 13.0).split("\n")[2:] == [
+        "| 0.025 | 58 | 125.50 | 123.00 | 4316 |",
+        "| 0.1 | 232 | 126.26 | 122.47 | 4316 |",
+        "| 0.4 | 929 | 127.00 | 121.00 | 4316 |"]
 
 
 def test_gnmt_tuning_trains_each_candidate_at_128_and_records_val_bleu(

@@ -126,6 +126,21 @@ def test_two_replicas_carry_their_rows_like_one(tmp_path):
     _assert_same_weights(tmp_path / "m", tmp_path / "d")
 
 
+def test_a_trained_runs_perplexity_again_on_test_and_on_valid(tmp_path):
+    """Its checkpoint evaluated again on test gives the perplexity the
+    trainer reported at the end of the run; valid is another split; a split
+    that cannot be evaluated is refused."""
+    results = _run(tmp_path, "t", strategy="default")
+    model_dir = str(tmp_path / "t")
+    again = ptb_lstm.perplexity_of_trained(model_dir, "test", num_tokens=2000)
+    assert again == pytest.approx(results["test_perplexity"], rel=1e-5)
+    valid = ptb_lstm.perplexity_of_trained(model_dir, "valid",
+                                           num_tokens=2000)
+    assert 1 < valid < 10000 and valid != pytest.approx(again, rel=1e-3)
+    with pytest.raises(ValueError, match="`split` must be one of"):
+        ptb_lstm.perplexity_of_trained(model_dir, "train")
+
+
 def test_noise_scale_on_two_replicas_leaves_training_unchanged(tmp_path):
     """The noise scale of a stateful, clipped model on two replicas (each
     carries its rows' state): measuring it changes no weight, and one
