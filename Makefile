@@ -64,6 +64,7 @@ GNMT_FIRST_TUNED := --base_learning_rate=0.006 --dropout=0.1
 reproduce-sequence: venv
 	$(PY) -m bench.ptb_sweep --epochs=13
 	$(PY) -m bench.ptb_sweep --epochs=13 --plan=autowu
+	$(PY) -m bench.ptb_tuning --epochs=13 --warmups=0.025,0.1,0.4
 	$(PY) -m bench.gnmt_tuning --epochs=13 --learning_rates=0.004,0.006,0.01,0.016 --dropouts=0.1 --workers=2
 	$(PY) -m bench.gnmt_sweep --epochs=13
 	$(PY) -m bench.gnmt_length_penalty --epochs=13

@@ -117,8 +117,13 @@ def restore_model_variables(model, model_dir):
                          "--model_dir of a trained run.")
     checkpoint = tf.train.Checkpoint(**{MODEL_VARIABLES: list(model.variables)})
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
-    except AssertionError as error:
+        # The optimizer's values are left out on purpose (expect_partial);
+        # a variable the checkpoint lacks, or holds at another dtype or
+        # shape, means another model.
+        checkpoint.restore(path).expect_partial() \
+            .assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) \
+            as error:
         raise ValueError(f"{path} is not a checkpoint of this model "
                          f"({str(error).splitlines()[0][:200]}).") from None
     return path

@@ -139,6 +139,10 @@ def test_a_trained_runs_perplexity_again_on_test_and_on_valid(tmp_path):
     assert 1 < valid < 10000 and valid != pytest.approx(again, rel=1e-3)
     with pytest.raises(ValueError, match="`split` must be one of"):
         ptb_lstm.perplexity_of_trained(model_dir, "train")
+    with pytest.raises(ValueError, match="not a checkpoint of this model"):
+        ptb_lstm.perplexity_of_trained(model_dir, "valid", config="medium")
+    with pytest.raises(ValueError, match="No checkpoint in"):
+        ptb_lstm.perplexity_of_trained(str(tmp_path), "valid")
 
 
 def test_noise_scale_on_two_replicas_leaves_training_unchanged(tmp_path):
