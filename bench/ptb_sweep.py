@@ -4,6 +4,7 @@
     python -m bench.ptb_sweep --epochs=13 --workers=2   # the tutorial's budget
     python -m bench.ptb_sweep --epochs=3                # the short budget
     python -m bench.ptb_sweep --epochs=13 --plan=autowu --workers=2
+    python -m bench.ptb_sweep --epochs=13 --base_warmup_epochs=0.025
 
 The base hyperparameters are frozen: the tutorial's small config and LEGW's
 base (rate 1.0 at batch 20, warmup 0.1 epochs) as in `models/ptb_lstm.py`;
@@ -16,10 +17,15 @@ one rate range, SGD from 0.01 up to at most 10 (LEGW's peak is 1 at 20 and 4
 at 320), a test every tenth of an epoch (at 13 epochs a test at each epoch
 end leaves at most six before the cap; see the MNIST rows), the other
 hyperparameters the frozen base's.
+`--base_warmup_epochs` runs the LEGW plan at another base warmup (one
+chosen at batch 20 by `bench.ptb_tuning`, whose batch-20 run it reuses under
+the same name); the tutorial's schedule has no warmup, so its run is the
+frozen sweep's and is not trained again.
 Each finished run is appended at once to `docs/results/ptb_sweep.csv`
 (schedule, batch_size, seed, epochs, test_perplexity, steps, wall_seconds =
 training seconds, tokens_per_second; AutoWarmup's warmup_steps and
-peak_learning_rate); rerunning continues the sweep.
+peak_learning_rate; base_warmup_epochs, empty for the frozen one);
+rerunning continues the sweep.
 """
 
 import functools
@@ -46,15 +52,37 @@ def run_name(schedule, batch_size, seed, epochs, base_warmup_epochs=None):
             f"_e{float(epochs):g}")
 
 
+def row_warmup(row):
+    """A row's base warmup in epochs, None for the frozen one."""
+    text = row.get("base_warmup_epochs")
+    return float(text) if text else None
+
+
+def add_warmup_argument(parser):
+    parser.add_argument(
+        "--base_warmup_epochs", type=float, default=None,
+        help="LEGW's base warmup at batch 20, in epochs (default: the frozen "
+             "0.1 of models.ptb_lstm.BASE); only with the legw plan")
+
+
 def main():
     args = sweep_runner.sweep_arguments(
         __doc__, epochs=3, csv_path="docs/results/ptb_sweep.csv",
-        runs_dir="runs/ptb_sweep", plans=tuple(PLANS))
-    done = {run_name(r["schedule"], r["batch_size"], r["seed"], r["epochs"])
+        runs_dir="runs/ptb_sweep", plans=tuple(PLANS),
+        add_arguments=add_warmup_argument)
+    warmup = args.base_warmup_epochs
+    if warmup is not None and args.plan != "legw":
+        raise SystemExit("--base_warmup_epochs is LEGW's: use it with "
+                         f"--plan=legw, not --plan={args.plan} (AutoWarmup "
+                         "finds its own warmup).")
+    done = {run_name(r["schedule"], r["batch_size"], r["seed"], r["epochs"],
+                     row_warmup(r))
             for r in sweep_runner.read_rows(args.csv)}
 
     def train(schedule, batch_size, name):
         extra = EXTRA_ARGUMENTS.get(schedule, {})
+        if warmup is not None:
+            extra = dict(extra, base_warmup_epochs=warmup)
         results = sweep_runner.run_in_child("ptb_lstm", dict(
             extra, config="small", schedule=schedule, batch_size=batch_size,
             seed=args.seed, epochs=args.epochs, data_dir=args.data_dir,
@@ -63,11 +91,15 @@ def main():
             args.csv, name, dict(schedule=schedule, batch_size=batch_size,
                                  seed=args.seed, epochs=args.epochs),
             ["test_perplexity"], results,
-            {k: v for k, v in extra.items() if k in sweep_runner.AUTOWU_COLUMNS})
+            {k: v for k, v in extra.items()
+             if k in sweep_runner.AUTOWU_COLUMNS}
+            | {"base_warmup_epochs": "" if warmup is None else warmup})
 
     jobs = []
     for schedule, batch_size in PLANS[args.plan]:
-        name = run_name(schedule, batch_size, args.seed, args.epochs)
+        if warmup is not None and schedule != "legw":
+            continue  # no warmup: the frozen sweep's run
+        name = run_name(schedule, batch_size, args.seed, args.epochs, warmup)
         if name not in done and (args.batch_sizes is None
                                  or batch_size in args.batch_sizes):
             jobs.append(functools.partial(train, schedule, batch_size, name))

@@ -22,6 +22,7 @@ import os
 import re
 
 from bench.gnmt_sweep import row_base
+from bench.ptb_sweep import row_warmup
 from bench.plot_style import SCHEDULE_COLORS, SCHEDULE_NAMES, plain_log_ticks
 from bench.sweep_runner import read_rows
 
@@ -194,15 +195,18 @@ def table(path, columns):
     return "\n".join(lines)
 
 
-def ptb_budget_table(rows, epochs, base_batch=20, base_rate=1.0,
-                     base_warmup=0.1):
-    """The PTB rows of one epoch budget as a Markdown table (the tutorial's
-    schedule, then LEGW, then AutoWarmup, each by batch), each against the
-    tutorial's schedule and LEGW at the base batch (the frozen base: rate
-    1.0, warmup 0.1 epochs at batch 20). AutoWarmup's peak and warmup are
-    its decision: the peak rate and the switch step in epochs."""
+def ptb_budget_table(rows, epochs, warmup=None, base_batch=20, base_rate=1.0,
+                     frozen_warmup=0.1):
+    """The PTB rows of one epoch budget and LEGW base warmup (None: the
+    frozen 0.1 epochs) as a Markdown table (the tutorial's schedule, then
+    LEGW, then AutoWarmup, each by batch), each against the tutorial's
+    schedule and LEGW at the base batch (rate 1.0 at batch 20). AutoWarmup
+    (in the frozen table) shows its decision: the peak rate and the switch
+    step in epochs."""
+    base_warmup = frozen_warmup if warmup is None else warmup
     order = {"reference": 0, "legw": 1, "autowu": 2}
-    rows = sorted((r for r in rows if float(r["epochs"]) == epochs),
+    rows = sorted((r for r in rows if float(r["epochs"]) == epochs and (
+                       r["schedule"] == "reference" or row_warmup(r) == warmup)),
                   key=lambda r: (order.get(r["schedule"], 3),
                                  int(r["batch_size"])))
     by = {(r["schedule"], int(r["batch_size"])): float(r["test_perplexity"])
@@ -339,9 +343,12 @@ def main():
             print(table(path, ["schedule", "batch_size", "epochs", *metric,
                                "steps", "wall_seconds", "tokens_per_second"]))
     ptb_rows = read_rows(SWEEPS["ptb"][1])
-    for epochs in sorted({float(r["epochs"]) for r in ptb_rows}):
-        print(f"\nptb, {epochs:g} epochs:")
-        print(ptb_budget_table(ptb_rows, epochs))
+    for epochs, warmup in sorted({(float(r["epochs"]), row_warmup(r))
+                                  for r in ptb_rows},
+                                 key=lambda t: (t[0], t[1] or 0)):
+        print(f"\nptb, {epochs:g} epochs"
+              + ("" if warmup is None else f", base warmup {warmup:g}") + ":")
+        print(ptb_budget_table(ptb_rows, epochs, warmup))
     ptb_tuning_rows = read_rows(PTB_TUNING_CSV)
     for epochs in sorted({float(r["epochs"]) for r in ptb_tuning_rows}):
         print(f"\nptb, base warmup tuning at batch 20, {epochs:g} epochs:")

@@ -167,6 +167,16 @@ def test_ptb_budget_table_compares_each_row_with_both_base_runs():
     # AutoWarmup's decision: 6969 of 30199 steps of 13 epochs = 3 epochs.
     assert lines[5] == ("| AutoWarmup | 20 | 2.5 | 3 | 30199 | 110.00 | "
                         "+10.0% | -12.0% | 4200 |")
+    # A tuned warmup's table: its own LEGW rows, against its own batch-20
+    # run and the tutorial's (which has no warmup); no AutoWarmup.
+    rows += [dict(rows[0], base_warmup_epochs="0.025", test_perplexity="110"),
+             dict(rows[2], base_warmup_epochs="0.025", test_perplexity="120")]
+    lines = sequence_plots.ptb_budget_table(rows, 13.0, 0.025).splitlines()
+    assert lines[2:] == [
+        "| reference | 20 | 1 | 0 | 30199 | 100.00 | +0.0% | -16.7% | 4000 |",
+        "| LEGW | 20 | 1 | 0.025 | 30199 | 120.00 | +20.0% | +0.0% | 4100 |",
+        "| LEGW | 320 (16x) | 4 | 0.4 | 1885 | 110.00 | +10.0% | -8.3% | 900 |"]
+    assert len(sequence_plots.ptb_budget_table(rows, 13.0).splitlines()) == 6
 
 
 def test_autowu_plan_runs_the_zoo_schedule_with_one_rate_range(monkeypatch):
@@ -285,6 +295,41 @@ def test_ptb_autowu_plan_passes_its_range_and_cadence_and_records_them(
     row, = sweep_runner.read_rows(str(csv_path))
     assert (row["check_every_epochs"], row["warmup_steps"],
             row["peak_learning_rate"]) == ("0.1", "700", "2.5")
+
+
+def test_ptb_sweep_at_a_tuned_warmup_trains_legw_alone_under_its_name(
+        tmp_path, monkeypatch):
+    """--base_warmup_epochs passes the warmup to every LEGW run, names the
+    runs as bench.ptb_tuning names its candidates, records it, and trains
+    no tutorial-schedule run (it has no warmup); a rerun trains nothing;
+    AutoWarmup refuses it."""
+    import sys
+
+    from bench import ptb_sweep
+
+    calls = []
+
+    def fake_run(module, kwargs):
+        calls.append(kwargs)
+        return dict(test_perplexity=120.0, steps=1885, train_seconds=5.0,
+                    tokens_per_second=100.0)
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    csv_path = tmp_path / "ptb.csv"
+    argv = ["ptb_sweep", "--epochs=13", f"--csv={csv_path}",
+            f"--runs_dir={tmp_path / 'runs'}", "--base_warmup_epochs=0.025"]
+    monkeypatch.setattr(sys, "argv", argv)
+    ptb_sweep.main()
+    ptb_sweep.main()
+    assert sorted((c["schedule"], c["batch_size"], c["base_warmup_epochs"],
+                   os.path.basename(c["model_dir"])) for c in calls) == [
+        ("legw", b, 0.025, f"ptb_small_legw_b{b}_w0.025_s0_e13")
+        for b in (20, 80, 320, 1280)]
+    rows = sweep_runner.read_rows(str(csv_path))
+    assert {r["base_warmup_epochs"] for r in rows} == {"0.025"}
+    monkeypatch.setattr(sys, "argv", [*argv, "--plan=autowu"])
+    with pytest.raises(SystemExit, match="--plan=legw"):
+        ptb_sweep.main()
 
 
 def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
