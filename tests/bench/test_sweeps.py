@@ -2,12 +2,33 @@
 rows, table means, seconds to a target, and the recipe study's choices."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
 
 from bench import gpu_report, mnist_plots, mnist_recipes, mnist_sweep
 from bench import sweep_runner
+
+
+def _fake_training(monkeypatch, **results):
+    """Stands in for the sweeps' training child: returns the list each run's
+    keyword arguments (and its `module`) are appended to; every run returns
+    `results`."""
+    calls = []
+
+    def fake_run(module, kwargs):
+        calls.append(dict(kwargs, module=module))
+        return dict(results)
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    return calls
+
+
+def _run_sweep(monkeypatch, bench_module, *argv):
+    """`bench_module.main()` under the command line `argv`."""
+    monkeypatch.setattr(sys, "argv", [bench_module.__name__, *argv])
+    bench_module.main()
 
 
 def _row(**values):
@@ -228,7 +249,6 @@ def test_gnmt_sweep_trains_1024_in_micro_batches_and_records_memory(
     accumulation, the base and the child's peak memory (empty when the child
     found the run finished and trained nothing); the base is models.gnmt's
     unless named, and a sweep at another base trains its own runs."""
-    import sys
 
     from bench import gnmt_sweep
     from models import gnmt
@@ -270,24 +290,16 @@ def test_gnmt_sweep_trains_1024_in_micro_batches_and_records_memory(
 
 def test_ptb_autowu_plan_passes_its_range_and_cadence_and_records_them(
         tmp_path, monkeypatch):
-    import sys
-
     from bench import ptb_sweep
 
-    calls = []
-
-    def fake_run(module, kwargs):
-        calls.append(kwargs)
-        return dict(test_perplexity=120.0, steps=1885, train_seconds=5.0,
-                    tokens_per_second=100.0, warmup_steps=700,
-                    peak_learning_rate=2.5, peak_rss_gib=3.0)
-
-    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    calls = _fake_training(
+        monkeypatch, test_perplexity=120.0, steps=1885, train_seconds=5.0,
+        tokens_per_second=100.0, warmup_steps=700, peak_learning_rate=2.5,
+        peak_rss_gib=3.0)
     csv_path = tmp_path / "ptb.csv"
-    monkeypatch.setattr(sys, "argv", [
-        "ptb_sweep", "--epochs=13", "--plan=autowu", f"--csv={csv_path}",
-        f"--runs_dir={tmp_path / 'runs'}", "--batch_sizes=320"])
-    ptb_sweep.main()
+    _run_sweep(monkeypatch, ptb_sweep, "--epochs=13", "--plan=autowu",
+               f"--csv={csv_path}", f"--runs_dir={tmp_path / 'runs'}",
+               "--batch_sizes=320")
     assert len(calls) == 1 and calls[0]["batch_size"] == 320
     assert (calls[0]["schedule"], calls[0]["min_learning_rate"],
             calls[0]["max_learning_rate"], calls[0]["check_every_epochs"]) \
@@ -303,33 +315,23 @@ def test_ptb_sweep_at_a_tuned_warmup_trains_legw_alone_under_its_name(
     runs as bench.ptb_tuning names its candidates, records it, and trains
     no tutorial-schedule run (it has no warmup); a rerun trains nothing;
     AutoWarmup refuses it."""
-    import sys
-
     from bench import ptb_sweep
 
-    calls = []
-
-    def fake_run(module, kwargs):
-        calls.append(kwargs)
-        return dict(test_perplexity=120.0, steps=1885, train_seconds=5.0,
-                    tokens_per_second=100.0)
-
-    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    calls = _fake_training(monkeypatch, test_perplexity=120.0, steps=1885,
+                           train_seconds=5.0, tokens_per_second=100.0)
     csv_path = tmp_path / "ptb.csv"
-    argv = ["ptb_sweep", "--epochs=13", f"--csv={csv_path}",
+    argv = ["--epochs=13", f"--csv={csv_path}",
             f"--runs_dir={tmp_path / 'runs'}", "--base_warmup_epochs=0.025"]
-    monkeypatch.setattr(sys, "argv", argv)
-    ptb_sweep.main()
-    ptb_sweep.main()
+    _run_sweep(monkeypatch, ptb_sweep, *argv)
+    _run_sweep(monkeypatch, ptb_sweep, *argv)
     assert sorted((c["schedule"], c["batch_size"], c["base_warmup_epochs"],
                    os.path.basename(c["model_dir"])) for c in calls) == [
         ("legw", b, 0.025, f"ptb_small_legw_b{b}_w0.025_s0_e13")
         for b in (20, 80, 320, 1280)]
     rows = sweep_runner.read_rows(str(csv_path))
     assert {r["base_warmup_epochs"] for r in rows} == {"0.025"}
-    monkeypatch.setattr(sys, "argv", [*argv, "--plan=autowu"])
     with pytest.raises(SystemExit, match="--plan=legw"):
-        ptb_sweep.main()
+        _run_sweep(monkeypatch, ptb_sweep, *argv, "--plan=autowu")
 
 
 def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
@@ -337,7 +339,6 @@ def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
     """Val at every alpha for batch 128, then test for each trained batch at
     0 and at the alpha of the best val BLEU, all within the sweep's epochs
     and base; a rerun adds nothing; ties go to the smaller alpha."""
-    import sys
 
     from bench import gnmt_length_penalty as lp
 
@@ -454,35 +455,28 @@ def test_ptb_tuning_trains_each_warmup_at_20_and_records_valid_perplexity(
     """Every base warmup of the grid trains LEGW at batch 20 with that
     warmup; the frozen one (0.1) is the sweep's own batch-20 run; each row
     carries the valid perplexity of its own run; a rerun trains nothing."""
-    import sys
-
     from bench import ptb_sweep, ptb_tuning
     from models import ptb_lstm
 
-    calls, evaluated = [], []
-
-    def fake_run(module, kwargs):
-        calls.append((module, kwargs))
-        return dict(test_perplexity=120.0, steps=30199, train_seconds=5.0,
-                    tokens_per_second=100.0)
+    calls = _fake_training(monkeypatch, test_perplexity=120.0, steps=30199,
+                           train_seconds=5.0, tokens_per_second=100.0)
+    evaluated = []
 
     def fake_perplexity(model_dir, split, data_dir=None):
         evaluated.append((os.path.basename(model_dir), split))
         return 120.0 + len(evaluated)
 
-    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
     monkeypatch.setattr(ptb_lstm, "perplexity_of_trained", fake_perplexity)
     csv_path = tmp_path / "tuning.csv"
-    monkeypatch.setattr(sys, "argv", [
-        "ptb_tuning", "--epochs=13", f"--csv={csv_path}",
-        f"--runs_dir={tmp_path / 'runs'}", "--warmups=0.025,0.1"])
-    ptb_tuning.main()
-    ptb_tuning.main()
-    assert [(m, k["schedule"], k["batch_size"], k["base_warmup_epochs"],
-             k["epochs"]) for m, k in calls] == [
+    argv = ["--epochs=13", f"--csv={csv_path}",
+            f"--runs_dir={tmp_path / 'runs'}", "--warmups=0.025,0.1"]
+    _run_sweep(monkeypatch, ptb_tuning, *argv)
+    _run_sweep(monkeypatch, ptb_tuning, *argv)
+    assert [(c["module"], c["schedule"], c["batch_size"],
+             c["base_warmup_epochs"], c["epochs"]) for c in calls] == [
         ("ptb_lstm", "legw", 20, 0.025, 13.0),
         ("ptb_lstm", "legw", 20, 0.1, 13.0)]
-    assert [os.path.basename(k["model_dir"]) for _, k in calls] == [
+    assert [os.path.basename(c["model_dir"]) for c in calls] == [
         name for name, _ in evaluated] == [
         "ptb_small_legw_b20_w0.025_s0_e13",
         ptb_sweep.run_name("legw", 20, 0, 13)]
@@ -515,32 +509,25 @@ def test_gnmt_tuning_trains_each_candidate_at_128_and_records_val_bleu(
     """Every (rate, dropout) of the grid trains at the base batch with that
     rate and dropout, its row carries the val BLEU of its own run, and a
     rerun trains nothing again."""
-    import sys
-
     from bench import gnmt_tuning
     from models import gnmt
 
-    calls, translated = [], []
-
-    def fake_run(module, kwargs):
-        calls.append(kwargs)
-        return dict(test_bleu=20.0, test_perplexity=9.0, steps=10,
-                    train_seconds=5.0, tokens_per_second=100.0,
-                    peak_rss_gib=4.0)
+    calls = _fake_training(monkeypatch, test_bleu=20.0, test_perplexity=9.0,
+                           steps=10, train_seconds=5.0,
+                           tokens_per_second=100.0, peak_rss_gib=4.0)
+    translated = []
 
     def fake_translate(model_dir, split, data_dir=None):
         translated.append((os.path.basename(model_dir), split))
         return 10.0 + len(translated), []
 
-    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
     monkeypatch.setattr(gnmt, "translate_trained", fake_translate)
     csv_path = tmp_path / "tuning.csv"
-    monkeypatch.setattr(sys, "argv", [
-        "gnmt_tuning", "--epochs=13", f"--csv={csv_path}",
-        f"--runs_dir={tmp_path / 'runs'}", "--learning_rates=0.002,0.004",
-        "--dropouts=0.1"])
-    gnmt_tuning.main()
-    gnmt_tuning.main()
+    argv = ["--epochs=13", f"--csv={csv_path}",
+            f"--runs_dir={tmp_path / 'runs'}", "--learning_rates=0.002,0.004",
+            "--dropouts=0.1"]
+    _run_sweep(monkeypatch, gnmt_tuning, *argv)
+    _run_sweep(monkeypatch, gnmt_tuning, *argv)
     assert [(c["batch_size"], c["base_learning_rate"], c["dropout"],
              c["epochs"]) for c in calls] == [(128, 0.002, 0.1, 13.0),
                                               (128, 0.004, 0.1, 13.0)]
