@@ -4,7 +4,7 @@
 #   make plan       preview the demo's schedule (and plot it to lr.png)
 #   make bench      the benchmarks: schedule and noise-scale overhead, ResNet-50 images/s
 #   make reproduce  the MNIST-LSTM sweeps of docs/results (hours on a CPU)
-#   make reproduce-sequence  the PTB and GNMT sweeps and throughput (about 20 h here: the training seconds of its CSVs' rows, each run counted once)
+#   make reproduce-sequence  the PTB and GNMT sweeps, tunings and throughput (about 25 h here: the training seconds of its CSVs' rows, each run counted once)
 #   make bazel-test the test suite under Bazel, offline (needs bazel-bootstrap)
 #   make mutate     mutation testing of keras_legw/ against tests/keras_legw
 #                   (mutmut; hours on two cores, not part of CI)
