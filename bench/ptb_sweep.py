@@ -52,6 +52,16 @@ def run_name(schedule, batch_size, seed, epochs, base_warmup_epochs=None):
             f"_e{float(epochs):g}")
 
 
+def named_warmup(warmup):
+    """`warmup` as run names and rows carry it: None for no warmup given or
+    for the frozen one (`models.ptb_lstm.BASE`'s), so that passing the
+    frozen value reuses the frozen sweep's runs."""
+    from models import ptb_lstm
+
+    frozen = ptb_lstm.BASE["base_warmup_epochs"]
+    return None if warmup is None or warmup == frozen else warmup
+
+
 def row_warmup(row):
     """A row's base warmup in epochs, None for the frozen one."""
     text = row.get("base_warmup_epochs")
@@ -70,7 +80,7 @@ def main():
         __doc__, epochs=3, csv_path="docs/results/ptb_sweep.csv",
         runs_dir="runs/ptb_sweep", plans=tuple(PLANS),
         add_arguments=add_warmup_argument)
-    warmup = args.base_warmup_epochs
+    warmup = named_warmup(args.base_warmup_epochs)
     if warmup is not None and args.plan != "legw":
         raise SystemExit("--base_warmup_epochs is LEGW's: use it with "
                          f"--plan=legw, not --plan={args.plan} (AutoWarmup "

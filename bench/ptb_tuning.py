@@ -28,11 +28,8 @@ BATCH_SIZE = 20
 
 def candidate_name(args, warmup):
     """The run's name: the sweep's own at the frozen base warmup."""
-    from models import ptb_lstm
-
-    frozen = warmup == ptb_lstm.BASE["base_warmup_epochs"]
     return ptb_sweep.run_name("legw", BATCH_SIZE, args.seed, args.epochs,
-                              None if frozen else warmup)
+                              ptb_sweep.named_warmup(warmup))
 
 
 def train_candidate(args, warmup):

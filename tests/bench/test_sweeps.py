@@ -332,6 +332,14 @@ def test_ptb_sweep_at_a_tuned_warmup_trains_legw_alone_under_its_name(
     assert {r["base_warmup_epochs"] for r in rows} == {"0.025"}
     with pytest.raises(SystemExit, match="--plan=legw"):
         _run_sweep(monkeypatch, ptb_sweep, *argv, "--plan=autowu")
+    # The frozen warmup named explicitly is the frozen sweep, not a new one.
+    calls.clear()
+    _run_sweep(monkeypatch, ptb_sweep, *argv[:-1], "--base_warmup_epochs=0.1",
+               "--batch_sizes=20")
+    assert sorted((c["schedule"], os.path.basename(c["model_dir"]))
+                  for c in calls) == [
+        ("legw", "ptb_small_legw_b20_s0_e13"),
+        ("reference", "ptb_small_reference_b20_s0_e13")]
 
 
 def test_gnmt_length_penalty_is_chosen_on_val_at_the_base_batch_only(
