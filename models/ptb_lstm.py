@@ -176,11 +176,7 @@ def perplexity_of_trained(model_dir, split, *, config="small", data_dir=None,
                      EVAL_ROWS_PER_REPLICA, 1)
     model = task.build_model()
     checkpoints.restore_model_variables(model, model_dir)
-    strategy = tf.distribute.get_strategy()
-    evaluate = Evaluator(
-        task, strategy, model, lambda training:
-        strategy.experimental_distribute_values_from_function(
-            lambda context: task.initial_state(training)))
+    evaluate = Evaluator(task, tf.distribute.get_strategy(), model)
     return evaluate()["test_perplexity"]
 
 

@@ -6,11 +6,11 @@ import tensorflow as tf
 
 class Evaluator:
     """`evaluator()` -> the task's metrics on its evaluation set; stateful
-    models start from `zero_state(training=False)` and carry it."""
+    models start from `task.zero_state(strategy, training=False)` and
+    carry it."""
 
-    def __init__(self, task, strategy, model, zero_state):
+    def __init__(self, task, strategy, model):
         self._task, self._strategy, self._model = task, strategy, model
-        self._zero_state = zero_state
         self._data = strategy.distribute_datasets_from_function(
             task.eval_dataset)
         # Evaluation batches may differ in shape (sentences cut to their
@@ -29,7 +29,8 @@ class Evaluator:
                  for k, v in sums.items()}, state)
 
     def __call__(self):
-        totals, state = {}, self._zero_state(training=False)
+        totals = {}
+        state = self._task.zero_state(self._strategy, training=False)
         for batch in self._data:
             sums, state = self._step(batch, state)
             for key, value in sums.items():

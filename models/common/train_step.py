@@ -119,13 +119,6 @@ class CompiledStep:
             if options.jit_compile else self._loss_and_gradients
         self.train_loop = tf.function(self._train_loop)
 
-    def zero_state(self, training):
-        """Each replica's zero state ([] for stateless models)."""
-        if not self._stateful:
-            return []
-        return self._strategy.experimental_distribute_values_from_function(
-            lambda context: self._task.initial_state(training))
-
     def _forward(self, inputs, state):
         """(outputs, new_state); the state is [] for stateless models."""
         if not self._stateful:

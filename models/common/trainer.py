@@ -79,6 +79,14 @@ class Task:
     example_size: float = 1
     initial_state: Optional[Callable] = None
 
+    def zero_state(self, strategy, training):
+        """Each replica of `strategy` its zero state for training or
+        evaluation ([] for stateless models)."""
+        if self.initial_state is None:
+            return []
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: self.initial_state(training))
+
 
 def epoch_end_steps(num_examples, global_batch_size, total_steps):
     """The step after which each epoch ends: ceil(e * N / B) for e = 1, 2, ...
@@ -228,9 +236,8 @@ class _Run:
         self.metrics = self.history[-1]["metrics"] if self.history else {}
         self.iterator = iter(self.strategy.distribute_datasets_from_function(
             lambda context: self.task.train_dataset(context, self.start_step)))
-        self.evaluate = Evaluator(self.task, self.strategy,
-                                  self.step_fn.model, self.step_fn.zero_state)
-        self.state = self.step_fn.zero_state(training=True)
+        self.evaluate = Evaluator(self.task, self.strategy, self.step_fn.model)
+        self.state = self.task.zero_state(self.strategy, training=True)
         wall_start = time.perf_counter()
         with preemption.StopRequests() as self.stops:
             # Written once the signals are caught: training is about to start.
