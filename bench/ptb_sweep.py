@@ -56,10 +56,11 @@ def named_warmup(warmup):
     """`warmup` as run names and rows carry it: None for no warmup given or
     for the frozen one (`models.ptb_lstm.BASE`'s), so that passing the
     frozen value reuses the frozen sweep's runs."""
+    if warmup is None:
+        return None  # the default sweep: no TensorFlow in this process
     from models import ptb_lstm
 
-    frozen = ptb_lstm.BASE["base_warmup_epochs"]
-    return None if warmup is None or warmup == frozen else warmup
+    return None if warmup == ptb_lstm.BASE["base_warmup_epochs"] else warmup
 
 
 def row_warmup(row):
