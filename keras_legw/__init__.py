@@ -10,6 +10,11 @@ Public API:
     LARS                      layer-wise adaptive rate scaling optimizer
     AutoWarmup                adaptive warmup callback (Kim et al. 2021)
     AutoWarmupSchedule        the same as a schedule, for custom loops
+    BatchRamp, NoiseBatchSchedule, batch_schedule, parse_batch_ramp
+                              batch-size schedules: a fixed ramp, or one that
+                              grows with the measured noise scale
+    GrowingBatch, GrowingBatchDataset, GrowingBatchRate
+                              training with a growing batch in model.fit
     noise_scale_estimates, NoiseScaleEstimator
                               the gradient noise scale (largest useful batch)
     measure_noise_scale, NoiseScaleCallback
@@ -21,6 +26,10 @@ Public API:
 
 from keras_legw.autowarmup import (AutoWarmup, AutoWarmupController,
                                    AutoWarmupSchedule)
+from keras_legw.batch_schedules import (BatchRamp, NoiseBatchSchedule,
+                                        batch_schedule, parse_batch_ramp)
+from keras_legw.growing_batch import (GrowingBatch, GrowingBatchDataset,
+                                      GrowingBatchRate)
 from keras_legw.lars import LARS
 from keras_legw.recipes import RECIPES, goyal, recipe
 from keras_legw.noise_scale import (NoiseScaleCallback, NoiseScaleEstimator,
@@ -42,17 +51,24 @@ __all__ = [
     "AutoWarmup",
     "AutoWarmupController",
     "AutoWarmupSchedule",
+    "BatchRamp",
+    "GrowingBatch",
+    "GrowingBatchDataset",
+    "GrowingBatchRate",
     "LARS",
     "LEGW",
+    "NoiseBatchSchedule",
     "NoiseScaleCallback",
     "NoiseScaleEstimator",
     "NoiseScaleResult",
     "RECIPES",
     "batch_scale_factor",
+    "batch_schedule",
     "epochs_to_steps",
     "goyal",
     "measure_noise_scale",
     "noise_scale_estimates",
+    "parse_batch_ramp",
     "recipe",
     "scale_learning_rate",
     "scale_warmup_epochs",

@@ -156,16 +156,58 @@ def _check_batches(num_examples, small_batch_size, big_batch_size,
 
 
 def _gradient_sq_norm(model, x, y):
-    """|gradient of the model's compiled loss|^2 on (x, y), TensorFlow; the
-    model's state (batch-norm statistics, metrics) is left as it was."""
+    """|gradient of the model's compiled loss|^2 on (x, y), on the model's
+    backend (TensorFlow, JAX or PyTorch); the model's state (batch-norm
+    statistics, metrics) is left as it was."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        grads = _tensorflow_gradients(model, x, y)
+    elif backend == "jax":
+        grads = _jax_gradients(model, x, y)
+    elif backend == "torch":
+        grads = _torch_gradients(model, x, y)
+    else:
+        raise ValueError(
+            "measure_noise_scale runs on the TensorFlow, JAX and PyTorch "
+            f"backends; this is {backend}.")
+    return float(sum(np.sum(np.square(np.asarray(
+        keras.ops.convert_to_numpy(g), dtype=np.float64)))
+        for g in grads if g is not None))
+
+
+def _loss(model, x, y, y_pred):
+    return model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+
+
+def _tensorflow_gradients(model, x, y):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        y_pred = model(x, training=False)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-    grads = tape.gradient(loss, model.trainable_variables)
-    return float(tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
-                           for g in grads if g is not None]))
+        loss = _loss(model, x, y, model(x, training=False))
+    return tape.gradient(loss, model.trainable_variables)
+
+
+def _jax_gradients(model, x, y):
+    import jax
+
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss_of(trainable):
+        y_pred, _ = model.stateless_call(trainable, non_trainable, x,
+                                         training=False)
+        with keras.StatelessScope(state_mapping=list(zip(
+                model.trainable_variables, trainable))):
+            return _loss(model, x, y, y_pred)
+
+    return jax.grad(loss_of)([v.value for v in model.trainable_variables])
+
+
+def _torch_gradients(model, x, y):
+    import torch
+
+    weights = [v.value for v in model.trainable_variables]
+    loss = _loss(model, x, y, model(x, training=False))
+    return torch.autograd.grad(loss, weights, allow_unused=True)
 
 
 def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
@@ -182,8 +224,9 @@ def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
     unused, one far above it buys little per example. Batch-norm layers run
     in inference mode and nothing in the model changes.
 
-    TensorFlow backend only (it takes the gradients with
-    `tf.GradientTape`); another backend is one clear error.
+    Runs on the TensorFlow, JAX and PyTorch backends (gradients by
+    `tf.GradientTape`, `jax.grad` of `model.stateless_call`, or
+    `torch.autograd.grad`).
 
     Returns:
         A `NoiseScaleResult` (`noise_scale`, `grad_sq_norm`,
@@ -191,16 +234,9 @@ def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
 
     Raises:
         ValueError: naming a bad argument (a small batch not smaller than
-            the big one, a big batch larger than the data, ...), an
-            uncompiled model, or a backend other than TensorFlow.
+            the big one, a big batch larger than the data, ...) or an
+            uncompiled model.
     """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            "measure_noise_scale needs the TensorFlow backend (it takes "
-            f"gradients with tf.GradientTape); this is {keras.backend.backend()}"
-            ". Measure on TensorFlow, or inside the zoo's trainer.")
     if not getattr(model, "compiled", False):
         raise ValueError("Argument `model` must be compiled with its loss "
                          "(model.compile(loss=...)) before measuring.")
@@ -228,7 +264,8 @@ class NoiseScaleCallback(keras.callbacks.Callback):
     `measure_noise_scale` on `(x, y)` every `every_n_steps` steps, and puts
     the latest value in the logs as `noise_scale` (batch logs when it is
     measured, and every epoch's logs, so History and TensorBoard get it).
-    `history` keeps (step, NoiseScaleResult) pairs. TensorFlow backend only.
+    `history` keeps (step, NoiseScaleResult) pairs. Any backend that
+    `measure_noise_scale` runs on.
 
     Args: as `measure_noise_scale`, and `every_n_steps`, a positive integer.
     """

@@ -274,13 +274,12 @@ def test_batches_at_their_limits_and_the_defaults():
         keras_legw.NoiseScaleCallback(x, y, 64, 64, every_n_steps=1)
 
 
-def test_another_backend_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+def test_a_backend_without_gradients_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "numpy")
     model = _least_squares_model(np.zeros(2), 2)
-    with pytest.raises(ValueError, match=r"^measure_noise_scale needs the "
-                       r"TensorFlow backend \(it takes gradients with "
-                       r"tf.GradientTape\); this is jax. Measure on "
-                       r"TensorFlow, or inside the zoo's trainer.$"):
+    with pytest.raises(ValueError, match=r"^measure_noise_scale runs on the "
+                       r"TensorFlow, JAX and PyTorch backends; this is "
+                       r"numpy.$"):
         keras_legw.measure_noise_scale(model, np.ones((8, 2)),
                                        np.ones((8, 1)), 2, 4)
 

@@ -1,0 +1,125 @@
+"""The growing-batch study: MNIST-LSTM through `model.fit` with a batch that
+grows from 128 to at most 8192, 25 epochs, base hyperparameters tuned at
+128 only.
+
+    python -m bench.growing_batch --workers=2               # seed 0, CONFIGS
+    python -m bench.growing_batch --plan=frozen --workers=2 # seed 1, FROZEN
+
+Seed 0 runs every configuration of CONFIGS; `--plan=frozen` runs seed 1 of
+FROZEN, the one chosen from seed 0 (see docs/results/README.md, "Growing
+batch"). Each finished run is appended at once to
+docs/results/growing_batch.csv (columns below) and its per-epoch curve to
+growing_batch_curves.csv; runs already there are skipped, so rerunning
+continues the study. Each run trains in its own process
+(`models.mnist_lstm_growing.run`); wall_seconds are from the start of fit,
+contended when two run at once.
+"""
+
+import math
+
+from bench import sweep_runner
+
+CSV = "docs/results/growing_batch.csv"
+CURVES_CSV = "docs/results/growing_batch_curves.csv"
+COLUMNS = ["model", "config", "optimizer", "rate_rule", "batch_schedule",
+           "max_batch_size", "seed", "epochs", "test_metric",
+           "final_train_loss", "steps", "examples", "wall_seconds"]
+CURVE_COLUMNS = ["config", "seed", "epoch", "step", "batch_size",
+                 "learning_rate", "noise_scale", "test_accuracy"]
+NUM_EXAMPLES = 60000
+# The issue's first look (its ramp), and a faster one that starts at 256.
+RAMP = "0:128,1:512,2:1024,4:2048,7:4096,10:8192"
+FAST_RAMP = "0:256,1:1024,3:4096,6:8192"
+CONFIGS = {
+    "adam_sqrt_ramp": dict(optimizer="adam", rate_rule="sqrt",
+                           batch_schedule=RAMP),
+    "lamb_sqrt_ramp": dict(optimizer="lamb", rate_rule="sqrt",
+                           batch_schedule=RAMP),
+    "lamb_sqrt_fast_ramp": dict(optimizer="lamb", rate_rule="sqrt",
+                                batch_schedule=FAST_RAMP),
+    # Smith et al. 2018: the base rate throughout, the decay only once the
+    # batch is at its largest (epoch 6).
+    "lamb_constant_fast_ramp": dict(optimizer="lamb", rate_rule="none",
+                                    batch_schedule=FAST_RAMP,
+                                    decay_begin_epochs=6.0),
+    "lamb_sqrt_noise": dict(optimizer="lamb", rate_rule="sqrt",
+                            batch_schedule="noise", max_batch_size=8192),
+    "lamb_sqrt_noise_x4": dict(optimizer="lamb", rate_rule="sqrt",
+                               batch_schedule="noise", max_batch_size=8192,
+                               noise_scale_multiplier=4.0),
+}
+FROZEN = "lamb_sqrt_fast_ramp"
+
+
+def plan_runs(plan):
+    """(config, seed) pairs of a plan."""
+    if plan == "seed0":
+        return [(name, 0) for name in CONFIGS]
+    return [(FROZEN, 1)]
+
+
+def steps_of(batch_sizes):
+    """Optimizer steps after each epoch, from each epoch's batch (the last
+    batch of an epoch is smaller when the batch does not divide N)."""
+    steps, total = [], 0
+    for batch in batch_sizes:
+        total += math.ceil(NUM_EXAMPLES / batch)
+        steps.append(total)
+    return steps
+
+
+def row_of(name, seed, epochs, results):
+    spec = CONFIGS[name]
+    return dict(model="mnist_lstm", config=name, optimizer=spec["optimizer"],
+                rate_rule=spec["rate_rule"],
+                batch_schedule=spec["batch_schedule"],
+                max_batch_size=spec.get("max_batch_size",
+                                        max(results["batch_size"])),
+                seed=seed, epochs=f"{epochs:g}",
+                test_metric=f"{results['test_accuracy']:.4f}",
+                final_train_loss=f"{results['final_train_loss']:.4g}",
+                steps=results["steps"], examples=results["examples"],
+                wall_seconds=f"{results['wall_seconds']:.1f}")
+
+
+def curve_rows(name, seed, results):
+    noise = results["noise_scale"] or [""] * len(results["batch_size"])
+    return [dict(config=name, seed=seed, epoch=epoch + 1, step=step,
+                 batch_size=batch, learning_rate=f"{rate:.6g}",
+                 noise_scale=f"{ns:.6g}" if ns != "" else "",
+                 test_accuracy=f"{accuracy:.4f}")
+            for epoch, (step, batch, rate, ns, accuracy) in enumerate(zip(
+                steps_of(results["batch_size"]), results["batch_size"],
+                results["learning_rate"], noise,
+                results["epoch_test_accuracy"]))]
+
+
+def run_one(name, seed, args):
+    kwargs = dict(CONFIGS[name], seed=seed, epochs=args.epochs,
+                  data_dir=args.data_dir)
+    results = sweep_runner.run_in_child("mnist_lstm_growing", kwargs)
+    sweep_runner.append_row(args.csv, COLUMNS,
+                            row_of(name, seed, args.epochs, results))
+    for row in curve_rows(name, seed, results):
+        sweep_runner.append_row(args.curves_csv, CURVE_COLUMNS, row)
+    print(f"{name} seed {seed}: {results['test_accuracy']:.4f} in "
+          f"{results['steps']} steps, batches {results['batch_size']}",
+          flush=True)
+
+
+def main():
+    parser = sweep_runner.sweep_parser(__doc__, epochs=25.0, csv_path=CSV,
+                                       runs_dir=None,
+                                       plans=("seed0", "frozen"))
+    parser.add_argument("--curves_csv", default=CURVES_CSV)
+    args = parser.parse_args()
+    done = {(r["config"], int(r["seed"]), float(r["epochs"]))
+            for r in sweep_runner.read_rows(args.csv)}
+    jobs = [lambda n=name, s=seed: run_one(n, s, args)
+            for name, seed in plan_runs(args.plan)
+            if (name, seed, args.epochs) not in done]
+    sweep_runner.run_all(jobs, args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""A batch that grows during `model.fit`, on every Keras 3 backend.
+
+Three pieces, each reusable alone:
+
+    GrowingBatchRate     the learning rate at a point of training and the
+                         batch in use there (the rule, in `keras.ops`)
+    GrowingBatchDataset  a `keras.utils.PyDataset` over in-memory arrays whose
+                         batch is set at each epoch's start
+    GrowingBatch         the `fit` callback that joins them: it sets each
+                         epoch's batch from a batch schedule
+                         (`keras_legw.batch_schedules`), each step's rate,
+                         measures the noise scale for an adaptive schedule,
+                         logs `batch_size`, `learning_rate` and
+                         `examples_seen`, and keeps what a resume needs
+
+Progress counts in examples seen: a `fit` epoch is one pass over the data
+at the batch of that epoch, and the epoch reached before a step is
+``e = examples_seen / N``. Example:
+
+    >>> data = GrowingBatchDataset(x, y, BatchRamp("0:128,1:512,4:2048"))
+    >>> rate = GrowingBatchRate(base_learning_rate=0.002,
+    ...                         base_batch_size=128, start_batch_size=128,
+    ...                         base_warmup_epochs=0.2, total_epochs=25)
+    >>> model.compile(optimizer=keras.optimizers.Adam(0.002), loss=...)
+    >>> model.fit(data, epochs=25, callbacks=[
+    ...     GrowingBatch(data, rate, backup_dir="/tmp/backup"),
+    ...     keras.callbacks.BackupAndRestore("/tmp/backup")])
+"""
+
+import json
+import math
+import os
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_legw import scaling as rules
+from keras_legw._validation import (check_non_negative, check_one_of,
+                                    check_positive, check_positive_integer)
+from keras_legw.noise_scale import measure_noise_scale
+from keras_legw.schedules import DECAY_SHAPES, linear_warmup
+
+RATE_RULES = ("sqrt", "linear", "none")
+GROWING_DECAYS = ("constant", "polynomial", "cosine")
+STATE_FILE = "growing_batch_state.json"
+# What Keras' EpochIterator warns when an epoch ends before the batch count
+# it read at the start of fit (the first epoch's, the largest).
+_SHORT_EPOCH_WARNING = "Your input ran out of data"
+
+
+@keras.saving.register_keras_serializable(package="keras_legw")
+class GrowingBatchRate:
+    """The learning rate of a run whose batch grows, at epoch ``e`` (examples
+    seen / N, before the step) and the global batch ``B`` of that step:
+
+        rate(e, B) = P(B) * g(e)
+
+        P(B) = eta0 * sqrt(B / B0)     rate_rule="sqrt" (LEGW's peak at the
+                                       current batch); "linear": eta0 B/B0;
+                                       "none": eta0 (Smith et al. 2018: the
+                                       growing batch replaces the decay)
+        W    = w0 * B_start / B0       LEGW's warmup, in epochs, of the
+                                       batch the run starts at
+        D    = decay_begin_epochs      (default W)
+        g(e) = e / W                   for e < W
+               1                       for W <= e < D
+               shape((e - D) / (E - D)) for D <= e, e clipped to E
+
+    with shape one of constant (1), polynomial ((1 - t) ** power) and cosine
+    ((1 + cos(pi t)) / 2), all ending at 0. At a batch change ``e`` is
+    continuous, so the warmup and the decay go on where they were; only the
+    peak factor jumps, from P(B_old) to P(B_new), on the first step at the
+    new batch. With a constant batch ``B_start`` and ``D = W`` this is the
+    `LEGW` schedule at that batch.
+
+    Legend: ``eta0`` `base_learning_rate`, ``B0`` `base_batch_size`, ``w0``
+    `base_warmup_epochs`, ``B_start`` `start_batch_size`, ``E``
+    `total_epochs`.
+
+    Raises:
+        ValueError: naming a bad argument (a warmup not shorter than the run,
+            a decay beginning inside the warmup or at the end, ...).
+    """
+
+    def __init__(self, base_learning_rate, base_batch_size, start_batch_size,
+                 base_warmup_epochs, total_epochs, rate_rule="sqrt",
+                 decay="polynomial", power=2.0, decay_begin_epochs=None):
+        self.base_learning_rate = base_learning_rate
+        self.base_batch_size = base_batch_size
+        self.start_batch_size = start_batch_size
+        self.base_warmup_epochs = base_warmup_epochs
+        self.total_epochs = total_epochs
+        self.rate_rule = rate_rule
+        self.decay = decay
+        self.power = power
+        self.decay_begin_epochs = decay_begin_epochs
+        check_positive("base_learning_rate", base_learning_rate)
+        check_one_of("rate_rule", rate_rule, RATE_RULES)
+        check_one_of("decay", decay, GROWING_DECAYS)
+        check_positive("power", power)
+        check_positive("total_epochs", total_epochs)
+        self.warmup_epochs = rules.scale_warmup_epochs(
+            base_warmup_epochs,
+            rules.batch_scale_factor(base_batch_size, start_batch_size))
+        if self.warmup_epochs >= total_epochs:
+            raise ValueError(
+                "Argument `base_warmup_epochs` must give a warmup shorter than"
+                f" `total_epochs`: at start_batch_size={start_batch_size} it "
+                f"is {self.warmup_epochs:g} epochs. Received: "
+                f"base_warmup_epochs={base_warmup_epochs!r}, "
+                f"total_epochs={total_epochs!r}")
+        self.decay_begin = (self.warmup_epochs if decay_begin_epochs is None
+                            else decay_begin_epochs)
+        check_non_negative("decay_begin_epochs", self.decay_begin)
+        if not self.warmup_epochs <= self.decay_begin < total_epochs:
+            raise ValueError(
+                "Argument `decay_begin_epochs` must be in [warmup_epochs, "
+                f"total_epochs) = [{self.warmup_epochs:g}, {total_epochs:g})."
+                f" Received: decay_begin_epochs={decay_begin_epochs!r}")
+
+    def peak_learning_rate(self, batch_size):
+        """``P(B)``: the rate at `batch_size` outside warmup and decay."""
+        return rules.scale_learning_rate(
+            self.base_learning_rate,
+            rules.batch_scale_factor(self.base_batch_size, batch_size),
+            self.rate_rule)
+
+    def __call__(self, epoch, batch_size):
+        """``rate(e, B)``; `epoch` and `batch_size` may be tensors."""
+        e = ops.cast(epoch, "float32")
+        k = ops.cast(batch_size, "float32") / float(self.base_batch_size)
+        factor = {"sqrt": ops.sqrt(k), "linear": k,
+                  "none": ops.ones_like(k)}[self.rate_rule]
+        begin, total = float(self.decay_begin), float(self.total_epochs)
+        since = ops.maximum(ops.minimum(e, total) - begin, 0.0)
+        shape, own = DECAY_SHAPES[self.decay]
+        after = shape(since / (total - begin), since, 1.0, 0.0,
+                      *(getattr(self, name) for name in own))
+        return (self.base_learning_rate * factor
+                * linear_warmup(e, 1.0, self.warmup_epochs, after))
+
+    def get_config(self):
+        return dict(base_learning_rate=self.base_learning_rate,
+                    base_batch_size=self.base_batch_size,
+                    start_batch_size=self.start_batch_size,
+                    base_warmup_epochs=self.base_warmup_epochs,
+                    total_epochs=self.total_epochs, rate_rule=self.rate_rule,
+                    decay=self.decay, power=self.power,
+                    decay_begin_epochs=self.decay_begin_epochs)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class GrowingBatchDataset(keras.utils.PyDataset):
+    """In-memory `(x, y)` in batches whose size is set per epoch.
+
+    `set_epoch(epoch, batch_size)` (called by `GrowingBatch` at each epoch's
+    start) draws that epoch's order, a permutation seeded by
+    ``(seed, epoch)``, and cuts it into batches of `batch_size`: every
+    example exactly once per epoch, the last batch smaller when
+    `batch_size` does not divide the examples (as `fit(x, y, batch_size)`
+    does), or left out with `drop_remainder`.
+
+    Until its first epoch is set it serves Keras' look at the first two
+    batches, from which TensorFlow's `PyDataset` adapter fixes every
+    dimension that they share: so those two differ in size by one, and the
+    batch dimension stays free for the batches that grow.
+
+    Args:
+        x, y: arrays (or sequences of arrays) with the examples first.
+        batch_schedule: a `BatchRamp` or `NoiseBatchSchedule`.
+        seed: seeds each epoch's permutation.
+        shuffle: False keeps the given order every epoch.
+        drop_remainder: leave out the last, smaller batch of each epoch.
+        **kwargs: `keras.utils.PyDataset`'s (workers, ...).
+    """
+
+    def __init__(self, x, y, batch_schedule, seed=0, shuffle=True,
+                 drop_remainder=False, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y = x, y
+        self.num_examples = len(y)
+        if len(x) != self.num_examples:
+            raise ValueError(
+                "Arguments `x` and `y` must hold the same number of examples."
+                f" Received: {len(x)} and {self.num_examples}")
+        self.batch_schedule = batch_schedule
+        self.seed, self.shuffle = seed, shuffle
+        self.drop_remainder = drop_remainder
+        if batch_schedule.max_batch_size > self.num_examples:
+            raise ValueError(
+                "Argument `batch_schedule` must not go past the "
+                f"{self.num_examples} examples. Received: max_batch_size="
+                f"{batch_schedule.max_batch_size}")
+        self.epoch, self.batch_size = None, batch_schedule.start_batch_size
+        self._order = np.arange(self.num_examples)
+
+    def set_epoch(self, epoch, batch_size):
+        """Makes the batches of `epoch` (0-based) at `batch_size`."""
+        self.epoch, self.batch_size = int(epoch), int(batch_size)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self._order = (rng.permutation(self.num_examples) if self.shuffle
+                       else np.arange(self.num_examples))
+
+    @property
+    def num_batches(self):
+        whole, rest = divmod(self.num_examples, self.batch_size)
+        return whole + (1 if rest and not self.drop_remainder else 0)
+
+    def __len__(self):
+        return self.num_batches
+
+    def batch_indices(self, index):
+        """The example indices of batch `index` of the current epoch."""
+        if not 0 <= index < self.num_batches:
+            raise IndexError(f"batch {index} of {self.num_batches}")
+        if self.epoch is None:  # Keras' look before the first epoch.
+            return self._order[:max(1, self.batch_size - index)]
+        return self._order[index * self.batch_size:
+                           (index + 1) * self.batch_size]
+
+    def __getitem__(self, index):
+        rows = self.batch_indices(index)
+        return _take(self.x, rows), _take(self.y, rows)
+
+
+def _take(data, rows):
+    if isinstance(data, (list, tuple)):
+        return type(data)(_take(d, rows) for d in data)
+    if isinstance(data, dict):
+        return {k: _take(v, rows) for k, v in data.items()}
+    return data[rows]
+
+
+class GrowingBatch(keras.callbacks.ProgbarLogger):
+    """Trains `model.fit` at a batch that grows (a `GrowingBatchDataset`'s
+    schedule) with the rate of a `GrowingBatchRate`.
+
+    At each epoch's start it asks the schedule for the batch
+    (``batch_size_for_epoch``) and hands it to the data set; before each step
+    it sets the optimizer's rate to ``rate(examples_seen / N, B)``; at each
+    epoch's end, for an adaptive schedule, it measures the noise scale with
+    `measure_noise_scale` (the base batch against `noise_batch_size`, on
+    random training examples) and passes it on. Epoch logs gain
+    `batch_size`, `learning_rate` (of the epoch's last step),
+    `examples_seen` and, when measured, `noise_scale`, so `History` and a
+    `TensorBoard` listed after it record them.
+
+    It is also `fit`'s progress bar (a `ProgbarLogger`: Keras then adds no
+    other), because Keras' own counts the batches once, at the first epoch:
+    this one counts each epoch's. Keras' epoch iterator also reads the count
+    once, so a later epoch with fewer batches ends when its data does; the
+    warning Keras prints for that ("Your input ran out of data") is silenced
+    during `fit`, for this reason only.
+
+    Resume: list it before `keras.callbacks.BackupAndRestore` and give both
+    one `backup_dir`. At each epoch's end this writes the schedule's state
+    for the next epoch to `backup_dir/growing_batch_state.json` (before the
+    backup saves the weights, so a crash in between loses nothing);
+    `BackupAndRestore` resumes `fit` at an epoch, and this picks up that
+    epoch's state, so a resumed run sees the batches, rates and data order
+    of an uninterrupted one. A fixed ramp needs no state. Backups every N
+    batches resume at the start of the saved epoch, as Keras does.
+
+    The optimizer must have a float learning rate (it is set every step).
+    Under JAX, reading `self.model` syncs fit's state, so the rate set
+    before a step is the one the step uses.
+
+    Args:
+        dataset: the `GrowingBatchDataset` passed to `fit`.
+        learning_rate: a `GrowingBatchRate`.
+        noise_batch_size: the big batch of the noise-scale measurement (the
+            small one is the schedule's base batch); default 8x the base.
+        noise_estimates: draws per measurement.
+        backup_dir: where the state for a resume goes (None: no state;
+            then an adaptive run cannot resume).
+
+    Raises:
+        ValueError: naming a bad argument; at the start of `fit`, for a
+            schedule as the optimizer's rate; on a resume of an adaptive run
+            whose state is missing.
+    """
+
+    def __init__(self, dataset, learning_rate, noise_batch_size=None,
+                 noise_estimates=5, backup_dir=None):
+        super().__init__()
+        if not isinstance(dataset, GrowingBatchDataset):
+            raise ValueError("Argument `dataset` must be a "
+                             "GrowingBatchDataset. Received: "
+                             f"{type(dataset).__name__}")
+        if not isinstance(learning_rate, GrowingBatchRate):
+            raise ValueError("Argument `learning_rate` must be a "
+                             "GrowingBatchRate. Received: "
+                             f"{type(learning_rate).__name__}")
+        self.dataset, self.learning_rate = dataset, learning_rate
+        self.schedule = dataset.batch_schedule
+        base = self.schedule.base_batch_size
+        self.noise_batch_size = (min(8 * base, dataset.num_examples)
+                                 if noise_batch_size is None
+                                 else noise_batch_size)
+        check_positive_integer("noise_estimates", noise_estimates)
+        if self.schedule.adaptive and not (
+                base < self.noise_batch_size <= dataset.num_examples):
+            raise ValueError(
+                "Argument `noise_batch_size` must be above the base batch "
+                f"({base}) and at most the {dataset.num_examples} examples. "
+                f"Received: noise_batch_size={self.noise_batch_size}")
+        self.noise_estimates = noise_estimates
+        self.backup_dir = backup_dir
+        self.examples_seen = 0
+        self.rate = self._next_rate = None
+        self._first_epoch = True
+        self._filter = None
+
+    # fit's start and end.
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        lr = getattr(self.model.optimizer, "_learning_rate", None)
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError(
+                "GrowingBatch sets the optimizer's learning rate itself: "
+                "build the optimizer with a float learning rate, not the "
+                f"schedule {type(lr).__name__}.")
+        warnings.filterwarnings("ignore", message=_SHORT_EPOCH_WARNING)
+        self._filter = warnings.filters[0]
+        self._first_epoch = True
+
+    def on_train_end(self, logs=None):
+        if self._filter in warnings.filters:
+            warnings.filters.remove(self._filter)
+        super().on_train_end(logs)
+
+    # Epochs.
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch and epoch > 0:
+            self._restore(epoch)
+        self._first_epoch = False
+        self.dataset.set_epoch(epoch,
+                               self.schedule.batch_size_for_epoch(epoch))
+        self.examples_seen = epoch * self.dataset.num_examples
+        self.target = self.dataset.num_batches
+        super().on_epoch_begin(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch >= self.dataset.num_batches:
+            return  # Keras asks once past a short epoch's end; no step runs.
+        self._next_rate = float(self.learning_rate(
+            self.examples_seen / self.dataset.num_examples,
+            self.dataset.batch_size))
+        self.model.optimizer.learning_rate = self._next_rate
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rate = self._next_rate
+        self.examples_seen += len(self.dataset.batch_indices(batch))
+        super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {} if logs is None else logs
+        logs.update(batch_size=self.dataset.batch_size,
+                    learning_rate=self.rate,
+                    examples_seen=self.examples_seen)
+        if self.schedule.adaptive:
+            result = measure_noise_scale(
+                self.model, self.dataset.x, self.dataset.y,
+                self.schedule.base_batch_size, self.noise_batch_size,
+                self.noise_estimates,
+                seed=self.dataset.seed * 100003 + epoch)
+            self.schedule.observe(result.grad_sq_norm,
+                                  result.trace_covariance)
+            logs["noise_scale"] = result.noise_scale
+        self._save(epoch + 1)
+        super().on_epoch_end(epoch, logs)
+
+    # What a resume needs.
+    def _state_path(self):
+        return (None if self.backup_dir is None
+                else os.path.join(self.backup_dir, STATE_FILE))
+
+    def _save(self, next_epoch):
+        path = self._state_path()
+        if path is None or not self.schedule.adaptive:
+            return
+        states = _read_states(path)
+        states[str(next_epoch)] = self.schedule.get_state()
+        os.makedirs(self.backup_dir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(states, f)
+        os.replace(path + ".tmp", path)
+
+    def _restore(self, epoch):
+        if not self.schedule.adaptive:
+            return
+        path = self._state_path()
+        states = {} if path is None else _read_states(path)
+        if str(epoch) not in states:
+            raise ValueError(
+                f"fit resumes at epoch {epoch}, but the state of the adaptive "
+                f"batch schedule for that epoch is not in "
+                f"{path or 'backup_dir (None was given)'}. Give GrowingBatch "
+                "the BackupAndRestore's backup_dir and list it first.")
+        self.schedule.set_state(states[str(epoch)])
+
+
+def _read_states(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
