@@ -170,6 +170,11 @@ class GrowingBatchDataset(keras.utils.PyDataset):
     dimension that they share: so those two differ in size by one, and the
     batch dimension stays free for the batches that grow.
 
+    Pass it to `fit` with ``shuffle=False``: it shuffles itself, by a seeded
+    permutation that a resume can redraw, while `fit`'s shuffle would reorder
+    the batches by Python's global `random` (`GrowingBatch` raises if it
+    sees that happen).
+
     Args:
         x, y: arrays (or sequences of arrays) with the examples first.
         batch_schedule: a `BatchRamp` or `NoiseBatchSchedule`.
@@ -198,6 +203,7 @@ class GrowingBatchDataset(keras.utils.PyDataset):
                 f"{batch_schedule.max_batch_size}")
         self.epoch, self.batch_size = None, batch_schedule.start_batch_size
         self._order = np.arange(self.num_examples)
+        self.requested = []  # batch indices asked for since `set_epoch`
 
     def set_epoch(self, epoch, batch_size):
         """Makes the batches of `epoch` (0-based) at `batch_size`."""
@@ -205,6 +211,7 @@ class GrowingBatchDataset(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch])
         self._order = (rng.permutation(self.num_examples) if self.shuffle
                        else np.arange(self.num_examples))
+        self.requested = []
 
     @property
     def num_batches(self):
@@ -224,6 +231,8 @@ class GrowingBatchDataset(keras.utils.PyDataset):
                            (index + 1) * self.batch_size]
 
     def __getitem__(self, index):
+        if self.epoch is not None:
+            self.requested.append(index)
         rows = self.batch_indices(index)
         return _take(self.x, rows), _take(self.y, rows)
 
@@ -313,6 +322,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         self.backup_dir = backup_dir
         self.examples_seen = 0
         self.rate = self._next_rate = None
+        self._steps = 0
         self._first_epoch = True
         self._filter = None
 
@@ -338,6 +348,8 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch and epoch > 0:
             self._restore(epoch)
+        if self._first_epoch:
+            self._steps = int(self.model.optimizer.iterations)
         self._first_epoch = False
         self.dataset.set_epoch(epoch,
                                self.schedule.batch_size_for_epoch(epoch))
@@ -356,7 +368,19 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     def on_train_batch_end(self, batch, logs=None):
         self.rate = self._next_rate
         self.examples_seen += len(self.dataset.batch_indices(batch))
+        self._steps += 1
+        if batch == 0:
+            self._check_order()
         super().on_train_batch_end(batch, logs)
+
+    def _check_order(self):
+        asked = self.dataset.requested
+        if self.dataset.workers <= 1 and asked != sorted(asked):
+            raise ValueError(
+                "fit shuffled the GrowingBatchDataset's batches (it asked for"
+                f" batches {asked[:5]} first): pass shuffle=False to fit. The"
+                " data set shuffles itself with a seeded permutation per "
+                "epoch, which a resume can redraw.")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs
@@ -372,6 +396,10 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
             self.schedule.observe(result.grad_sq_norm,
                                   result.trace_covariance)
             logs["noise_scale"] = result.noise_scale
+        # TensorFlow's train function increments the optimizer's iterations
+        # also on the call that finds a short epoch's data exhausted (the
+        # increment does not wait for the data); put back the true count.
+        self.model.optimizer.iterations.assign(self._steps)
         self._save(epoch + 1)
         super().on_epoch_end(epoch, logs)
 

@@ -72,7 +72,8 @@ def run(batch_schedule="0:128,1:512,2:1024,4:2048,7:4096,10:8192",
     start = time.perf_counter()
     history = model.fit(data, epochs=int(np.ceil(epochs)),
                         validation_data=test, validation_batch_size=EVAL_BATCH,
-                        callbacks=callbacks, verbose=verbose).history
+                        callbacks=callbacks, shuffle=False,
+                        verbose=verbose).history
     wall = time.perf_counter() - start
     return dict(test_accuracy=history["val_accuracy"][-1],
                 final_train_loss=history["loss"][-1],

@@ -78,3 +78,60 @@ def check_autowarmup_on_a_backend(auto):
     assert last_loss < 0.02 < first_loss
     np.testing.assert_allclose(custom, [1e-5, 1e-3, 0.1, 0.05, 0.0],
                                rtol=1e-5, atol=1e-9)
+
+
+def growing_rate_numpy(epoch, batch_size, *, base_learning_rate,
+                       base_batch_size, start_batch_size, base_warmup_epochs,
+                       total_epochs, rate_rule="sqrt", decay="polynomial",
+                       power=2.0, decay_begin_epochs=None):
+    """The growing batch's rate, written from the issue's formula in float64:
+    the peak rule at the current batch times a warmup (LEGW's, of the start
+    batch), a flat part to `decay_begin_epochs` and the decay shape."""
+    k = batch_size / base_batch_size
+    peak = base_learning_rate * {"sqrt": math.sqrt(k), "linear": k,
+                                 "none": 1.0}[rate_rule]
+    warmup = base_warmup_epochs * start_batch_size / base_batch_size
+    begin = warmup if decay_begin_epochs is None else decay_begin_epochs
+    if epoch < warmup:
+        return peak * epoch / warmup
+    if epoch < begin:
+        return peak
+    t = (min(epoch, total_epochs) - begin) / (total_epochs - begin)
+    return peak * {"constant": 1.0, "polynomial": (1.0 - t) ** power,
+                   "cosine": 0.5 * (1.0 + math.cos(math.pi * t))}[decay]
+
+
+def growing_steps_numpy(batch_per_epoch, num_examples):
+    """(epoch reached before the step, batch) for every step of a run whose
+    epoch e has batch `batch_per_epoch[e]`: each epoch is one pass, its
+    last batch the remainder."""
+    steps, seen = [], 0
+    for batch in batch_per_epoch:
+        left = num_examples
+        while left > 0:
+            steps.append((seen / num_examples, batch))
+            seen += min(batch, left)
+            left -= batch
+    return steps
+
+
+def measure_noise_scale_numpy(x, y, w, small, big, num_estimates, seed):
+    """measure_noise_scale for MSE least squares, written out in float64:
+    gradient 2/n X^T (X w - y); big batches drawn without replacement by
+    `default_rng(seed).choice`, the small batch their first `small` rows;
+    squared norms averaged over draws, then McCandlish's A.1 estimates.
+    Returns (|G|^2, tr(Sigma))."""
+    x, y, w = x.astype(np.float64), y.astype(np.float64), w.astype(np.float64)
+    rng = np.random.default_rng(seed)
+
+    def sq_norm(rows):
+        residual = x[rows] @ w - y[rows]
+        return float(np.sum((2.0 / len(rows) * x[rows].T @ residual) ** 2))
+
+    small_sq, big_sq = [], []
+    for _ in range(num_estimates):
+        rows = rng.choice(len(x), size=big, replace=False)
+        big_sq.append(sq_norm(rows))
+        small_sq.append(sq_norm(rows[:small]))
+    s, b = np.mean(small_sq), np.mean(big_sq)
+    return (big * b - small * s) / (big - small), (s - b) / (1 / small - 1 / big)

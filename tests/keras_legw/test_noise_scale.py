@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import keras_legw
-from tests.keras_legw.reference import least_squares_noise_scale
+from tests.keras_legw.reference import (least_squares_noise_scale,
+                                        measure_noise_scale_numpy)
 
 
 @pytest.mark.parametrize("grad_sq, trace, b_small, b_big", [
@@ -284,27 +285,6 @@ def test_a_backend_without_gradients_is_one_clear_error(monkeypatch):
                                        np.ones((8, 1)), 2, 4)
 
 
-def _measure_numpy(x, y, w, small, big, num_estimates, seed):
-    """measure_noise_scale for MSE least squares, written out in float64:
-    gradient 2/n X^T (X w - y); big batches drawn without replacement by
-    `default_rng(seed).choice`, the small batch their first `small` rows;
-    squared norms averaged over draws, then McCandlish's A.1 estimates."""
-    x, y, w = x.astype(np.float64), y.astype(np.float64), w.astype(np.float64)
-    rng = np.random.default_rng(seed)
-
-    def sq_norm(rows):
-        residual = x[rows] @ w - y[rows]
-        return float(np.sum((2.0 / len(rows) * x[rows].T @ residual) ** 2))
-
-    small_sq, big_sq = [], []
-    for _ in range(num_estimates):
-        rows = rng.choice(len(x), size=big, replace=False)
-        big_sq.append(sq_norm(rows))
-        small_sq.append(sq_norm(rows[:small]))
-    s, b = np.mean(small_sq), np.mean(big_sq)
-    return (big * b - small * s) / (big - small), (s - b) / (1 / small - 1 / big)
-
-
 def test_measure_noise_scale_matches_a_numpy_transcription():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(96, 3)).astype("float32")
@@ -315,7 +295,7 @@ def test_measure_noise_scale_matches_a_numpy_transcription():
     for small, big in ((4, 32), (16, 96)):
         got = keras_legw.measure_noise_scale(model, x, y, small, big,
                                              num_estimates=3, seed=7)
-        grad_sq, trace = _measure_numpy(x, y, w, small, big, 3, 7)
+        grad_sq, trace = measure_noise_scale_numpy(x, y, w, small, big, 3, 7)
         assert got.grad_sq_norm == pytest.approx(grad_sq, rel=1e-4)
         assert got.trace_covariance == pytest.approx(trace, rel=1e-4)
         assert got.noise_scale == pytest.approx(trace / grad_sq, rel=2e-4)
