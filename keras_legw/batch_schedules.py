@@ -105,16 +105,19 @@ class BatchRamp:
             raise ValueError("Argument `stages` must hold at least one "
                              f"(epoch, batch) pair. Received: {stages!r}")
         self._stages = parsed
+        self._check_order()
         self.base_batch_size = (parsed[0][1] if base_batch_size is None
                                 else base_batch_size)
         self.max_batch_size = (parsed[-1][1] if max_batch_size is None
                                else max_batch_size)
         self.batch_multiple = batch_multiple
+        check_positive_integer("batch_multiple", batch_multiple)
+        self._check_batches()
         _check_bounds(self.base_batch_size, self.max_batch_size,
                       batch_multiple)
-        self._validate()
+        self._check_range()
 
-    def _validate(self):
+    def _check_order(self):
         if self._stages[0][0] != 0:
             raise ValueError(
                 "Argument `stages` must start at epoch 0. Received: first "
@@ -130,15 +133,25 @@ class BatchRamp:
                     "Argument `stages` must never shrink the batch. Received:"
                     f" {b1} at epoch {e1:g} after {b0} in "
                     f"stages={self.stages!r}")
-        for _, batch in self._stages:
+
+    def _check_batches(self):
+        for epoch, batch in self._stages:
             check_positive_integer("batch in stages", batch)
+            if batch % self.batch_multiple:
+                raise ValueError(
+                    "Argument `stages` must hold multiples of batch_multiple="
+                    f"{self.batch_multiple}, so that every device gets the "
+                    f"same share. Received: {batch} at epoch {epoch:g} in "
+                    f"stages={self.stages!r}")
+
+    def _check_range(self):
+        for _, batch in self._stages:
             if not self.base_batch_size <= batch <= self.max_batch_size:
                 raise ValueError(
                     "Argument `stages` must keep every batch within "
                     f"[base_batch_size, max_batch_size] = "
                     f"[{self.base_batch_size}, {self.max_batch_size}]. "
                     f"Received: {batch} in stages={self.stages!r}")
-            _check_split("batch in stages", batch, self.batch_multiple)
 
     @property
     def start_batch_size(self):

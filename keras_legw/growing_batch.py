@@ -349,7 +349,8 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         if self._first_epoch and epoch > 0:
             self._restore(epoch)
         if self._first_epoch:
-            self._steps = int(self.model.optimizer.iterations)
+            self._steps = int(ops.convert_to_numpy(
+                self.model.optimizer.iterations))
         self._first_epoch = False
         self.dataset.set_epoch(epoch,
                                self.schedule.batch_size_for_epoch(epoch))
@@ -375,7 +376,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
 
     def _check_order(self):
         asked = self.dataset.requested
-        if self.dataset.workers <= 1 and asked != sorted(asked):
+        if self.dataset.workers <= 1 and asked != list(range(len(asked))):
             raise ValueError(
                 "fit shuffled the GrowingBatchDataset's batches (it asked for"
                 f" batches {asked[:5]} first): pass shuffle=False to fit. The"
