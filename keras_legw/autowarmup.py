@@ -16,6 +16,20 @@ a cosine over the remaining steps. With no switch by `max_warmup_steps`
 (`max_warmup_fraction` x `total_steps`), the decay starts from the rate
 reached.
 
+A blow-up ends the warmup at once, at the step it is seen, without waiting
+for a check: a loss that is not finite, or a smoothed loss (the median of
+the last 3) above `divergence_factor` (default 4) times the smoothed loss
+of the first 3 steps, and so at least that far above its lowest. The start,
+not the lowest, is the reference: a loss whose minimum nears 0 would
+otherwise count any rise as a blow-up, while a diverging loss passes any
+fixed multiple of its start within a few steps. The peak is then, as at any switch, the rate at the minimum of
+the GP-smoothed loss, fitted to the losses before the blow-up, so it lies
+below the rate that diverged. The GP fits the log of the loss (losses that
+are all positive; else the losses centred on their median and scaled by
+their interquartile range): a diverging loss spans many orders of
+magnitude, and standardising the raw values by a spread that one huge value
+sets would flatten the rest of the curve and hide its minimum.
+
 `AutoWarmupController` is the algorithm in NumPy alone (no framework);
 `AutoWarmup` is the Keras callback that feeds it the per-step loss of
 `model.fit` and sets the optimizer's float learning rate;
@@ -37,6 +51,7 @@ GRID_POINTS = 500
 NUM_FITS = 5
 CONFIDENCE = 0.95
 PATIENCE = 3
+SMOOTHING_WINDOW = 3  # losses in the median of the divergence test
 
 
 def rbf(a, b, length_scale=LENGTH_SCALE):
@@ -89,6 +104,18 @@ def _subsample(rng, indices, limit):
     return np.sort(rng.choice(indices, size=limit, replace=False))
 
 
+def gp_scale(losses):
+    """The losses on the scale the GP fits, standardised: their log when all
+    are positive, else centred on the median and divided by the
+    interquartile range (see the module's docstring)."""
+    if np.all(losses > 0):
+        y = np.log(losses)
+    else:
+        q25, q50, q75 = np.percentile(losses, [25, 50, 75])
+        y = (losses - q50) / ((q75 - q25) or 1.0)
+    return (y - np.mean(y)) / (np.std(y) or 1.0)
+
+
 class AutoWarmupController:
     """The AutoWarmup schedule as plain NumPy state: `observe` each step's
     loss, `check` at the chosen moments, and read `learning_rate(step)`.
@@ -97,8 +124,15 @@ class AutoWarmupController:
     """
 
     def __init__(self, total_steps, min_learning_rate=1e-5,
-                 max_learning_rate=1.0, max_warmup_fraction=0.5, seed=0):
+                 max_learning_rate=1.0, max_warmup_fraction=0.5, seed=0,
+                 divergence_factor=4.0):
         check_positive_integer("total_steps", total_steps, minimum=2)
+        check_positive("divergence_factor", divergence_factor)
+        if divergence_factor <= 1:
+            raise ValueError(
+                "Argument `divergence_factor` must be above 1. Received: "
+                f"divergence_factor={divergence_factor!r}")
+        self.divergence_factor = float(divergence_factor)
         check_positive("min_learning_rate", min_learning_rate)
         check_positive("max_learning_rate", max_learning_rate)
         if max_learning_rate <= min_learning_rate:
@@ -124,6 +158,7 @@ class AutoWarmupController:
         self.positives = []
         self.warmup_steps = None
         self.peak_learning_rate = None
+        self.diverged = False
         self._rng = np.random.default_rng(seed)
 
     def warmup_rate(self, step):
@@ -140,26 +175,61 @@ class AutoWarmupController:
         return self.peak_learning_rate * 0.5 * (1.0 + math.cos(math.pi * done))
 
     def observe(self, loss):
-        """Adds the loss of the next step; ends the warmup at the cap."""
+        """Adds the loss of the next step; ends the warmup at a blow-up (see
+        the module's docstring) or at the cap."""
         if self.warmup_steps is not None:
             return
         self.losses.append(float(loss))
-        if len(self.losses) >= self.max_warmup_steps:
-            self._switch(len(self.losses),
-                         self.warmup_rate(len(self.losses)))
+        n = len(self.losses)
+        if self._blew_up():
+            self.diverged = True
+            argmins = self._smoothed_argmins(self.losses[:-1])
+            peak = (np.mean([self.warmup_rate(x * (n - 1)) for x in argmins])
+                    if argmins else self.min_learning_rate)
+            self._switch(n, float(peak))
+        elif n >= self.max_warmup_steps:
+            self._switch(n, self.warmup_rate(n))
+
+    def _blew_up(self):
+        """Whether the last loss is not finite, or the smoothed loss is
+        `divergence_factor` times the smoothed loss at the start (losses > 0
+        only)."""
+        if not math.isfinite(self.losses[-1]):
+            return True
+        if len(self.losses) < SMOOTHING_WINDOW:
+            return False
+        start = float(np.median(self.losses[:SMOOTHING_WINDOW]))
+        smoothed = float(np.median(self.losses[-SMOOTHING_WINDOW:]))
+        return 0 < start and smoothed > self.divergence_factor * start
 
     def check(self):
         """One test of the losses so far; switches after 3 positive checks
         in a row. Returns whether this check was positive."""
         if self.warmup_steps is not None:
             return False
-        losses = np.asarray(self.losses)
+        votes, argmins = self._test(self.losses)
+        if votes is None:
+            return False
+        positive = votes > NUM_FITS / 2
+        self.positives = (self.positives + [bool(positive)])[-PATIENCE:]
+        if len(self.positives) == PATIENCE and all(self.positives):
+            n = len(self.losses)
+            peak = np.mean([self.warmup_rate(x * n) for x in argmins])
+            self._switch(n, float(peak))
+        return bool(positive)
+
+    def _smoothed_argmins(self, losses):
+        """Where (x in [0, 1] of `losses`) each GP fit's mean is lowest."""
+        return self._test(losses)[1]
+
+    def _test(self, losses):
+        """(votes that the curve was lower before, each fit's argmin) for
+        the finite `losses`; (None, []) with fewer than 3."""
+        losses = np.asarray(losses, dtype=np.float64)
         valid = np.flatnonzero(np.isfinite(losses))
         if len(valid) < 3:
-            return False
-        n = len(losses)
-        x_all, spread = valid / n, np.std(losses[valid]) or 1.0
-        y_all = (losses[valid] - np.mean(losses[valid])) / spread
+            return None, []
+        x_all, y_all = valid / len(losses), gp_scale(losses[valid])
         fit = _subsample(self._rng, np.arange(len(valid)), FIT_POINTS)
         mean, scale, noise = fit_gp(x_all[fit], y_all[fit])
         grid = np.linspace(0.0, 1.0, GRID_POINTS)
@@ -171,12 +241,7 @@ class AutoWarmupController:
                                       scale, noise)
             votes += past_minimum_probability(f_mean, f_cov) > CONFIDENCE
             argmins.append(grid[np.argmin(f_mean)])
-        positive = votes > NUM_FITS / 2
-        self.positives = (self.positives + [bool(positive)])[-PATIENCE:]
-        if len(self.positives) == PATIENCE and all(self.positives):
-            peak = np.mean([self.warmup_rate(x * n) for x in argmins])
-            self._switch(n, float(peak))
-        return bool(positive)
+        return votes, argmins
 
     def _switch(self, step, peak):
         self.warmup_steps, self.peak_learning_rate = int(step), float(peak)
@@ -186,6 +251,7 @@ class AutoWarmupController:
         return dict(losses=list(self.losses), positives=list(self.positives),
                     warmup_steps=self.warmup_steps,
                     peak_learning_rate=self.peak_learning_rate,
+                    diverged=self.diverged,
                     rng=self._rng.bit_generator.state)
 
     def set_state(self, state):
@@ -193,6 +259,7 @@ class AutoWarmupController:
         self.positives = [bool(v) for v in state["positives"]]
         self.warmup_steps = state["warmup_steps"]
         self.peak_learning_rate = state["peak_learning_rate"]
+        self.diverged = bool(state.get("diverged", False))
         self._rng.bit_generator.state = state["rng"]
 
 
@@ -239,8 +306,10 @@ class AutoWarmup(_Decision, keras.callbacks.Callback):
         max_warmup_fraction: the longest warmup, as a fraction of
             `total_steps`, in (0, 1].
         check_every_steps: test every this many steps; None: at each epoch
-            end.
+            end. The blow-up test runs at every step whatever this is.
         seed: seed of the subsampling.
+        divergence_factor: a smoothed loss this many times the one at the
+            start is a blow-up, which ends the warmup at once; > 1.
 
     Raises:
         ValueError: naming any bad argument; at the start of `fit`, if the
@@ -249,13 +318,13 @@ class AutoWarmup(_Decision, keras.callbacks.Callback):
 
     def __init__(self, total_steps, min_learning_rate=1e-5,
                  max_learning_rate=1.0, max_warmup_fraction=0.5,
-                 check_every_steps=None, seed=0):
+                 check_every_steps=None, seed=0, divergence_factor=4.0):
         super().__init__()
         if check_every_steps is not None:
             check_positive_integer("check_every_steps", check_every_steps)
         self.controller = AutoWarmupController(
             total_steps, min_learning_rate, max_learning_rate,
-            max_warmup_fraction, seed)
+            max_warmup_fraction, seed, divergence_factor)
         self.check_every_steps = check_every_steps
         self.step = 0
         self._epoch_batches, self._epoch_mean = 0, 0.0
@@ -321,10 +390,10 @@ class AutoWarmupSchedule(_Decision,
 
     def __init__(self, total_steps, min_learning_rate=1e-5,
                  max_learning_rate=1.0, max_warmup_fraction=0.5,
-                 check_every_steps=None, seed=0):
+                 check_every_steps=None, seed=0, divergence_factor=4.0):
         self.controller = AutoWarmupController(
             total_steps, min_learning_rate, max_learning_rate,
-            max_warmup_fraction, seed)
+            max_warmup_fraction, seed, divergence_factor)
         if check_every_steps is not None:
             check_positive_integer("check_every_steps", check_every_steps)
         self.check_every_steps = check_every_steps
@@ -332,7 +401,8 @@ class AutoWarmupSchedule(_Decision,
                             min_learning_rate=min_learning_rate,
                             max_learning_rate=max_learning_rate,
                             max_warmup_fraction=max_warmup_fraction,
-                            check_every_steps=check_every_steps, seed=seed)
+                            check_every_steps=check_every_steps, seed=seed,
+                            divergence_factor=divergence_factor)
         self._switch_step = self._peak = None
 
     @property

@@ -227,3 +227,108 @@ def test_schedule_says_when_a_loop_checks():
     for bad in (0, 2.5):
         with pytest.raises(ValueError, match="`check_every_steps`"):
             keras_legw.AutoWarmupSchedule(TOTAL, check_every_steps=bad)
+
+
+def _least_squares_sgd(scale, every, seed=0, steps=400, batch=32):
+    """SGD in float64 on least squares with inputs N(0, scale^2 I) in 4
+    dimensions, noise 0.1, driven by the controller: the MSE's Hessian is
+    2 scale^2 I, so SGD diverges above a rate of 1 / scale^2. Returns the
+    controller and the loss on fresh data at the start and the end."""
+    rng = np.random.default_rng(seed)
+    w_true, w = np.array([1.0, -2.0, 0.5, 3.0]), np.zeros(4)
+    controller = keras_legw.AutoWarmupController(
+        steps, min_learning_rate=1e-5, max_learning_rate=1.0,
+        max_warmup_fraction=0.5, seed=seed)
+
+    def draw(n):
+        x = scale * rng.normal(size=(n, 4))
+        return x, x @ w_true + 0.1 * rng.normal(size=n)
+
+    def loss(w, x, y):
+        return float(np.mean((x @ w - y) ** 2))
+
+    x_eval, y_eval = draw(4096)
+    start = loss(w, x_eval, y_eval)
+    for step in range(steps):
+        x, y = draw(batch)
+        rate = controller.learning_rate(step)
+        with np.errstate(over="ignore", invalid="ignore"):
+            controller.observe(loss(w, x, y))
+            w = w - rate * 2.0 / batch * x.T @ (x @ w - y)
+        if (step + 1) % every == 0:
+            controller.check()
+    with np.errstate(over="ignore", invalid="ignore"):
+        return controller, start, loss(w, x_eval, y_eval)
+
+
+@pytest.mark.parametrize("every", [1, 5, 10, 20])
+@pytest.mark.parametrize("scale", [2.0, 3.0, 10.0])
+def test_a_diverging_warmup_switches_below_the_divergence_rate(scale, every):
+    """Whatever the test cadence, the warmup ends before the cap with a peak
+    below 1 / scale^2, and the run ends finite and below its start loss."""
+    controller, start, end = _least_squares_sgd(scale, every)
+    assert controller.warmup_steps < controller.max_warmup_steps
+    assert controller.peak_learning_rate < 1.0 / scale ** 2
+    assert math.isfinite(end) and end < start
+    assert end < 0.05  # near the noise floor (0.01)
+
+
+def test_a_blow_up_switches_at_the_step_it_is_seen():
+    """A non-finite loss, or a smoothed loss over 4x the start's, ends the
+    warmup at that very step, not at a later check, and the peak is the
+    rate at the minimum of the smoothed curve before it."""
+    for blow_up in (math.inf, math.nan, 50.0):
+        controller = keras_legw.AutoWarmupController(
+            TOTAL, 1e-5, 1.0, 0.5)
+        losses = [10.0 - 0.01 * t for t in range(300)] + [blow_up] * 3
+        for t, value in enumerate(losses):
+            controller.observe(value)
+            if controller.warmup_steps is not None:
+                break
+        # Not finite: at once; 50 (> 4 x 9.99): once the median of the last
+        # 3 losses is 50, at the second.
+        assert controller.warmup_steps == (302 if blow_up == 50.0 else 301)
+        assert controller.diverged
+        # The curve fell until step 300: the smoothed minimum lies near it.
+        assert (controller.warmup_rate(270) < controller.peak_learning_rate
+                <= controller.warmup_rate(300))
+
+
+def test_the_gp_fits_the_log_of_a_positive_loss_else_a_robust_scale():
+    losses = np.array([1.0, 10.0, 100.0, 1e30])
+    y = autowarmup.gp_scale(losses)
+    np.testing.assert_allclose(y, (np.log(losses) - np.log(losses).mean())
+                               / np.log(losses).std())
+    mixed = np.array([-1.0, 0.0, 1.0, 2.0, 1e6])
+    q25, q50, q75 = np.percentile(mixed, [25, 50, 75])
+    robust = (mixed - q50) / (q75 - q25)
+    np.testing.assert_allclose(autowarmup.gp_scale(mixed),
+                               (robust - robust.mean()) / robust.std())
+
+
+def test_divergence_factor_must_be_above_one():
+    with pytest.raises(ValueError, match=r"^Argument `divergence_factor` "
+                       r"must be above 1. Received: divergence_factor=1.0$"):
+        keras_legw.AutoWarmupController(100, divergence_factor=1.0)
+
+
+def test_the_issues_fit_switches_below_divergence_at_every_cadence():
+    """The problem of issue 30 in `model.fit`: 4 inputs of scale 3, MSE,
+    SGD, batch 32, 400 steps (diverges above 2 / 18 = 0.111)."""
+    rng = np.random.default_rng(0)
+    x = (3.0 * rng.normal(size=(32 * 400, 4))).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * rng.normal(
+        size=len(x))).astype("float32")[:, None]
+    for every in (5, 20):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+            1, use_bias=False, kernel_initializer="zeros")])
+        model.compile(keras.optimizers.SGD(1e-5), "mse")
+        start = model.evaluate(x[:2048], y[:2048], verbose=0)
+        warmup = keras_legw.AutoWarmup(400, 1e-5, 1.0, 0.5,
+                                       check_every_steps=every)
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0,
+                  callbacks=[warmup])
+        end = model.evaluate(x[:2048], y[:2048], verbose=0)
+        assert warmup.warmup_steps < 200 and warmup.peak_learning_rate < 0.111
+        assert math.isfinite(end) and end < 0.05 < start
