@@ -417,8 +417,12 @@ class AutoWarmupSchedule(_Decision,
         return step % self.check_every_steps == 0
 
     def next_check_step(self, step):
-        """The first check step after `step` when checks go by steps (a loop
-        runs its compiled calls up to it), else None."""
+        """The step a loop that has run `step` steps should stop at next: the
+        next step while warming (so that `observe` sees every loss, and a
+        blow-up ends the warmup before the next step runs), then the next
+        check step when checks go by steps, else None."""
+        if self.controller.warmup_steps is None:
+            return step + 1
         every = self.check_every_steps
         return None if every is None else (step // every + 1) * every
 

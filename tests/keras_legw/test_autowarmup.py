@@ -217,10 +217,16 @@ def test_schedule_says_when_a_loop_checks():
     by_epoch = keras_legw.AutoWarmupSchedule(TOTAL)
     assert by_epoch.is_check_step(10, True) and not by_epoch.is_check_step(
         10, False)
+    # While warming, every step (the blow-up test sees each loss); then
+    # the check cadence.
+    assert by_epoch.next_check_step(10) == 11
+    by_epoch.controller._switch(5, 0.1)
     assert by_epoch.next_check_step(10) is None
     every = keras_legw.AutoWarmupSchedule(TOTAL, check_every_steps=25)
     assert [s for s in range(1, 101) if every.is_check_step(s, s == 60)] == [
         25, 50, 75, 100]
+    assert every.next_check_step(24) == 25
+    every.controller._switch(5, 0.1)
     assert [every.next_check_step(s) for s in (0, 24, 25, 26)] == [
         25, 25, 50, 50]
     assert every.get_config()["check_every_steps"] == 25

@@ -2,6 +2,7 @@
 errors. Small subsets and few steps keep each run to seconds."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -298,15 +299,16 @@ def test_autowu_through_the_trainer_resumes_exactly(tmp_path):
 
 def test_autowu_checks_within_epochs_switch_sooner_and_resume(tmp_path):
     """With 8 steps an epoch and the cap at step 20, checks at epoch ends
-    (8, 16) cannot give three positives before the cap; checks every 0.25
-    epochs (2 steps) catch the climb (rate 1 near step 11) and switch before
-    it. A run stopped between two checks resumes to the same decision and
-    weights."""
+    (8, 16) cannot give three positives before the cap: only the blow-up
+    test, at every step, ends that warmup (at step 17, once the loss is 4x
+    its start); checks every 0.25 epochs (2 steps) catch the climb (rate 1
+    near step 11) and switch before it. A run stopped between two checks
+    resumes to the same decision and weights."""
     kwargs = dict(SMALL, strategy="default", batch_size=64, epochs=5,
                   num_train_examples=512, schedule="autowu",
                   min_learning_rate=1e-4, max_learning_rate=1000.0)
     by_epoch = mnist_lstm.run(model_dir=str(tmp_path / "epoch"), **kwargs)
-    assert by_epoch["warmup_steps"] == 20  # the cap
+    assert by_epoch["warmup_steps"] == 17  # the blow-up, before the cap
     kwargs["check_every_epochs"] = 0.25
     full = mnist_lstm.run(model_dir=str(tmp_path / "full"), **kwargs)
     assert 11 < full["warmup_steps"] < 20 and full["warmup_steps"] % 2 == 0
@@ -528,3 +530,19 @@ def test_multi_worker_sigterm_to_one_worker_stops_both_at_one_step(tmp_path):
     mnist_lstm.run(batch_size=64, epochs=2, strategy="mirrored",
                    model_dir=str(tmp_path / "full"), **SMALL)
     _assert_same_weights(tmp_path / "full", model_dir, exact=False)
+
+
+def test_a_diverging_autowu_warmup_switches_in_the_trainer(tmp_path):
+    """Adam warmed towards 1e4 blows up long before the cap (step 40): the
+    trainer feeds every warmup step's loss to the schedule, whose blow-up
+    test switches before a loss turns non-finite, so the run finishes
+    (the trainer's non-finite stop does not fire) with a finite loss."""
+    kwargs = dict(SMALL, strategy="default", batch_size=64, epochs=10,
+                  num_train_examples=512, schedule="autowu",
+                  min_learning_rate=1e-3, max_learning_rate=1e4,
+                  check_every_epochs=10.0)
+    results = mnist_lstm.run(model_dir=str(tmp_path), **kwargs)
+    assert results["steps"] == 80
+    assert results["warmup_steps"] < 40
+    assert results["peak_learning_rate"] < 1.0
+    assert all(math.isfinite(h["loss"]) for h in results["history"])
