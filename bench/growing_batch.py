@@ -31,6 +31,11 @@ NUM_EXAMPLES = 60000
 RAMP = "0:128,1:512,2:1024,4:2048,7:4096,10:8192"
 FAST_RAMP = "0:256,1:1024,3:4096,6:8192"
 CONFIGS = {
+    "lamb_sqrt_noise": dict(optimizer="lamb", rate_rule="sqrt",
+                            batch_schedule="noise", max_batch_size=8192),
+    "lamb_sqrt_noise_x4": dict(optimizer="lamb", rate_rule="sqrt",
+                               batch_schedule="noise", max_batch_size=8192,
+                               noise_scale_multiplier=4.0),
     "adam_sqrt_ramp": dict(optimizer="adam", rate_rule="sqrt",
                            batch_schedule=RAMP),
     "lamb_sqrt_ramp": dict(optimizer="lamb", rate_rule="sqrt",
@@ -42,11 +47,6 @@ CONFIGS = {
     "lamb_constant_fast_ramp": dict(optimizer="lamb", rate_rule="none",
                                     batch_schedule=FAST_RAMP,
                                     decay_begin_epochs=6.0),
-    "lamb_sqrt_noise": dict(optimizer="lamb", rate_rule="sqrt",
-                            batch_schedule="noise", max_batch_size=8192),
-    "lamb_sqrt_noise_x4": dict(optimizer="lamb", rate_rule="sqrt",
-                               batch_schedule="noise", max_batch_size=8192,
-                               noise_scale_multiplier=4.0),
 }
 FROZEN = "lamb_sqrt_fast_ramp"
 

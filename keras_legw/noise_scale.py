@@ -210,6 +210,26 @@ def _torch_gradients(model, x, y):
     return torch.autograd.grad(loss, weights, allow_unused=True)
 
 
+def _check_mean_loss(model, x, y):
+    """Raises unless the compiled loss is one number, the mean over the
+    batch: the estimates assume |G_B|^2 of a mean (a sum grows with B, and
+    gives a negative tr(Sigma))."""
+    def loss_of(rows):
+        x_rows, y_rows = x[rows], y[rows]
+        return keras.ops.convert_to_numpy(_loss(
+            model, x_rows, y_rows, model(x_rows, training=False)))
+
+    one, two = loss_of([0]), loss_of([0, 0])
+    if np.ndim(two) or not np.isclose(one, two, rtol=1e-4, atol=1e-7):
+        raise ValueError(
+            "measure_noise_scale needs the model's compiled loss to be the "
+            "mean over the batch (one number, the same for a batch of one "
+            "example and of that example twice). Received: a loss of shape "
+            f"{np.shape(two)} ({'per example' if np.ndim(two) else 'summed'}"
+            "?). Compile with a loss whose reduction is "
+            "'sum_over_batch_size' (the Keras default).")
+
+
 def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
                         num_estimates=10, seed=0):
     """The gradient noise scale of a compiled Keras model at its current
@@ -234,8 +254,9 @@ def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
 
     Raises:
         ValueError: naming a bad argument (a small batch not smaller than
-            the big one, a big batch larger than the data, ...) or an
-            uncompiled model.
+            the big one, a big batch larger than the data, ...), an
+            uncompiled model, or a compiled loss that is not the batch's
+            mean (per-example or summed).
     """
     if not getattr(model, "compiled", False):
         raise ValueError("Argument `model` must be compiled with its loss "
@@ -246,6 +267,7 @@ def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
                          f"examples. Received: {num_examples} and {len(y)}")
     _check_batches(num_examples, small_batch_size, big_batch_size,
                    num_estimates)
+    _check_mean_loss(model, x, y)
     rng = np.random.default_rng(seed)
     small_sq, big_sq = [], []
     for _ in range(num_estimates):

@@ -22,7 +22,7 @@ import numpy as np
 import keras_legw
 from models import mnist_lstm_input
 from models.mnist_lstm_model import (BASE, BASE_LEARNING_RATES, OPTIMIZERS,
-                                     build_model, make_loss, make_optimizer)
+                                     build_model, make_optimizer)
 
 EVAL_BATCH = 1000
 
@@ -63,8 +63,11 @@ def run(batch_schedule="0:128,1:512,2:1024,4:2048,7:4096,10:8192",
         base_warmup_epochs=BASE["base_warmup_epochs"], total_epochs=epochs,
         rate_rule=rate_rule, decay_begin_epochs=decay_begin_epochs)
     model = build_model(units)
+    # The batch's mean, as fit and measure_noise_scale expect (the zoo
+    # trainer's make_loss is per example).
     model.compile(optimizer=make_optimizer(optimizer, base_lr),
-                  loss=make_loss(0.0), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True), metrics=["accuracy"],
                   jit_compile=keras.backend.backend() != "torch")
     callbacks = [keras_legw.GrowingBatch(data, rate, backup_dir=backup_dir)]
     if backup_dir:
