@@ -533,13 +533,16 @@ def test_multi_worker_sigterm_to_one_worker_stops_both_at_one_step(tmp_path):
 
 
 def test_a_diverging_autowu_warmup_switches_in_the_trainer(tmp_path):
-    """Adam warmed towards 1e4 blows up long before the cap (step 40): the
-    trainer feeds every warmup step's loss to the schedule, whose blow-up
-    test switches before a loss turns non-finite, so the run finishes
-    (the trainer's non-finite stop does not fire) with a finite loss."""
+    """Adam warmed towards 1e30 (x 5.6 a step) blows up long before the cap
+    (step 40): the trainer feeds every warmup step's loss to the schedule,
+    whose blow-up test switches at once, so the run finishes (the trainer's
+    non-finite stop does not fire) with a finite loss. (An LSTM's loss stays
+    finite for the rest of an 8-step loop too, so this passes with loops of
+    whole epochs as well; that the loops stop at every warmup step is
+    `test_schedule_says_when_a_loop_checks`.)"""
     kwargs = dict(SMALL, strategy="default", batch_size=64, epochs=10,
                   num_train_examples=512, schedule="autowu",
-                  min_learning_rate=1e-3, max_learning_rate=1e4,
+                  min_learning_rate=1e-3, max_learning_rate=1e30,
                   check_every_epochs=10.0)
     results = mnist_lstm.run(model_dir=str(tmp_path), **kwargs)
     assert results["steps"] == 80
