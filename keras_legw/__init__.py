@@ -7,6 +7,8 @@ the peak learning rate by sqrt(k) and the warmup length, in epochs, by k.
 Public API:
     LEGW                      the learning-rate schedule
     recipe, goyal, RECIPES    named scaling recipes (legw, goyal, ...)
+    StepsModel                steps and epochs to a target at any batch,
+                              from the noise scale (the batch planner)
     LARS                      layer-wise adaptive rate scaling optimizer
     AutoWarmup                adaptive warmup callback (Kim et al. 2021)
     AutoWarmupSchedule        the same as a schedule, for custom loops
@@ -31,6 +33,7 @@ from keras_legw.batch_schedules import (BatchRamp, NoiseBatchSchedule,
 from keras_legw.growing_batch import (GrowingBatch, GrowingBatchDataset,
                                       GrowingBatchRate)
 from keras_legw.lars import LARS
+from keras_legw.planner import StepsModel
 from keras_legw.recipes import RECIPES, goyal, recipe
 from keras_legw.noise_scale import (NoiseScaleCallback, NoiseScaleEstimator,
                                     NoiseScaleResult, measure_noise_scale,
@@ -62,6 +65,7 @@ __all__ = [
     "NoiseScaleEstimator",
     "NoiseScaleResult",
     "RECIPES",
+    "StepsModel",
     "batch_scale_factor",
     "batch_schedule",
     "epochs_to_steps",

@@ -52,6 +52,16 @@ def parse_batch_ramp(text):
     return tuple(stages)
 
 
+def doublings(base_batch_size, max_batch_size):
+    """``(base, 2 base, 4 base, ..., max)``: the doublings of the base below
+    the maximum, then the maximum."""
+    sizes, size = [], base_batch_size
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return tuple(sizes + [max_batch_size])
+
+
 def _check_split(name, batch_size, batch_multiple):
     if batch_size % batch_multiple:
         raise ValueError(
@@ -251,11 +261,7 @@ class NoiseBatchSchedule:
     @property
     def candidates(self):
         """The batches it may pick, ascending."""
-        sizes, size = [], self.base_batch_size
-        while size < self.max_batch_size:
-            sizes.append(size)
-            size *= 2
-        return tuple(sizes + [self.max_batch_size])
+        return doublings(self.base_batch_size, self.max_batch_size)
 
     @property
     def noise_scale(self):

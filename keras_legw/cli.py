@@ -5,8 +5,20 @@
 
 prints k, the peak rate, the warmup in epochs and steps, the total steps and a
 table of the rate by epoch; `--plot` saves a PNG of the schedule beside the
-linear-scaling (Goyal et al.) and no-warmup alternatives. Bad arguments exit
-with status 2 and one line on stderr.
+linear-scaling (Goyal et al.) and no-warmup alternatives.
+
+    python -m keras_legw plan --runs runs.csv --base-batch 128 \
+        --num-examples 60000 --max-batch 8192
+    python -m keras_legw plan --noise-scale 2000 --base-steps 2344 \
+        --base-batch 128 --num-examples 60000
+
+predicts, instead, the steps and epochs to a target at each batch (the
+doublings of --base-batch up to --max-batch) from McCandlish et al.'s model
+(`keras_legw.planner`): fitted to a CSV of measured runs (columns
+batch_size, steps: the steps each took to the target), or from the noise
+scale measured at --base-batch and that run's steps. `--plot` then draws
+steps against batch, the measured points beside the model. Bad arguments
+exit with status 2 and one line on stderr.
 """
 
 import argparse
@@ -15,7 +27,8 @@ import sys
 
 import numpy as np
 
-from keras_legw import recipes, scaling
+from keras_legw import planner, recipes, scaling
+from keras_legw.batch_schedules import doublings
 from keras_legw.schedules import DECAYS, LEGW
 
 TABLE_ROWS = 11
@@ -35,26 +48,35 @@ def _build_parser():
         "plan", help="print (and plot) the LEGW schedule for a batch size"
     )
     plan.error = parser.error  # one-line errors for the subcommand too
-    plan.add_argument("--base-lr", type=float, required=True,
+    plan.add_argument("--base-lr", type=float,
                       help="learning rate tuned at --base-batch")
     plan.add_argument("--base-batch", type=int, required=True,
                       help="batch size the hyperparameters were tuned at")
-    plan.add_argument("--batch", type=int, required=True,
+    plan.add_argument("--batch", type=int,
                       help="global batch size to train at")
-    plan.add_argument("--base-warmup-epochs", type=float, required=True,
+    plan.add_argument("--base-warmup-epochs", type=float,
                       help="warmup epochs tuned at --base-batch")
     plan.add_argument("--num-examples", type=int, required=True,
                       help="training examples per epoch")
-    plan.add_argument("--epochs", type=float, required=True,
-                      help="total epochs")
+    plan.add_argument("--epochs", type=float, help="total epochs")
+    plan.add_argument("--runs", metavar="CSV",
+                      help="predict from measured runs: a CSV with columns "
+                           "batch_size, steps (steps to the target)")
+    plan.add_argument("--base-steps", type=float,
+                      help="predict from --noise-scale: the steps to the "
+                           "target at --base-batch")
+    plan.add_argument("--max-batch", type=int,
+                      help="prediction: the largest batch of the table "
+                           "(default 64 x --base-batch)")
     plan.add_argument("--decay", choices=DECAYS, default="polynomial")
     plan.add_argument("--power", type=float, default=2.0)
     plan.add_argument("--end-lr", type=float, default=0.0)
     plan.add_argument("--scaling", choices=scaling.LEARNING_RATE_SCALINGS,
                       default="sqrt")
     plan.add_argument("--noise-scale", type=float,
-                      help="--scaling=noise only: the gradient noise scale "
-                           "B_noise in examples, measured at --base-batch")
+                      help="the gradient noise scale B_noise in examples, "
+                           "measured at --base-batch: for --scaling=noise, "
+                           "or with --base-steps for a prediction")
     plan.add_argument("--warmup-scaling", choices=scaling.WARMUP_SCALINGS,
                       default="linear")
     plan.add_argument("--decay-rate", type=float, help="exponential decay only")
@@ -157,20 +179,106 @@ def plot_plan(args, schedule, path):
     plt.close(fig)
 
 
+SCHEDULE_ARGUMENTS = ("base_lr", "batch", "base_warmup_epochs", "epochs")
+
+
+def read_runs(path):
+    """(batch_sizes, steps) from a CSV with columns batch_size and steps."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"batch_size", "steps"} - set(rows[0] if rows else ())
+    if missing:
+        raise ValueError(f"{path} must have the columns batch_size and steps"
+                         f" and a row; it lacks {', '.join(sorted(missing))}")
+    return ([float(r["batch_size"]) for r in rows],
+            [float(r["steps"]) for r in rows])
+
+
+def steps_model(args):
+    """The `planner.StepsModel` of the command line, and the measured
+    points (batches, steps) it came from."""
+    if args.runs:
+        batches, steps = read_runs(args.runs)
+        return planner.StepsModel.fit(batches, steps), (batches, steps)
+    if args.noise_scale is None:
+        raise ValueError("--base-steps needs --noise-scale (B_noise measured "
+                         "at --base-batch)")
+    return (planner.StepsModel.from_noise_scale(
+        args.noise_scale, args.base_batch, args.base_steps),
+        ([args.base_batch], [args.base_steps]))
+
+
+def format_prediction(model, rows):
+    lines = [f"B_noise (critical batch)  {model.noise_scale:.6g} examples",
+             f"S_min (fewest steps)      {model.min_steps:.6g}", "",
+             f"{'batch':>8} {'steps':>10} {'epochs':>9} {'epochs/base':>12}"
+             "  past B_noise"]
+    for batch, steps, epochs, overhead, past in rows:
+        lines.append(f"{batch:>8d} {steps:>10.1f} {epochs:>9.3g} "
+                     f"{overhead:>12.3g}  {'yes' if past else 'no'}")
+    return "\n".join(lines)
+
+
+def plot_prediction(model, measured, batches, path):
+    """Saves a PNG of steps against batch: the model and the points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    grid = np.geomspace(min(batches), max(batches), 200)
+    ax.loglog(grid, model.steps(grid), label="S(B) = S_min (1 + B_noise / B)")
+    ax.loglog(*measured, "o", label="measured")
+    ax.axvline(model.noise_scale, color="gray", ls=":", label="B_noise")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("steps to the target")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def predict(args, parser):
+    try:
+        model, measured = steps_model(args)
+        batches = doublings(args.base_batch,
+                            args.max_batch or 64 * args.base_batch)
+        rows = planner.plan_table(model, batches, args.num_examples,
+                                  args.base_batch)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    print(format_prediction(model, rows))
+    return model, measured, batches
+
+
 def main(argv=None):
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib, which is not installed: "
                      "pip install 'keras-legw[plot]'")
-    try:
-        schedule = _schedule(args)
-    except ValueError as error:
-        parser.error(str(error))
-    print(format_plan(schedule))
+    if args.runs or args.base_steps is not None:
+        model, measured, batches = predict(args, parser)
+        draw = lambda: plot_prediction(model, measured, batches, args.plot)
+    else:
+        missing = [f"--{a.replace('_', '-')}" for a in SCHEDULE_ARGUMENTS
+                   if getattr(args, a) is None]
+        if missing:
+            parser.error(f"the following arguments are required: "
+                         f"{', '.join(missing)} (or --runs / --base-steps "
+                         "for a prediction)")
+        try:
+            schedule = _schedule(args)
+        except ValueError as error:
+            parser.error(str(error))
+        print(format_plan(schedule))
+        draw = lambda: plot_plan(args, schedule, args.plot)
     if args.plot:
         try:
-            plot_plan(args, schedule, args.plot)
+            draw()
         except (OSError, ValueError) as error:
             parser.error(f"cannot save --plot {args.plot!r}: {error}")
         print(f"\nplot saved to {args.plot}")
