@@ -1,0 +1,70 @@
+"""The growing-batch study's bookkeeping and the batch planner's
+validation: rows, curves, the frozen plan, steps to a target, fits."""
+
+import sys
+
+import pytest
+
+from bench import batch_planner, growing_batch, sweep_runner
+
+
+def _fake_results(batches):
+    return dict(test_accuracy=0.99, final_train_loss=0.001, steps=0,
+                examples=60000 * len(batches), wall_seconds=10.0,
+                batch_size=batches, epoch_test_accuracy=[0.9] * len(batches),
+                learning_rate=[0.01] * len(batches),
+                noise_scale=[100.0] * len(batches))
+
+
+def test_study_rows_curves_and_rerun(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(module, kwargs):
+        calls.append(dict(kwargs, module=module))
+        return _fake_results([256, 1024, 8192])
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    argv = ["growing_batch", f"--csv={tmp_path / 'g.csv'}",
+            f"--curves_csv={tmp_path / 'c.csv'}", "--epochs=3"]
+    monkeypatch.setattr(sys, "argv", argv)
+    growing_batch.main()
+    growing_batch.main()  # a rerun trains nothing
+    assert [c["module"] for c in calls] == ["mnist_lstm_growing"] * len(
+        growing_batch.CONFIGS)
+    assert calls[0]["seed"] == 0 and calls[0]["epochs"] == 3.0
+    rows = sweep_runner.read_rows(str(tmp_path / "g.csv"))
+    assert [r["config"] for r in rows] == list(growing_batch.CONFIGS)
+    assert rows[0]["batch_schedule"] == "noise"
+    curves = sweep_runner.read_rows(str(tmp_path / "c.csv"))
+    # Steps after each epoch: ceil(60000 / B) summed.
+    assert [int(r["step"]) for r in curves[:3]] == [235, 235 + 59, 294 + 8]
+    monkeypatch.setattr(sys, "argv", argv + ["--plan=frozen"])
+    growing_batch.main()
+    assert (calls[-1]["seed"], calls[-1]["batch_schedule"]) == (
+        1, growing_batch.CONFIGS[growing_batch.FROZEN]["batch_schedule"])
+
+
+def test_steps_to_a_target_is_the_first_evaluation_past_it(tmp_path):
+    path = tmp_path / "curves.csv"
+    path.write_text("run,step,test_accuracy\n"
+                    "a,10,0.5\na,20,0.97\na,30,0.99\nb,5,0.98\nc,7,0.9\n")
+    found = batch_planner.steps_to(str(path), {8: "a", 64: "b", 128: "c"},
+                                   "test_accuracy", 1, 0.98)
+    assert found == {8: 30, 64: 5}  # c never reaches it
+    found = batch_planner.steps_to(str(path), {8: "a"}, "test_accuracy",
+                                   -1, 0.6)
+    assert found == {8: 10}
+
+
+def test_planner_rows_fit_two_points_and_leave_one_out():
+    # Steps of S(B) = 100 (1 + 200 / B): every prediction is exact.
+    measured = {100: 300, 200: 200, 400: 150}
+    rows = batch_planner.rows_of("ptb_lstm", 150.0, measured)
+    methods = [(r["method"], r["batch_size"]) for r in rows]
+    assert methods == [("two_point", 100), ("two_point", 200),
+                       ("two_point", 400), ("leave_one_out", 100),
+                       ("leave_one_out", 200), ("leave_one_out", 400)]
+    for row in rows:
+        assert float(row["predicted_steps"]) == pytest.approx(
+            row["measured_steps"], rel=1e-6)
+        assert float(row["noise_scale"]) == pytest.approx(200, rel=1e-3)
