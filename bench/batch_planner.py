@@ -12,10 +12,10 @@ per epoch, so a step count is exact to within one epoch):
 For each model and target, three predictions of every batch that reaches it:
     two_point      fitted to the smallest and the largest batch that reach it;
     leave_one_out  fitted to all the other batches (with three or more);
-    noise_scale    from B_noise measured at the base batch alone (MNIST-LSTM:
-                   the median of docs/results/mnist_lstm_noise_scale.csv's
-                   per-epoch values up to the base run's target epoch) and
-                   the base run's steps.
+    noise_scale    from B_noise measured at the base batch alone (the median
+                   of the per-epoch values in docs/results/<model>_noise_
+                   scale.csv up to the base run's target step; MNIST-LSTM
+                   and PTB, which have one) and the base run's steps.
 Rows go to docs/results/batch_planner.csv.
 """
 
@@ -40,7 +40,8 @@ GNMT = (SEQUENCE, {b: f"gnmt_small_legw_b{b}_lr0.01_d0.1_s0_e13"
                    for b in (128, 512, 1024)}, "test_perplexity", -1)
 CASES = [("mnist_lstm", MNIST, 0.98), ("mnist_lstm", MNIST, 0.985),
          ("ptb_lstm", PTB, 150.0), ("gnmt", GNMT, 50.0)]
-NOISE_CSV = "docs/results/mnist_lstm_noise_scale.csv"
+NOISE_CSVS = {"mnist_lstm": "docs/results/mnist_lstm_noise_scale.csv",
+              "ptb_lstm": "docs/results/ptb_lstm_noise_scale.csv"}
 
 
 def steps_to(path, runs, column, sign, target):
@@ -58,9 +59,9 @@ def steps_to(path, runs, column, sign, target):
     return found
 
 
-def base_noise_scale(target_step):
-    """The median per-epoch B_noise at batch 128 up to `target_step`."""
-    with open(NOISE_CSV) as f:
+def base_noise_scale(model_name, target_step):
+    """The median per-epoch B_noise at the base batch up to `target_step`."""
+    with open(NOISE_CSVS[model_name]) as f:
         values = [float(r["noise_scale"]) for r in csv.DictReader(f)
                   if int(r["step"]) <= target_step
                   and r["noise_scale"] != "nan"]
@@ -80,10 +81,11 @@ def predictions(model_name, measured):
             rest = [b for b in batches if b != held]
             out.append((f"leave_one_out:{held}", rest, StepsModel.fit(
                 rest, [measured[b] for b in rest])))
-    if model_name == "mnist_lstm":
+    if model_name in NOISE_CSVS:
         base = batches[0]
         out.append(("noise_scale", [base], StepsModel.from_noise_scale(
-            base_noise_scale(measured[base]), base, measured[base])))
+            base_noise_scale(model_name, measured[base]), base,
+            measured[base])))
     return out
 
 
