@@ -145,3 +145,52 @@ def test_clipping_takes_the_norm_of_the_gradient_as_applied(tmp_path):
     np.testing.assert_allclose(model.get_weights()[0][0], [-0.6, -0.8],
                                rtol=1e-6)
     np.testing.assert_array_equal(model.get_weights()[0][1:], 0.0)
+
+
+@pytest.mark.parametrize("strategy_name,pieces", [
+    ("one_replica", 1), ("one_replica", 4), ("mirrored", 1), ("mirrored", 2)])
+def test_micro_batches_add_the_regularization_once(tmp_path, strategy_name,
+                                                   pieces):
+    """A kernel regularizer (model.losses) with gradient accumulation: one
+    SGD step equals the NumPy update of the whole batch's mean loss plus the
+    regularization term once, w1 = w0 - lr (X^T (X w0 - y) / B + 2 l w0),
+    whatever the micro-batches and replicas (a term added in every
+    micro-batch would count it `pieces` times)."""
+    rng = np.random.default_rng(5)
+    x_all = rng.normal(size=(8, 3)).astype(np.float32)
+    y_all = rng.normal(size=8).astype(np.float32)
+    w0 = np.array([0.5, -1.0, 2.0], np.float32)
+    l2, rate = 0.3, 0.1
+
+    def batches(context, start_step):
+        # One input pipeline hands its batches to the replicas in turn: the
+        # k-th replica gets the k-th share of the 8 rows.
+        per = context.get_per_replica_batch_size(8)
+        return tf.data.Dataset.from_tensor_slices(
+            (x_all.reshape(-1, per, 3), y_all.reshape(-1, per))).repeat()
+
+    task = trainer.Task(
+        build_model=lambda: keras.Sequential([
+            keras.Input((3,)),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer=(
+                keras.initializers.Constant(w0.reshape(3, 1))),
+                kernel_regularizer=keras.regularizers.L2(l2))]),
+        per_example_loss=lambda labels, out: 0.5 * tf.square(
+            out[:, 0] - labels),
+        train_dataset=batches,
+        eval_dataset=lambda context: input_pipeline.padded_eval_batches(
+            8, 8, context).map(lambda i, m: (tf.gather(x_all, i),
+                                             tf.gather(y_all, i), m)),
+        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
+        eval_metrics=lambda sums: {"count": sums["count"]})
+    strategy = (two_cpu_mirrored_strategy() if strategy_name == "mirrored"
+                else tf.distribute.get_strategy())
+    _, model = trainer.train(
+        task, strategy=strategy, make_optimizer=lambda: keras.optimizers.SGD(
+            rate), global_batch_size=8, num_examples=8, total_steps=1,
+        model_dir=str(tmp_path), gradient_accumulation_steps=pieces,
+        verbose=0)
+    x, y, w = (a.astype(np.float64) for a in (x_all, y_all, w0))
+    want = w - rate * (x.T @ (x @ w - y) / 8 + 2 * l2 * w)
+    np.testing.assert_allclose(model.get_weights()[0][:, 0], want,
+                               rtol=1e-5)
