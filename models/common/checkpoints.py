@@ -8,8 +8,11 @@ checkpoint's step and training seconds) and `results.json`. JSON files are
 written atomically, so a crash never leaves half a file.
 """
 
+import errno
+import glob
 import json
 import os
+import shutil
 import sys
 
 import tensorflow as tf
@@ -156,6 +159,18 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (the disk is full, say); the last
+    good checkpoint is kept."""
+
+
+def _remove_partial(prefix):
+    """Removes what an interrupted save of `prefix` left (TensorFlow writes
+    `<prefix>_temp/` and renames it at the end)."""
+    for leftover in glob.glob(glob.escape(prefix) + "_temp*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 class Checkpoints:
     """A run's checkpoints of `trackables` (name -> trackable), written to
     `own_dir` and restored from the chief's `model_dir`."""
@@ -191,9 +206,21 @@ class Checkpoints:
 
     def save(self, step, train_seconds):
         """A checkpoint at `step` (once) and the training seconds so far."""
-        if self.latest != os.path.join(self.manager.directory,
-                                       f"ckpt-{step}"):
-            self.manager.save(checkpoint_number=step)
+        prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
+        if self.latest != prefix:
+            try:
+                self.manager.save(checkpoint_number=step)
+            except (tf.errors.ResourceExhaustedError, OSError) as error:
+                _remove_partial(prefix)
+                reason = ("the disk is full" if isinstance(
+                    error, tf.errors.ResourceExhaustedError)
+                    or getattr(error, "errno", None) == errno.ENOSPC
+                    else str(error).splitlines()[0])
+                raise CheckpointWriteError(
+                    f"Cannot write the checkpoint of step {step} in "
+                    f"{self.manager.directory}: {reason}. The last good "
+                    f"checkpoint ({self.latest}) is kept; free space and "
+                    "rerun the same command to resume from it.") from None
         write_json(self._path(PROGRESS_FILE),
                    {"step": step, "train_seconds": train_seconds})
 

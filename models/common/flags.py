@@ -291,7 +291,8 @@ def run_script(run, kwargs, default_model_dir, summary):
 def exit_on_error(function, **kwargs):
     """Calls `function(**kwargs)`; a ValueError or data error ends the
     process with status 2 and one line on stderr, a preemption (SIGTERM or
-    SIGINT, see `preemption`) with 128 + the signal and one line."""
+    SIGINT, see `preemption`) with 128 + the signal and one line, a
+    checkpoint that cannot be written (a full disk) with 1 and one line."""
     try:
         return function(**kwargs)
     except (ValueError, DataError) as error:
@@ -300,3 +301,6 @@ def exit_on_error(function, **kwargs):
     except preemption.Preempted as stopped:
         print(str(stopped), file=sys.stderr)
         sys.exit(stopped.exit_status)
+    except checkpoints.CheckpointWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

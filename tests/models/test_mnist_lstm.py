@@ -19,6 +19,7 @@ import keras_legw
 from keras_legw import LARS, LEGW
 from models import mnist_lstm
 from models import mnist_lstm_input
+from models.common import flags as common_flags
 
 SMALL = dict(num_train_examples=1024, units=16, num_cpu_devices=2,
              verbose=0, deterministic=True)
@@ -549,3 +550,42 @@ def test_a_diverging_autowu_warmup_switches_in_the_trainer(tmp_path):
     assert results["warmup_steps"] < 40
     assert results["peak_learning_rate"] < 1.0
     assert all(math.isfinite(h["loss"]) for h in results["history"])
+
+
+def test_a_full_disk_is_one_line_exit_1_and_the_last_checkpoint_kept(
+        tmp_path, monkeypatch, capsys):
+    """The third checkpoint's write fails as SaveV2 does on a full disk
+    (ResourceExhaustedError, a `_temp` folder left behind): one line naming
+    the folder, exit status 1, the partial folder removed, the second
+    checkpoint kept; rerun with space, the run resumes from it."""
+    real_save = tf.train.CheckpointManager.save
+    saves = []
+
+    def save_until_full(manager, checkpoint_number=None, **kwargs):
+        saves.append(checkpoint_number)
+        if len(saves) == 3:
+            os.makedirs(os.path.join(manager.directory,
+                                     f"ckpt-{checkpoint_number}_temp"))
+            raise tf.errors.ResourceExhaustedError(
+                None, None, "SaveV2: No space left on device")
+        return real_save(manager, checkpoint_number=checkpoint_number,
+                         **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save_until_full)
+    kwargs = dict(SMALL, strategy="default", batch_size=256, epochs=4,
+                  model_dir=str(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        common_flags.exit_on_error(mnist_lstm.run, **kwargs)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    folder = os.path.join(str(tmp_path), "checkpoints")
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: Cannot write the checkpoint of step 12 in "
+                          f"{folder}: the disk is full. The last good "
+                          f"checkpoint ({folder}/ckpt-8) is kept")
+    assert sorted(os.listdir(folder)) == ["checkpoint", *sorted(
+        f for f in os.listdir(folder) if f.startswith("ckpt-"))]
+    assert not any(f.endswith("_temp") for f in os.listdir(folder))
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
+    resumed = mnist_lstm.run(**kwargs)
+    assert resumed["resumed_from_step"] == 8 and resumed["steps"] == 16
