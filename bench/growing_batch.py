@@ -4,6 +4,7 @@ grows from 128 to at most 8192, 25 epochs, base hyperparameters tuned at
 
     python -m bench.growing_batch --workers=2               # seed 0, CONFIGS
     python -m bench.growing_batch --plan=frozen --workers=2 # seed 1, FROZEN
+    python -m bench.growing_batch --plan=report             # plot, table
 
 Seed 0 runs every configuration of CONFIGS; `--plan=frozen` runs seed 1 of
 FROZEN, the one chosen from seed 0 (see docs/results/README.md, "Growing
@@ -107,12 +108,61 @@ def run_one(name, seed, args):
           flush=True)
 
 
+FIXED_CURVES = "docs/results/mnist_lstm_curves.csv"
+FIXED_RUNS = {128: "legw_b128_s0_e25", 2048: "legw_b2048_s0_e25",
+              8192: "legw_b8192_s0_e25"}
+PLOT = "docs/results/growing_batch.png"
+
+
+def report(args):
+    """The figure (test accuracy against optimizer steps: LEGW with Adam at
+    fixed batches, from the sweep's curves, and every seed-0 ramp) and the
+    table of every row, printed as Markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fixed = sweep_runner.read_rows(FIXED_CURVES)
+    curves = sweep_runner.read_rows(args.curves_csv)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for (batch, run), style, shade in zip(FIXED_RUNS.items(),
+                                          (":", "--", "-."),
+                                          ("0.7", "0.45", "0.2")):
+        rows = [r for r in fixed if r["run"] == run]
+        ax.plot([int(r["step"]) for r in rows],
+                [float(r["test_accuracy"]) for r in rows], style,
+                color=shade, label=f"LEGW, Adam, fixed {batch}")
+    for name in CONFIGS:
+        rows = [r for r in curves if r["config"] == name and r["seed"] == "0"]
+        if rows:
+            ax.plot([int(r["step"]) for r in rows],
+                    [float(r["test_accuracy"]) for r in rows], marker=".",
+                    label=name)
+    ax.set_xscale("log")
+    ax.set_xlim(50, None)
+    ax.set_ylim(0.95, 0.995)
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+    print(f"| config | seed | test accuracy | final train loss | steps | "
+          f"wall s |\n|---|---|---|---|---|---|")
+    for row in sweep_runner.read_rows(args.csv):
+        print(f"| {row['config']} | {row['seed']} | {row['test_metric']} | "
+              f"{row['final_train_loss']} | {row['steps']} | "
+              f"{row['wall_seconds']} |")
+
+
 def main():
     parser = sweep_runner.sweep_parser(__doc__, epochs=25.0, csv_path=CSV,
                                        runs_dir=None,
-                                       plans=("seed0", "frozen"))
+                                       plans=("seed0", "frozen", "report"))
     parser.add_argument("--curves_csv", default=CURVES_CSV)
     args = parser.parse_args()
+    if args.plan == "report":
+        return report(args)
     done = {(r["config"], int(r["seed"]), float(r["epochs"]))
             for r in sweep_runner.read_rows(args.csv)}
     jobs = [lambda n=name, s=seed: run_one(n, s, args)
