@@ -147,7 +147,7 @@ def report(args):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
-    print(f"| config | seed | test accuracy | final train loss | steps | "
+    print("| config | seed | test accuracy | final train loss | steps | "
           f"wall s |\n|---|---|---|---|---|---|")
     for row in sweep_runner.read_rows(args.csv):
         print(f"| {row['config']} | {row['seed']} | {row['test_metric']} | "

@@ -50,3 +50,16 @@ def check_one_of(name, value, choices):
             f"Argument `{name}` must be one of "
             f"{', '.join(map(repr, choices))}. Received: {name}={value!r}"
         )
+
+
+def check_float_learning_rate(optimizer, owner):
+    """Raises ValueError when `optimizer`'s learning rate is a schedule:
+    `owner` (a callback's name) sets the rate itself, every step."""
+    import keras
+
+    rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        raise ValueError(
+            f"{owner} sets the optimizer's learning rate itself: build the "
+            "optimizer with a float learning rate, not the schedule "
+            f"{type(rate).__name__}.")

@@ -42,7 +42,8 @@ import math
 import keras
 import numpy as np
 
-from keras_legw._validation import check_positive, check_positive_integer
+from keras_legw._validation import (check_float_learning_rate,
+                                    check_positive, check_positive_integer)
 
 LENGTH_SCALE = 0.2
 FIT_POINTS = 100        # at most this many losses fit the GP's scale and noise
@@ -330,12 +331,7 @@ class AutoWarmup(_Decision, keras.callbacks.Callback):
         self._epoch_batches, self._epoch_mean = 0, 0.0
 
     def on_train_begin(self, logs=None):
-        rate = getattr(self.model.optimizer, "_learning_rate", None)
-        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-            raise ValueError(
-                "AutoWarmup sets the optimizer's learning rate itself: build "
-                "the optimizer with a float learning rate, not the schedule "
-                f"{type(rate).__name__}.")
+        check_float_learning_rate(self.model.optimizer, "AutoWarmup")
         self._set_rate()
 
     def on_epoch_begin(self, epoch, logs=None):

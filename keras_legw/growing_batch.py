@@ -28,7 +28,6 @@ at the batch of that epoch, and the epoch reached before a step is
 """
 
 import json
-import math
 import os
 import warnings
 
@@ -37,7 +36,8 @@ import numpy as np
 from keras import ops
 
 from keras_legw import scaling as rules
-from keras_legw._validation import (check_non_negative, check_one_of,
+from keras_legw._validation import (check_float_learning_rate,
+                                    check_non_negative, check_one_of,
                                     check_positive, check_positive_integer)
 from keras_legw.noise_scale import measure_noise_scale
 from keras_legw.schedules import DECAY_SHAPES, linear_warmup
@@ -329,12 +329,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     # fit's start and end.
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        lr = getattr(self.model.optimizer, "_learning_rate", None)
-        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            raise ValueError(
-                "GrowingBatch sets the optimizer's learning rate itself: "
-                "build the optimizer with a float learning rate, not the "
-                f"schedule {type(lr).__name__}.")
+        check_float_learning_rate(self.model.optimizer, "GrowingBatch")
         warnings.filterwarnings("ignore", message=_SHORT_EPOCH_WARNING)
         self._filter = warnings.filters[0]
         self._first_epoch = True
