@@ -148,7 +148,7 @@ def report(args):
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
     print("| config | seed | test accuracy | final train loss | steps | "
-          f"wall s |\n|---|---|---|---|---|---|")
+          "wall s |\n|---|---|---|---|---|---|")
     for row in sweep_runner.read_rows(args.csv):
         print(f"| {row['config']} | {row['seed']} | {row['test_metric']} | "
               f"{row['final_train_loss']} | {row['steps']} | "
