@@ -175,7 +175,7 @@ def test_fit_refuses_a_schedule_and_a_shuffling_fit():
     keras.utils.set_random_seed(0)
     with pytest.raises(ValueError, match=r"^fit shuffled the "
                        r"GrowingBatchDataset's batches \(it asked for "
-                       r"batches \[\d+, .*pass shuffle=False to fit."):
+                       r"batches \[\d+.*\] first\): pass shuffle=False to fit."):
         _fit(model, data, rate)
 
 

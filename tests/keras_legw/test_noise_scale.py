@@ -228,7 +228,9 @@ def test_noise_scale_result_is_the_ratio_only_for_a_positive_gradient():
 def test_gradients_are_taken_in_inference_mode_with_the_models_own_loss():
     """The model runs with training=False and its `compute_loss` gets the
     inputs and training=False, as `evaluate` would: dropout, batch-norm
-    updates and training-only losses stay out of the measurement."""
+    updates and training-only losses stay out of the measurement (twice
+    for the check that the loss is the batch's mean, then twice for the
+    one draw)."""
     seen = []
 
     class Spy(keras.layers.Layer):
@@ -249,7 +251,7 @@ def test_gradients_are_taken_in_inference_mode_with_the_models_own_loss():
     x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
     seen.clear()  # the symbolic call that built the model
     keras_legw.measure_noise_scale(model, x, y, 2, 4, num_estimates=1)
-    assert seen == [("layer", False), ("loss", True, False)] * 2
+    assert seen == [("layer", False), ("loss", True, False)] * 4
 
 
 def test_batches_at_their_limits_and_the_defaults():
@@ -330,3 +332,19 @@ def test_measure_noise_scale_bad_arguments(small, big, num, argument):
                                        num_estimates=num)
     with pytest.raises(ValueError, match="`every_n_steps`"):
         keras_legw.NoiseScaleCallback(x, y, 8, 64, every_n_steps=0)
+
+
+@pytest.mark.parametrize("reduction, kind", [(None, "per example"),
+                                             ("sum", "summed")])
+def test_a_loss_that_is_not_the_batchs_mean_is_one_clear_error(reduction,
+                                                               kind):
+    """Its gradient norms grow with the batch (tr(Sigma) comes out < 0)."""
+    model = _least_squares_model(np.zeros(2), 2)
+    model.compile(keras.optimizers.SGD(0.1),
+                  keras.losses.MeanSquaredError(reduction=reduction))
+    with pytest.raises(ValueError, match=r"^measure_noise_scale needs the "
+                       r"model's compiled loss to be the mean over the batch"
+                       rf".*\({kind}\?\). Compile with a loss whose "
+                       r"reduction is 'sum_over_batch_size'"):
+        keras_legw.measure_noise_scale(model, np.ones((8, 2)),
+                                       np.zeros((8, 1)), 2, 4)
