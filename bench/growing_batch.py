@@ -7,8 +7,10 @@ grows from 128 to at most 8192, 25 epochs, base hyperparameters tuned at
     python -m bench.growing_batch --plan=report             # plot, table
 
 Seed 0 runs every configuration of CONFIGS; `--plan=frozen` runs seed 1 of
-FROZEN, the one chosen from seed 0 (see docs/results/README.md, "Growing
-batch"). Each finished run is appended at once to
+the one `frozen_config` chooses from seed 0's rows: the best test accuracy
+among those that train at 8192 from half the epochs on and take fewer steps
+than the best fixed batch that keeps the base's accuracy (LAMB at 2048: 733
+steps, mnist_lstm_recipes.csv); if none does, the best accuracy. Each finished run is appended at once to
 docs/results/growing_batch.csv (columns below) and its per-epoch curve to
 growing_batch_curves.csv; runs already there are skipped, so rerunning
 continues the study. Each run trains in its own process
@@ -49,14 +51,33 @@ CONFIGS = {
                                     batch_schedule=FAST_RAMP,
                                     decay_begin_epochs=6.0),
 }
-FROZEN = "lamb_sqrt_fast_ramp"
+BEST_FIXED_STEPS = 733  # LAMB at 2048, 99.10% (mnist_lstm_recipes.csv)
+MAX_BATCH = 8192
 
 
-def plan_runs(plan):
+def frozen_config(rows, curves):
+    """The configuration that seed 1 runs (see the module's docstring)."""
+    seed0 = [r for r in rows if r["seed"] == "0"]
+    if {r["config"] for r in seed0} != set(CONFIGS):
+        raise ValueError("--plan=frozen needs every seed-0 row first: run "
+                         "--plan=seed0")
+
+    def meets(row):
+        late = [int(c["batch_size"]) for c in curves
+                if c["config"] == row["config"] and c["seed"] == "0"
+                and int(c["epoch"]) > float(row["epochs"]) / 2]
+        return (int(row["steps"]) < BEST_FIXED_STEPS
+                and all(b == MAX_BATCH for b in late))
+
+    pool = [r for r in seed0 if meets(r)] or seed0
+    return max(pool, key=lambda r: float(r["test_metric"]))["config"]
+
+
+def plan_runs(plan, rows=(), curves=()):
     """(config, seed) pairs of a plan."""
     if plan == "seed0":
         return [(name, 0) for name in CONFIGS]
-    return [(FROZEN, 1)]
+    return [(frozen_config(rows, curves), 1)]
 
 
 def steps_of(batch_sizes):
@@ -163,10 +184,11 @@ def main():
     args = parser.parse_args()
     if args.plan == "report":
         return report(args)
-    done = {(r["config"], int(r["seed"]), float(r["epochs"]))
-            for r in sweep_runner.read_rows(args.csv)}
+    rows = sweep_runner.read_rows(args.csv)
+    done = {(r["config"], int(r["seed"]), float(r["epochs"])) for r in rows}
     jobs = [lambda n=name, s=seed: run_one(n, s, args)
-            for name, seed in plan_runs(args.plan)
+            for name, seed in plan_runs(
+                args.plan, rows, sweep_runner.read_rows(args.curves_csv))
             if (name, seed, args.epochs) not in done]
     sweep_runner.run_all(jobs, args.workers)
 

@@ -40,8 +40,31 @@ def test_study_rows_curves_and_rerun(tmp_path, monkeypatch):
     assert [int(r["step"]) for r in curves[:3]] == [235, 235 + 59, 294 + 8]
     monkeypatch.setattr(sys, "argv", argv + ["--plan=frozen"])
     growing_batch.main()
+    # None is at 8192 for epochs 2 and 3 (1024 at 2): the best accuracy,
+    # the first of equals.
     assert (calls[-1]["seed"], calls[-1]["batch_schedule"]) == (
-        1, growing_batch.CONFIGS[growing_batch.FROZEN]["batch_schedule"])
+        1, growing_batch.CONFIGS["lamb_sqrt_noise"]["batch_schedule"])
+
+
+def _rows(**accuracy_steps):
+    return [dict(config=name, seed="0", epochs="4", test_metric=str(a),
+                 steps=str(s)) for name, (a, s) in accuracy_steps.items()]
+
+
+def test_frozen_is_the_best_that_meets_the_constraints(monkeypatch):
+    names = list(growing_batch.CONFIGS)
+    monkeypatch.setattr(growing_batch, "CONFIGS", {n: {} for n in names[:3]})
+    curves = [dict(config=n, seed="0", epoch=str(e), batch_size=str(b))
+              for n, late in zip(names[:3], (8192, 8192, 2048))
+              for e, b in ((1, 128), (2, 1024), (3, late), (4, late))]
+    rows = _rows(**{names[0]: (0.990, 700), names[1]: (0.991, 900),
+                    names[2]: (0.995, 500)})
+    # names[1] takes too many steps, names[2] is not at 8192 late.
+    assert growing_batch.frozen_config(rows, curves) == names[0]
+    rows[0]["steps"] = "800"  # none meets them: the best accuracy
+    assert growing_batch.frozen_config(rows, curves) == names[2]
+    with pytest.raises(ValueError, match="needs every seed-0 row first"):
+        growing_batch.frozen_config(rows[:2], curves)
 
 
 def test_steps_to_a_target_is_the_first_evaluation_past_it(tmp_path):
