@@ -55,6 +55,10 @@ reproduce: venv
 	$(PY) -m bench.mnist_sweep --plan=budget
 	$(PY) -m bench.noise_scale_curve --model=mnist_lstm
 	$(PY) -m bench.mnist_plots
+	$(PY) -m bench.growing_batch --workers=2
+	$(PY) -m bench.growing_batch --plan=frozen
+	$(PY) -m bench.growing_batch --plan=report
+	$(PY) -m bench.batch_planner
 
 # GNMT's base before tuning (bench.gnmt_tuning), which its earlier rows ran at,
 # and the first tuning's choice (6e-3), which the 4x and 8x runs also ran at.
