@@ -1,5 +1,6 @@
 # keras_legw: every command creates the virtualenv it needs when missing.
-#   make demo       MNIST-LSTM at batch 8192 (64x) with LEGW, no other flag
+#   make demo       MNIST-LSTM at batch 8192 (64x) with LEGW, no other flag,
+#                   then the growing batch (LAMB, 256 to 8192 by epoch 6)
 #   make test       the whole test suite (what CI runs)
 #   make plan       preview the demo's schedule (and plot it to lr.png)
 #   make bench      the benchmarks: schedule and noise-scale overhead, ResNet-50 images/s
@@ -36,6 +37,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(PY) -m models.mnist_lstm --batch_size=8192
+	$(PY) -m models.mnist_lstm_growing
 
 test: venv
 	$(if $(TORCH),,LEGW_SKIP_TORCH=1) $(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=10 tests

@@ -3,13 +3,14 @@
 The library's path (`keras_legw.GrowingBatch`), with the zoo's MNIST-LSTM
 model and base hyperparameters (tuned at batch 128 only). Command:
 
-    python -m models.mnist_lstm_growing --optimizer=lamb \\
-        --batch_schedule=0:256,1:1024,3:4096,6:8192
+    python -m models.mnist_lstm_growing     # LAMB, 0:256,1:1024,3:4096,6:8192
     KERAS_BACKEND=jax python -m models.mnist_lstm_growing \\
         --batch_schedule=noise --max_batch_size=8192
 
-Results of the study that froze a configuration: `python -m
-bench.growing_batch` (docs/results/growing_batch.csv).
+Expected result of the default (the configuration frozen by `python -m
+bench.growing_batch`, docs/results/growing_batch.csv, two-core CPU): test
+accuracy 0.9891 (seed 0) and 0.9880 (seed 1) after 550 steps, at 8192 from
+epoch 6 of 25.
 """
 
 import argparse
@@ -36,7 +37,10 @@ def load_arrays(data_dir=None, num_train_examples=None):
             (x_test.astype("float32") / 255.0, y_test.astype("int32")))
 
 
-def run(batch_schedule="0:128,1:512,2:1024,4:2048,7:4096,10:8192",
+FROZEN_RAMP = "0:256,1:1024,3:4096,6:8192"
+
+
+def run(batch_schedule=FROZEN_RAMP,
         optimizer="lamb", rate_rule="sqrt", max_batch_size=None, seed=0,
         epochs=BASE["epochs"], decay_begin_epochs=None,
         noise_scale_multiplier=1.0, units=128, data_dir=None,
@@ -90,8 +94,7 @@ def run(batch_schedule="0:128,1:512,2:1024,4:2048,7:4096,10:8192",
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch_schedule",
-                        default="0:128,1:512,2:1024,4:2048,7:4096,10:8192",
+    parser.add_argument("--batch_schedule", default=FROZEN_RAMP,
                         help="epoch:global_batch pairs, or 'noise'")
     parser.add_argument("--max_batch_size", type=int, default=None)
     parser.add_argument("--optimizer", default="lamb", choices=OPTIMIZERS)
