@@ -3,7 +3,7 @@ grows from 128 to at most 8192, 25 epochs, base hyperparameters tuned at
 128 only.
 
     python -m bench.growing_batch --workers=2               # seed 0, CONFIGS
-    python -m bench.growing_batch --plan=frozen --workers=2 # seed 1, FROZEN
+    python -m bench.growing_batch --plan=frozen --workers=2 # seed 1, frozen_config
     python -m bench.growing_batch --plan=report             # plot, table
 
 Seed 0 runs every configuration of CONFIGS; `--plan=frozen` runs seed 1 of
