@@ -17,6 +17,8 @@ Public API:
                               grows with the measured noise scale
     GrowingBatch, GrowingBatchDataset, GrowingBatchRate
                               training with a growing batch in model.fit
+    RateAtBatch               that rate as a schedule at one batch, for
+                              custom loops (the zoo's trainer)
     noise_scale_estimates, NoiseScaleEstimator
                               the gradient noise scale (largest useful batch)
     measure_noise_scale, NoiseScaleCallback
@@ -31,7 +33,7 @@ from keras_legw.autowarmup import (AutoWarmup, AutoWarmupController,
 from keras_legw.batch_schedules import (BatchRamp, NoiseBatchSchedule,
                                         batch_schedule, parse_batch_ramp)
 from keras_legw.growing_batch import (GrowingBatch, GrowingBatchDataset,
-                                      GrowingBatchRate)
+                                      GrowingBatchRate, RateAtBatch)
 from keras_legw.lars import LARS
 from keras_legw.planner import StepsModel
 from keras_legw.recipes import RECIPES, goyal, recipe
@@ -58,6 +60,7 @@ __all__ = [
     "GrowingBatch",
     "GrowingBatchDataset",
     "GrowingBatchRate",
+    "RateAtBatch",
     "LARS",
     "LEGW",
     "NoiseBatchSchedule",

@@ -4,6 +4,9 @@ Three pieces, each reusable alone:
 
     GrowingBatchRate     the learning rate at a point of training and the
                          batch in use there (the rule, in `keras.ops`)
+    RateAtBatch          that rate over optimizer steps at one batch, a
+                         `LearningRateSchedule` for loops that compile a
+                         step per batch (the zoo's tf.distribute trainer)
     GrowingBatchDataset  a `keras.utils.PyDataset` over in-memory arrays whose
                          batch is set at each epoch's start
     GrowingBatch         the `fit` callback that joins them: it sets each
@@ -153,6 +156,53 @@ class GrowingBatchRate:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_legw")
+class RateAtBatch(keras.optimizers.schedules.LearningRateSchedule):
+    """A `GrowingBatchRate` over optimizer steps while the batch stays
+    `batch_size`: for the optimizer's step ``s``,
+
+        e(s) = start_epoch + (s - start_step) * B / N
+        rate(s) = growing_rate(e(s), B)
+
+    so a training loop that compiles its step per batch (the model zoo's
+    tf.distribute trainer) sets one of these as the optimizer's rate at each
+    batch change, and the rule stays `GrowingBatchRate`'s. ``N`` is
+    `num_examples`, the examples of an epoch at this batch; `start_step` and
+    `start_epoch` are the step and the (fractional) epoch, in examples seen
+    / N, where this batch begins.
+    """
+
+    def __init__(self, growing_rate, batch_size, num_examples, start_step=0,
+                 start_epoch=0.0):
+        if isinstance(growing_rate, dict):  # from get_config
+            growing_rate = GrowingBatchRate.from_config(growing_rate)
+        if not isinstance(growing_rate, GrowingBatchRate):
+            raise ValueError("Argument `growing_rate` must be a "
+                             "GrowingBatchRate. Received: "
+                             f"{type(growing_rate).__name__}")
+        check_positive_integer("batch_size", batch_size)
+        check_positive_integer("num_examples", num_examples)
+        check_non_negative("start_step", start_step)
+        check_non_negative("start_epoch", start_epoch)
+        self.growing_rate = growing_rate
+        self.batch_size = batch_size
+        self.num_examples = num_examples
+        self.start_step = start_step
+        self.start_epoch = start_epoch
+
+    def __call__(self, step):
+        steps = ops.cast(step, "float32") - float(self.start_step)
+        epoch = (float(self.start_epoch)
+                 + steps * (self.batch_size / self.num_examples))
+        return self.growing_rate(epoch, self.batch_size)
+
+    def get_config(self):
+        return dict(growing_rate=self.growing_rate.get_config(),
+                    batch_size=self.batch_size,
+                    num_examples=self.num_examples,
+                    start_step=self.start_step, start_epoch=self.start_epoch)
 
 
 class GrowingBatchDataset(keras.utils.PyDataset):

@@ -274,7 +274,7 @@ def evaluate_bleu(model, source_ids, references, target_tokenizer, *,
 
 
 def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
-              global_batch_size, eval_batch_size, seed):
+              eval_batch_size, seed):
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction=None)
 
@@ -296,9 +296,10 @@ def make_task(train_pairs, test_pairs, config, vocabulary_sizes,
     return trainer.Task(
         build_model=lambda: build_model(config, *vocabulary_sizes),
         per_example_loss=per_example_loss,
-        train_dataset=lambda context, start_step:
-            gnmt_input.train_batches(train_pairs, global_batch_size,
-                                            seed, start_step, context),
+        train_dataset=lambda context, batch_size, epoch, offset:
+            gnmt_input.train_batches(
+                train_pairs, batch_size, seed,
+                epoch * len(train_pairs[0]) + offset, context),
         eval_dataset=lambda context: gnmt_input.eval_batches(
             test_pairs, eval_batch_size, context),
         eval_sums=eval_sums,
@@ -420,7 +421,6 @@ def run(**kwargs):
     task = make_task(
         train_pairs, test_pairs, settings,
         [tokenizers[0].vocabulary_size(), tokenizers[1].vocabulary_size()],
-        options.batch_size,
         EVAL_BATCH_PER_REPLICA * tf_strategy.num_replicas_in_sync,
         options.seed)
     results, model = common_flags.train(

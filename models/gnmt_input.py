@@ -100,12 +100,14 @@ def _pair(source, source_lengths, target, target_lengths, index):
     return (source, target[:, :-1]), target[:, 1:]
 
 
-def train_batches(pairs, global_batch_size, seed, start_step, context):
-    """Per-replica ((source, target_in), target_out) training batches.
+def train_batches(pairs, global_batch_size, seed, start_example, context):
+    """Per-replica ((source, target_in), target_out) training batches from
+    item `start_example` of the stream of passes.
     `pairs` = (source_ids, source_lengths, target_ids, target_lengths)."""
     tensors = [tf.constant(a) for a in pairs]
     return (input_pipeline.replica_index_batches(
-                len(pairs[0]), global_batch_size, seed, start_step, context)
+                len(pairs[0]), global_batch_size, seed, start_example,
+                context)
             .map(lambda index: _pair(*tensors, index))
             .prefetch(tf.data.AUTOTUNE))
 

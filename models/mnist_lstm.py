@@ -61,7 +61,7 @@ class Options:
         check=optional(POSITIVE))
 
 
-def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed,
+def make_task(train, test, *, units, eval_batch_size, seed,
               label_smoothing=0.0):
     """The trainer's view of MNIST: in-memory uint8 images, indexed batches."""
 
@@ -73,9 +73,11 @@ def make_task(train, test, *, units, global_batch_size, eval_batch_size, seed,
     def images(source, index):
         return tf.cast(tf.gather(source, index), tf.float32) / 255.0
 
-    def train_dataset(context, start_step):
+    def train_dataset(context, batch_size, epoch, offset):
+        num_examples = len(train[1])
         return (input_pipeline.replica_index_batches(
-                    len(train[1]), global_batch_size, seed, start_step, context)
+                    num_examples, batch_size, seed,
+                    epoch * num_examples + offset, context)
                 .map(lambda i: (images(train_images, i),
                                 tf.gather(train_labels, i)))
                 .prefetch(tf.data.AUTOTUNE))
@@ -128,8 +130,7 @@ def run(**kwargs):
     num_examples = len(train[1])
     schedule = common_flags.schedule_of(options, num_examples)
     task = make_task(
-        train, test, units=own.units, global_batch_size=options.batch_size,
-        eval_batch_size=EVAL_BATCH_PER_REPLICA
+        train, test, units=own.units, eval_batch_size=EVAL_BATCH_PER_REPLICA
         * tf_strategy.num_replicas_in_sync, seed=options.seed,
         label_smoothing=own.label_smoothing)
     results, _ = common_flags.train(

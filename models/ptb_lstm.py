@@ -117,16 +117,19 @@ def build_model(config, vocabulary_size, batch_size):
                        name="ptb_lstm")
 
 
-def make_task(train_ids, test_ids, config, vocabulary_size, global_batch_size,
-              replicas):
-    per_replica = global_batch_size // replicas
+def make_task(train_ids, test_ids, config, vocabulary_size, replicas):
+    """The trainer's view of PTB. A batch of B is B rows of the token
+    stream (`input_pipeline.stream_rows`), so a pass at another batch is
+    another layout of the same tokens: a batch changes only at a pass's
+    start, where the state is zeroed anyway (`reset`), and the trainer
+    starts it from zeros with the new rows."""
     units = config["units"]
     eval_rows = EVAL_ROWS_PER_REPLICA * replicas
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction=None)
 
-    def initial_state(training):
-        rows = per_replica if training else EVAL_ROWS_PER_REPLICA
+    def initial_state(training, batch_size=None):
+        rows = batch_size // replicas if training else EVAL_ROWS_PER_REPLICA
         return [tf.zeros([rows, units]) for _ in range(2 * config["layers"])]
 
     def eval_sums(model, batch, state):
@@ -142,10 +145,11 @@ def make_task(train_ids, test_ids, config, vocabulary_size, global_batch_size,
         # Zaremba et al.: cross-entropy summed over the unrolled steps.
         per_example_loss=lambda targets, logits: tf.reduce_sum(
             cross_entropy(targets, logits), axis=-1),
-        train_dataset=lambda context, start_step:
+        # A pass at batch B is exactly its steps: `offset` is B x steps.
+        train_dataset=lambda context, batch_size, epoch, offset:
             input_pipeline.sequence_batches(
-                train_ids, global_batch_size, config["num_steps"], start_step,
-                context).prefetch(tf.data.AUTOTUNE),
+                train_ids, batch_size, config["num_steps"],
+                offset // batch_size, context).prefetch(tf.data.AUTOTUNE),
         eval_dataset=lambda context: input_pipeline.sequence_batches(
             test_ids, eval_rows, config["num_steps"], 0, context,
             repeat=False),
@@ -172,8 +176,7 @@ def perplexity_of_trained(model_dir, split, *, config="small", data_dir=None,
     settings = CONFIGS[config]
     splits = ptb_lstm_input.load_ptb(data_dir)
     ids = splits[SPLITS.index(split)][:num_tokens]
-    task = make_task(splits[0], ids, settings, len(splits[3]),
-                     EVAL_ROWS_PER_REPLICA, 1)
+    task = make_task(splits[0], ids, settings, len(splits[3]), 1)
     model = task.build_model()
     checkpoints.restore_model_variables(model, model_dir)
     evaluate = Evaluator(task, tf.distribute.get_strategy(), model)
@@ -204,17 +207,21 @@ def run(**kwargs):
     train_ids, _, test_ids, vocabulary = ptb_lstm_input.load_ptb(options.data_dir)
     train_ids = train_ids[:own.num_train_tokens]
     test_ids = test_ids[:own.num_test_tokens]
-    _, steps_per_epoch = input_pipeline.stream_rows(
-        train_ids, options.batch_size, settings["num_steps"])
-    num_examples = steps_per_epoch * options.batch_size  # sequences per epoch
+
+    def num_examples(batch_size):
+        """Sequences per epoch: a pass at `batch_size` rows."""
+        return batch_size * input_pipeline.stream_rows(
+            train_ids, batch_size, settings["num_steps"])[1]
+
     if options.schedule == "reference":
         schedule = reference_schedule(settings, options.base_learning_rate,
-                                      options.batch_size, num_examples,
+                                      options.batch_size,
+                                      num_examples(options.batch_size),
                                       options.epochs)
     else:
         schedule = common_flags.schedule_of(options, num_examples)
     task = make_task(train_ids, test_ids, settings, len(vocabulary),
-                     options.batch_size, tf_strategy.num_replicas_in_sync)
+                     tf_strategy.num_replicas_in_sync)
     results, _ = common_flags.train(
         task, options, strategy=tf_strategy, schedule=schedule,
         make_optimizer=lambda: keras.optimizers.SGD(learning_rate=schedule),

@@ -89,8 +89,7 @@ def make_optimizer(schedule, weight_decay, dtype):
     return optimizer
 
 
-def make_task(*, data, data_dir, image_size, global_batch_size,
-              eval_batch_size, num_eval_examples, label_smoothing,
+def make_task(*, data, data_dir, image_size, eval_batch_size, num_eval_examples, label_smoothing,
               label_offset, seed):
 
     if data == "tfrecord":
@@ -98,7 +97,7 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
         eval_files = resnet50_input.record_files(data_dir, "validation")
         resnet50_input.check_first_record(train_files, label_offset)
 
-    def dataset(context, training):
+    def dataset(context, training, global_batch_size=None):
         batch = context.get_per_replica_batch_size(
             global_batch_size if training else eval_batch_size)
         common = dict(image_size=image_size, per_replica_batch=batch, seed=seed,
@@ -123,7 +122,8 @@ def make_task(*, data, data_dir, image_size, global_batch_size,
             tf.one_hot(labels, resnet50_input.NUM_CLASSES), logits),
         # The stream of a TFRecord/TFDS input restarts its shuffle on resume
         # rather than replaying the exact order (as MNIST does).
-        train_dataset=lambda context, start_step: dataset(context, True),
+        train_dataset=lambda context, batch_size, epoch, offset: dataset(
+            context, True, batch_size),
         eval_dataset=lambda context: dataset(context, False),
         eval_sums=trainer.accuracy_eval,
         eval_metrics=lambda sums: {
@@ -181,7 +181,6 @@ def run(**kwargs):
     schedule = common_flags.schedule_of(options, own.num_train_examples)
     task = make_task(data=data, data_dir=options.data_dir,
                      image_size=own.image_size,
-                     global_batch_size=options.batch_size,
                      eval_batch_size=eval_batch_size,
                      num_eval_examples=num_eval_examples,
                      label_smoothing=own.label_smoothing,

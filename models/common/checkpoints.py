@@ -2,7 +2,8 @@
 
 `model_dir/checkpoints` holds the model's variables, the optimizer (with its
 step counter) and any extra state (an adaptive schedule's); three are kept.
-Beside them: `run.json` (the global batch, which a resume must match),
+Beside them: `run.json` (the global batch or the batch schedule, which a
+resume must match),
 `history.json` (one entry per epoch), `progress.json` (the newest
 checkpoint's step and training seconds) and `results.json`. JSON files are
 written atomically, so a crash never leaves half a file.
@@ -18,7 +19,7 @@ import sys
 import tensorflow as tf
 
 RESULTS_FILE = "results.json"
-RUN_FILE = "run.json"  # what a resume must match: the global batch
+RUN_FILE = "run.json"  # what a resume must match: the batch or its schedule
 HISTORY_FILE = "history.json"
 PROGRESS_FILE = "progress.json"  # the newest checkpoint's step and seconds
 
@@ -132,22 +133,35 @@ def restore_model_variables(model, model_dir):
     return path
 
 
-def check_resume_batch(model_dir, global_batch_size):
-    """Refuses to resume checkpoints trained at another global batch: LEGW's
-    schedule and the data order are functions of the batch and the step.
-    (A future adaptive batch would record its own sequence here.)"""
+def run_identity(global_batch_size, batch_schedule=None):
+    """What `run.json` holds and a resume must match: the global batch, or
+    a growing batch's schedule as written (`--batch_schedule`)."""
+    if batch_schedule is not None:
+        return {"batch_schedule": batch_schedule}
+    return {"global_batch_size": global_batch_size}
+
+
+def check_resume_batch(model_dir, global_batch_size, batch_schedule=None):
+    """Refuses to resume checkpoints trained at another global batch, or
+    with another batch schedule: the learning rate and the data order are
+    functions of the batch and the examples seen."""
     path = os.path.join(model_dir, RUN_FILE)
     if not (os.path.exists(path) and checkpoint_candidates(
             os.path.join(model_dir, "checkpoints"))):
         return
     with open(path) as f:
-        saved = json.load(f).get("global_batch_size")
-    if saved is not None and saved != global_batch_size:
-        raise ValueError(
-            f"--batch_size={global_batch_size}, but the checkpoints in "
-            f"{model_dir} were trained at batch {saved}: the schedule and the "
-            f"data order depend on it. Resume with --batch_size={saved}, or "
-            "use a new --model_dir.")
+        saved = json.load(f)
+    wanted = run_identity(global_batch_size, batch_schedule)
+    if saved == wanted or not saved:
+        return
+    describe = lambda identity: (  # noqa: E731
+        f"--batch_schedule={identity['batch_schedule']}"
+        if "batch_schedule" in identity
+        else f"--batch_size={identity.get('global_batch_size')}")
+    raise ValueError(
+        f"{describe(wanted)}, but the checkpoints in {model_dir} were trained "
+        f"with {describe(saved)}: the schedule and the data order depend on "
+        f"it. Resume with {describe(saved)}, or use a new --model_dir.")
 
 
 def write_json(path, value):

@@ -38,6 +38,7 @@ from absl import flags, logging
 import keras_legw
 from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
 from models.common import checkpoints, distribute, preemption, trainer
+from models.common.batch_growth import Growth
 from models.common.data import DataError
 from models.common.distribute import STRATEGIES
 from models.common.options import (NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER,
@@ -58,7 +59,9 @@ class CommonOptions:
     defaults are the application's tuned ones (its `BASE`)."""
 
     batch_size: int = option(REQUIRED, "Global batch size (examples per "
-                             "step, all replicas).", check=POSITIVE_INTEGER)
+                             "step, all replicas); with --batch_schedule the "
+                             "smallest batch (where 'noise' starts).",
+                             check=POSITIVE_INTEGER)
     base_batch_size: int = option(
         REQUIRED, "Batch size the base hyperparameters were tuned at.",
         check=POSITIVE_INTEGER)
@@ -68,6 +71,20 @@ class CommonOptions:
     base_warmup_epochs: float = option(
         REQUIRED, "Warmup epochs at --base_batch_size.", check=NON_NEGATIVE)
     epochs: float = option(REQUIRED, "Training epochs.", check=POSITIVE)
+    batch_schedule: Optional[str] = option(
+        None, "A batch that grows: 'epoch:global_batch,...' (a fixed ramp, "
+        "e.g. 0:128,1:512,4:2048) or 'noise' (it follows the measured "
+        "gradient noise scale, up to --max_batch_size). The rate is LEGW's "
+        "at each batch (keras_legw.GrowingBatchRate, --scaling sqrt, linear "
+        "or none); default: a fixed --batch_size.")
+    max_batch_size: Optional[int] = option(
+        None, "--batch_schedule: the largest batch (required with 'noise').",
+        check=optional(POSITIVE_INTEGER))
+    max_replica_batch_size: Optional[int] = option(
+        None, "--batch_schedule: the most rows a replica computes at once; a "
+        "larger share is split into micro-batches (as "
+        "--gradient_accumulation_steps). Default: no limit.",
+        check=optional(POSITIVE_INTEGER))
     schedule: str = option("legw", "Learning-rate schedule preset.",
                            choices=SCHEDULES)
     min_learning_rate: float = option(
@@ -176,9 +193,14 @@ def flag_kwargs(app_options, flag_values=flags.FLAGS):
 
 
 def schedule_of(options, num_examples):
-    """The schedule that `options` describe, for `num_examples` per epoch:
-    AutoWarmup, or the recipe `options.schedule` with the flags' warmup and
-    decay as defaults and `--scaling` / `--warmup_scaling` overriding it."""
+    """The schedule that `options` describe, for `num_examples` per epoch
+    (or a function of the batch giving them): a growing batch's rate at its
+    first batch (`growth_of`), AutoWarmup, or the recipe `options.schedule`
+    with the flags' warmup and decay as defaults and `--scaling` /
+    `--warmup_scaling` overriding it."""
+    if options.batch_schedule is not None:
+        return growth_of(options, 1).start_rate(num_examples)
+    num_examples = _examples(num_examples, options.batch_size)
     if options.schedule == AUTOWU:
         return keras_legw.AutoWarmupSchedule(
             keras_legw.whole_steps(options.epochs, num_examples,
@@ -212,35 +234,96 @@ def schedule_of(options, num_examples):
         **{k: v for k, v in overrides.items() if v is not None})
 
 
-def write_schedule(model_dir, schedule, total_steps):
-    """Writes the schedule's arguments, the run's `total_steps` and the
-    schedule's derived values (peak rate, warmup epochs and steps; null
-    where the schedule has none, or for AutoWarmup until it decides) to
+def _examples(num_examples, batch_size):
+    return num_examples(batch_size) if callable(num_examples) else \
+        num_examples
+
+
+GROWING_SCALINGS = keras_legw.growing_batch.RATE_RULES
+
+
+def growth_of(options, replicas):
+    """The growing batch that `--batch_schedule` describes (None without
+    it), for `replicas` replicas: the library's schedule and rate
+    (`keras_legw.batch_schedule`, `keras_legw.GrowingBatchRate`)."""
+    if options.batch_schedule is None:
+        if options.max_batch_size or options.max_replica_batch_size:
+            raise ValueError(
+                "Flags --max_batch_size and --max_replica_batch_size are for "
+                "a growing batch: give --batch_schedule too. Received: "
+                f"--max_batch_size={options.max_batch_size}, "
+                f"--max_replica_batch_size={options.max_replica_batch_size}")
+        return None
+    if options.schedule != "legw":
+        raise ValueError(
+            "Flag --batch_schedule sets LEGW's rate at each batch "
+            "(keras_legw.GrowingBatchRate); it works with --schedule=legw "
+            f"only. Received: --schedule={options.schedule}")
+    scaling = options.scaling or "sqrt"
+    if scaling not in GROWING_SCALINGS:
+        raise ValueError(
+            f"Flag --scaling must be one of {', '.join(GROWING_SCALINGS)} "
+            f"with --batch_schedule. Received: {options.scaling}")
+    try:
+        schedule = keras_legw.batch_schedule(
+            options.batch_schedule, options.batch_size,
+            options.max_batch_size, batch_multiple=replicas)
+        rate = keras_legw.GrowingBatchRate(
+            base_learning_rate=options.base_learning_rate,
+            base_batch_size=options.base_batch_size,
+            start_batch_size=schedule.start_batch_size,
+            base_warmup_epochs=options.base_warmup_epochs,
+            total_epochs=options.epochs, rate_rule=scaling,
+            decay=options.decay)
+    except ValueError as error:
+        raise ValueError(f"Flag --batch_schedule={options.batch_schedule}: "
+                         f"{error}") from None
+    return Growth(schedule=schedule, rate=rate, epochs=options.epochs,
+                  text=options.batch_schedule,
+                  max_replica_batch_size=options.max_replica_batch_size)
+
+
+def write_schedule(model_dir, schedule, total_steps, batch_schedule=None):
+    """Writes the schedule's arguments, the run's `total_steps` (null for a
+    growing batch, `batch_schedule`, also written) and the schedule's
+    derived values (peak rate, warmup epochs and steps; null where the
+    schedule has none, or for AutoWarmup until it decides) to
     `model_dir/schedule.json`."""
     os.makedirs(model_dir, exist_ok=True)
     derived = ("peak_learning_rate", "warmup_epochs", "warmup_steps")
     with open(os.path.join(model_dir, "schedule.json"), "w") as f:
         json.dump({**schedule.get_config(),
                    **{name: getattr(schedule, name, None) for name in derived},
-                   "total_steps": total_steps}, f, indent=2)
+                   "total_steps": total_steps,
+                   **({} if batch_schedule is None else
+                      {"batch_schedule": batch_schedule})}, f, indent=2)
 
 
 def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
           model_dir, global_clipnorm=None):
     """Writes `schedule.json` (on the chief) and trains `task` for the
-    options' epochs with their loop settings (`trainer.train`). Returns
-    (results, model)."""
+    options' epochs with their loop settings (`trainer.train`), at a fixed
+    batch or at `--batch_schedule`'s. `num_examples`: per epoch, or a
+    function of the batch giving them. Returns (results, model)."""
+    growth = growth_of(options, strategy.num_replicas_in_sync)
     # Checked here too (the trainer checks for its direct callers) so that a
     # refused resume leaves schedule.json untouched.
-    checkpoints.check_resume_batch(model_dir, options.batch_size)
-    total_steps = keras_legw.whole_steps(options.epochs, num_examples,
-                                         options.batch_size)
+    checkpoints.check_resume_batch(model_dir, options.batch_size,
+                                   options.batch_schedule)
+    if growth is None:
+        length = dict(global_batch_size=options.batch_size,
+                      total_steps=keras_legw.whole_steps(
+                          options.epochs,
+                          _examples(num_examples, options.batch_size),
+                          options.batch_size))
+    else:
+        length = dict(growth=growth)
     if distribute.is_chief(strategy):
-        write_schedule(model_dir, schedule, total_steps)
+        write_schedule(model_dir, schedule, length.get("total_steps"),
+                       options.batch_schedule)
     return trainer.train(
         task, strategy=strategy, make_optimizer=make_optimizer,
-        global_batch_size=options.batch_size, num_examples=num_examples,
-        total_steps=total_steps, model_dir=model_dir,
+        num_examples=num_examples, model_dir=model_dir, **length,
         max_steps=options.max_steps,
         checkpoint_every_steps=options.checkpoint_every_steps,
         steps_per_loop=options.steps_per_loop,

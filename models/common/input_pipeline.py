@@ -1,10 +1,11 @@
 """Deterministic, resumable example order for in-memory datasets.
 
 The training stream is an endless sequence of passes over the data, pass `p`
-a permutation of the example indices seeded by `(seed, p)`. Global batch `s`
-(the batch of optimizer step `s`) is items `[s * B, (s + 1) * B)` of that
-stream, so a run that resumes at step `s` sees exactly the batches an
-uninterrupted run would. A global batch is split into equal per-replica
+a permutation of the example indices seeded by `(seed, p)`. A run reads it
+in order, `B` items per optimizer step (at a fixed batch, step `s` reads
+items `[s * B, (s + 1) * B)`), so every pass is each example once whatever
+the batch of each step, and a run that resumes at item `x` (the examples it
+has seen) sees exactly the batches an uninterrupted run would. A global batch is split into equal per-replica
 batches in replica order, and each input pipeline (one per worker) yields the
 batches of its own replicas, so every strategy trains on the same global
 batches.
@@ -15,11 +16,11 @@ import tensorflow as tf
 _MAX_PASSES = 1 << 40
 
 
-def global_index_batches(num_examples, global_batch_size, seed, start_step):
+def global_index_batches(num_examples, global_batch_size, seed,
+                         start_example):
     """A dataset of int64 index vectors, one global batch per element,
-    starting at the batch of `start_step`."""
-    start = int(start_step) * int(global_batch_size)
-    first_pass, offset = divmod(start, int(num_examples))
+    starting at item `start_example` of the stream."""
+    first_pass, offset = divmod(int(start_example), int(num_examples))
 
     def one_pass(pass_index):
         order = tf.random.experimental.stateless_shuffle(
@@ -33,8 +34,8 @@ def global_index_batches(num_examples, global_batch_size, seed, start_step):
             .batch(global_batch_size, drop_remainder=True))
 
 
-def replica_index_batches(num_examples, global_batch_size, seed, start_step,
-                          input_context):
+def replica_index_batches(num_examples, global_batch_size, seed,
+                          start_example, input_context):
     """Per-replica index batches for this input pipeline: each global batch
     split into `num_replicas_in_sync` equal slices, this pipeline's slices in
     replica order."""
@@ -43,7 +44,7 @@ def replica_index_batches(num_examples, global_batch_size, seed, start_step,
     local = replicas // input_context.num_input_pipelines
     first = input_context.input_pipeline_id * local
     return (global_index_batches(num_examples, global_batch_size, seed,
-                                 start_step)
+                                 start_example)
             .map(lambda idx: tf.reshape(idx, [replicas, per_replica])
                  [first:first + local])
             .unbatch())

@@ -28,9 +28,12 @@ import keras
 import tensorflow as tf
 
 from keras_legw import scaling
+from keras_legw.growing_batch import RateAtBatch
 from keras_legw.noise_scale import NoiseScaleEstimator
 from models.common import checkpoints as ckpt
 from models.common import distribute, preemption
+from models.common.batch_growth import (Progress, accumulation_steps,
+                                        make_broadcast)
 from models.common.evaluation import Evaluator
 from models.common.train_step import (CompiledStep, StepOptions,
                                       check_step_options, noise_batches)
@@ -47,8 +50,11 @@ class Task:
     Attributes:
         build_model: () -> keras.Model, called inside the strategy scope.
         per_example_loss: (labels, outputs) -> loss per example, shape [b].
-        train_dataset: (input_context, start_step) -> dataset of per-replica
-            (inputs, labels) batches, starting at the batch of `start_step`.
+        train_dataset: (input_context, batch_size, epoch, offset) -> dataset
+            of per-replica (inputs, labels) batches of the global batch
+            `batch_size`, starting `offset` examples into pass `epoch` of
+            the training stream (for a fixed number N of examples per pass,
+            at example `epoch * N + offset` of it).
         eval_dataset: (input_context) -> dataset of per-replica eval batches.
         eval_sums: (model, batch) -> dict of per-replica sums (e.g. correct
             predictions and example count), summed over replicas.
@@ -58,15 +64,17 @@ class Task:
         example_size: how many of those one example holds (tokens per
             sequence, say; a mean where examples differ in length).
         initial_state: for models that carry a state from batch to batch
-            (truncated backpropagation through time): (training) -> list of
-            zero tensors, one replica's state for its training or evaluation
+            (truncated backpropagation through time): (training, batch_size)
+            -> list of zero tensors, one replica's state for its training
+            batches at global batch `batch_size`, or for its evaluation
             batches. The model then takes `[inputs, *state]` and returns
             `[outputs, *new_state]`, and `eval_sums` takes and returns the
             state too: `(model, batch, state) -> (sums, new_state)`. The
-            trainer carries each replica's state from step to step and starts
-            every evaluation from zeros; resets (at epoch starts, say) are the
-            model's business, driven by its inputs. Not checkpointed: a run
-            resumed mid-epoch restarts the state from zeros.
+            trainer carries each replica's state from step to step, starts it
+            from zeros at a batch change (the rows are new) and starts every
+            evaluation from zeros; other resets (at epoch starts, say) are
+            the model's business, driven by its inputs. Not checkpointed: a
+            run resumed mid-epoch restarts the state from zeros.
     """
 
     build_model: Callable
@@ -79,48 +87,47 @@ class Task:
     example_size: float = 1
     initial_state: Optional[Callable] = None
 
-    def zero_state(self, strategy, training):
-        """Each replica of `strategy` its zero state for training or
-        evaluation ([] for stateless models)."""
+    def zero_state(self, strategy, training, batch_size=None):
+        """Each replica of `strategy` its zero state for training (at global
+        batch `batch_size`) or evaluation ([] for stateless models)."""
         if self.initial_state is None:
             return []
         return strategy.experimental_distribute_values_from_function(
-            lambda context: self.initial_state(training))
-
-
-def epoch_end_steps(num_examples, global_batch_size, total_steps):
-    """The step after which each epoch ends: ceil(e * N / B) for e = 1, 2, ...
-    (epochs counted in examples, as in the LEGW schedule), and total_steps."""
-    ends, epoch = [], 1
-    while True:
-        step = scaling.whole_steps(epoch, num_examples, global_batch_size)
-        if step >= total_steps:
-            return ends + [total_steps]
-        ends.append(step)
-        epoch += 1
+            lambda context: self.initial_state(training, batch_size))
 
 
 def _current_learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
-          total_steps, model_dir, max_steps=None, checkpoint_every_steps=0,
-          steps_per_loop=100, jit_compile=False, noise_scale=False,
-          noise_scale_decay=0.99, global_clipnorm=None,
-          gradient_accumulation_steps=1, adaptive_schedule=None, verbose=1):
-    """Trains `task` to `total_steps` (or `max_steps`), resuming from
-    `model_dir`; the stats are also written to `model_dir/results.json`.
+def train(task, *, strategy, make_optimizer, num_examples, model_dir,
+          global_batch_size=None, total_steps=None, growth=None,
+          max_steps=None, checkpoint_every_steps=0, steps_per_loop=100,
+          jit_compile=False, noise_scale=False, noise_scale_decay=0.99,
+          global_clipnorm=None, gradient_accumulation_steps=1,
+          adaptive_schedule=None, verbose=1):
+    """Trains `task` for `total_steps` at `global_batch_size`, or for
+    `growth.epochs` at a growing batch (`growth`), stopping early at
+    `max_steps`, resuming from `model_dir`; the stats are also written to
+    `model_dir/results.json`.
 
     Args:
         task: a `Task`.
         strategy: a tf.distribute strategy.
         make_optimizer: () -> keras optimizer, called in the strategy scope.
-        global_batch_size: examples per optimizer step, over all replicas.
-        num_examples: training examples per epoch.
-        total_steps: length of the run (the schedule's `total_steps`).
+        num_examples: training examples per epoch, or a function of the
+            global batch giving them (where an epoch depends on the batch:
+            PTB's rows).
         model_dir: checkpoints, TensorBoard logs, history and results.
-        max_steps: stop at this step (smoke runs); None for total_steps.
+        global_batch_size: examples per optimizer step, over all replicas
+            (without `growth`).
+        total_steps: length of the run (the schedule's `total_steps`;
+            without `growth`).
+        growth: a `batch_growth.Growth`: the batch of each epoch and the
+            rate at it. `make_optimizer` builds the optimizer with
+            `growth.start_rate(num_examples)`; the trainer replaces that
+            schedule at every batch.
+        max_steps: stop at this step (smoke runs); None for the whole run.
         checkpoint_every_steps: also checkpoint every this many steps (0: at
             epoch ends only).
         steps_per_loop: steps per call of the compiled loop.
@@ -130,6 +137,7 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             several replicas the small batch is a replica's share and the
             big one the global batch; with one replica the batch is split
             into two halves inside the step (not for stateful models).
+            Always on for an adaptive batch schedule.
         noise_scale_decay: decay of its moving averages, per step.
         global_clipnorm: clip the global batch's gradient to this norm. Done
             here, after the all-reduce: a Keras optimizer's own
@@ -141,128 +149,269 @@ def train(task, *, strategy, make_optimizer, global_batch_size, num_examples,
             checkpoints stay those of the global batch. A carried state is
             split by rows with its batch (rows are independent sequences),
             so stateful models train exactly as with N=1. Layers that mix
-            rows (batch normalization) see micro-batches.
+            rows (batch normalization) see micro-batches. With `growth`, the
+            least N at every batch (see `Growth.max_replica_batch_size`).
         adaptive_schedule: a schedule that learns from the training loss
             (`keras_legw.AutoWarmupSchedule`), used by the optimizer: it is
             built in the strategy scope, given each step's global training
             loss, checked at every epoch end, and its state goes into the
             checkpoints; its `warmup_steps` and `peak_learning_rate` go into
-            the results.
+            the results. Not with `growth`.
         verbose: 1 for a progress bar per epoch, 0 for none.
 
     Returns:
         (results, model): the stats dict and the trained model. Its
         `examples_per_second` (and `<example_name>_per_second`) leaves out
-        the session's first loop, which includes tracing, unless it was the
-        only one.
+        the session's first loop at each batch, which includes tracing,
+        unless it was the only one; `history` holds each epoch's batch,
+        steps and examples.
 
     Raises:
         ValueError: if the global batch does not divide among the replicas
-            and micro-batches.
+            and micro-batches, or for a bad combination of arguments.
         NonFiniteLossError: if the loss becomes NaN or Inf.
     """
-    step_options = StepOptions(global_batch_size, jit_compile, noise_scale,
-                               global_clipnorm, gradient_accumulation_steps)
-    check_step_options(step_options, strategy.num_replicas_in_sync,
-                       task.initial_state is not None)
+    _check_length(global_batch_size, total_steps, growth, adaptive_schedule)
     if steps_per_loop < 1:
         raise ValueError(f"steps_per_loop must be >= 1. Received: {steps_per_loop}")
+    plan = _BatchPlan(growth, global_batch_size, num_examples,
+                      StepOptions(global_batch_size or 0, jit_compile,
+                                  noise_scale or _adaptive(growth),
+                                  global_clipnorm,
+                                  gradient_accumulation_steps),
+                      strategy.num_replicas_in_sync,
+                      task.initial_state is not None)
+    plan.check_all_batches()
     own_dir = distribute.worker_dir(model_dir, strategy)
     ckpt.prepare_model_dir(own_dir)
-    ckpt.check_resume_batch(model_dir, global_batch_size)
+    ckpt.check_resume_batch(model_dir, global_batch_size,
+                            None if growth is None else growth.text)
     with strategy.scope():
         model = task.build_model()
         if adaptive_schedule is not None:
             adaptive_schedule.build()
         optimizer = make_optimizer()
         optimizer.build(model.trainable_variables)
-    step_fn = CompiledStep(task, strategy, model, optimizer, step_options)
+    if growth is not None and not isinstance(
+            optimizer._learning_rate, RateAtBatch):
+        raise ValueError(
+            "With a growing batch, make_optimizer must build the optimizer "
+            "with learning_rate=growth.start_rate(num_examples) (a "
+            "keras_legw.RateAtBatch, which the trainer replaces at each "
+            f"batch). Received: {type(optimizer._learning_rate).__name__}")
+    progress = Progress()
     # model.variables explicitly: Keras 3 models track their variables for
     # tf.train.Checkpoint only partly; this list holds every one of them
     # (non-trainable statistics and random-seed states included).
     trackables = {ckpt.MODEL_VARIABLES: list(model.variables),
-                  "optimizer": optimizer}
+                  "optimizer": optimizer, "progress": ckpt.JsonState(progress)}
     if adaptive_schedule is not None:
         trackables["adaptive_schedule"] = ckpt.JsonState(adaptive_schedule)
-    run = _Run(task=task, strategy=strategy, optimizer=optimizer,
-               step_fn=step_fn, num_examples=num_examples,
-               total_steps=total_steps, own_dir=own_dir, verbose=verbose,
+    if growth is not None:
+        trackables["batch_schedule"] = ckpt.JsonState(growth.schedule)
+    run = _Run(task=task, strategy=strategy, model=model, optimizer=optimizer,
+               plan=plan, progress=progress, own_dir=own_dir, verbose=verbose,
                checkpoints=ckpt.Checkpoints(trackables, model_dir, own_dir),
                checkpoint_every_steps=checkpoint_every_steps,
                steps_per_loop=steps_per_loop,
                estimator=NoiseScaleEstimator(noise_scale_decay)
-               if noise_scale else None,
+               if plan.options.noise_scale else None,
                adaptive_schedule=adaptive_schedule)
-    end_step = total_steps if max_steps is None else min(total_steps, max_steps)
-    results = run.train(end_step)
+    results = run.train(total_steps, max_steps)
     ckpt.write_json(os.path.join(own_dir, ckpt.RESULTS_FILE), results)
     return results, model
+
+
+def _adaptive(growth):
+    return growth is not None and getattr(growth.schedule, "adaptive", False)
+
+
+def _check_length(global_batch_size, total_steps, growth, adaptive_schedule):
+    """One ValueError for a run whose batch or length is not given once."""
+    if growth is None and (global_batch_size is None or total_steps is None):
+        raise ValueError("train() needs global_batch_size and total_steps, "
+                         "or growth (a growing batch).")
+    if growth is not None and (global_batch_size is not None
+                               or total_steps is not None):
+        raise ValueError(
+            "train() takes growth (a growing batch, its length in epochs) "
+            "or global_batch_size and total_steps, not both. Received: "
+            f"global_batch_size={global_batch_size}, total_steps="
+            f"{total_steps}, growth={growth}")
+    if growth is not None and adaptive_schedule is not None:
+        raise ValueError(
+            "A growing batch sets the learning rate itself "
+            "(keras_legw.GrowingBatchRate); an adaptive warmup "
+            "(--schedule=autowu) cannot be combined with it.")
+
+
+class _BatchPlan:
+    """The batch of each epoch, the examples of an epoch at a batch, and the
+    step options there (micro-batches, the noise scale's two batches)."""
+
+    def __init__(self, growth, global_batch_size, num_examples, options,
+                 replicas, stateful):
+        self.growth, self.fixed = growth, global_batch_size
+        self._num_examples, self.options = num_examples, options
+        self.replicas, self.stateful = replicas, stateful
+
+    def batch_size(self, epoch):
+        if self.growth is None:
+            return self.fixed
+        return self.growth.schedule.batch_size_for_epoch(epoch)
+
+    def num_examples(self, batch_size):
+        n = self._num_examples
+        return n(batch_size) if callable(n) else n
+
+    def step_options(self, batch_size):
+        options = self.options
+        halves = 2 if options.noise_scale and self.replicas == 1 else 1
+        limit = None if self.growth is None else \
+            self.growth.max_replica_batch_size
+        pieces = accumulation_steps(batch_size, self.replicas,
+                                    options.gradient_accumulation_steps,
+                                    limit, halves) \
+            if batch_size % self.replicas == 0 else \
+            options.gradient_accumulation_steps
+        options = dataclasses.replace(options, global_batch_size=batch_size,
+                                      gradient_accumulation_steps=pieces)
+        check_step_options(options, self.replicas, self.stateful)
+        return options
+
+    def check_all_batches(self):
+        """Every batch the schedule may use splits (before any training)."""
+        if self.growth is None:
+            self.step_options(self.fixed)
+            return
+        schedule = self.growth.schedule
+        candidates = getattr(schedule, "candidates", None) or sorted(
+            {schedule.batch_size_for_epoch(e)
+             for e in range(math.ceil(self.growth.epochs))})
+        for batch_size in candidates:
+            self.step_options(batch_size)
+            self.num_examples(batch_size)
 
 
 class _Run:
     """One session of training: the loop over epochs and loop calls, with
     its logging, checkpoints, evaluation and preemption checks."""
 
-    def __init__(self, *, task, strategy, optimizer, step_fn, checkpoints,
-                 num_examples, total_steps, own_dir, checkpoint_every_steps,
-                 steps_per_loop, estimator, adaptive_schedule, verbose):
+    def __init__(self, *, task, strategy, model, optimizer, plan, progress,
+                 checkpoints, own_dir, checkpoint_every_steps, steps_per_loop,
+                 estimator, adaptive_schedule, verbose):
         self.task, self.strategy, self.optimizer = task, strategy, optimizer
-        self.step_fn, self.checkpoints = step_fn, checkpoints
-        self.batch = step_fn.options.global_batch_size
-        self.num_examples, self.total_steps = num_examples, total_steps
+        self.model, self.plan, self.progress = model, plan, progress
+        self.checkpoints = checkpoints
         self.own_dir, self.verbose = own_dir, verbose
         self.checkpoint_every_steps = checkpoint_every_steps
         self.steps_per_loop = steps_per_loop
         self.estimator, self.adaptive_schedule = estimator, adaptive_schedule
-        self.noise_batches = noise_batches(self.batch,
-                                           strategy.num_replicas_in_sync)
+        self.growth = plan.growth
         self.chief = distribute.is_chief(strategy)
-        self.ends = epoch_end_steps(num_examples, self.batch, total_steps)
         self.writer = tf.summary.create_file_writer(
             os.path.join(own_dir, "tensorboard")) if self.chief else \
             tf.summary.create_noop_writer()
         self.agree_to_stop = preemption.make_agreement(strategy)
-        # Throughput leaves out the session's first loop call (it includes
-        # tracing) when later calls ran.
-        self.loops, self.timed_steps, self.timed_seconds = 0, 0, 0.0
+        self.broadcast = make_broadcast(strategy) if _adaptive(self.growth) \
+            else None
+        self.examples_and_seconds = {"traced": [0, 0.0], "timed": [0, 0.0]}
         self.session_steps, self.loss = 0, float("nan")
+        self.batch = self.step_fn = None
 
-    def train(self, end_step):
-        """Trains from the restored step to `end_step`; returns the stats."""
-        self.start_step, self.history, self.train_seconds = \
+    def train(self, total_steps, max_steps):
+        """Trains from the restored step to the run's end (or `max_steps`);
+        returns the stats."""
+        self.step, self.history, self.train_seconds = \
             self.checkpoints.restore(
                 lambda: int(self.optimizer.iterations.numpy()))
-        self.step = self.start_step
+        self.start_step = self.step
+        if not self.progress.restored and self.step:  # an older checkpoint
+            batch = self.plan.fixed
+            self.progress.set_state(Progress.after_steps(
+                self.step, batch, self.plan.num_examples(batch)).get_state())
+        self.total_steps, self.max_steps = total_steps, max_steps
         self.metrics = self.history[-1]["metrics"] if self.history else {}
-        self.iterator = iter(self.strategy.distribute_datasets_from_function(
-            lambda context: self.task.train_dataset(context, self.start_step)))
-        self.evaluate = Evaluator(self.task, self.strategy, self.step_fn.model)
-        self.state = self.task.zero_state(self.strategy, training=True)
+        self.evaluate = Evaluator(self.task, self.strategy, self.model)
         wall_start = time.perf_counter()
         with preemption.StopRequests() as self.stops:
             # Written once the signals are caught: training is about to start.
             ckpt.write_json(os.path.join(self.own_dir, ckpt.RUN_FILE),
-                            {"global_batch_size": self.batch})
-            while self.step < end_step:
-                self._epoch(end_step)
+                            ckpt.run_identity(self.plan.fixed, None
+                                              if self.growth is None
+                                              else self.growth.text))
+            while not self._finished():
+                self._epoch()
         self.writer.flush()
         return self._results(time.perf_counter() - wall_start)
 
-    def _epoch(self, end_step):
-        """Trains to the end of the current epoch (or `end_step`), then
+    # The run's length.
+    def _finished(self):
+        if self.max_steps is not None and self.step >= self.max_steps:
+            return True
+        if self.growth is None:
+            return self.step >= self.total_steps
+        return self._steps_left() <= 0
+
+    def _steps_left(self):
+        """Steps to the run's end from here, at the current epoch's batch."""
+        if self.growth is None:
+            left = self.total_steps - self.step
+        else:
+            batch = self.plan.batch_size(self.progress.epoch)
+            n = self.plan.num_examples(batch)
+            examples = ((self.growth.epochs - self.progress.epoch) * n
+                        - self.progress.offset)
+            left = math.ceil(round(examples / batch, 6))
+        if self.max_steps is not None:
+            left = min(left, self.max_steps - self.step)
+        return left
+
+    # The batch.
+    def _use_batch(self, batch):
+        """Compiles the step, opens the data and (growing) sets the rate at
+        `batch`, where it changes: the state restarts from zeros."""
+        if batch == self.batch:
+            return
+        options = self.plan.step_options(batch)
+        n = self.plan.num_examples(batch)
+        if self.growth is not None:
+            start = self.progress.start_batch(batch, self.step, n)
+            self.optimizer.learning_rate = RateAtBatch(
+                self.growth.rate, batch, n, start["step"], start["epoch"])
+        self.step_fn = CompiledStep(self.task, self.strategy, self.model,
+                                    self.optimizer, options)
+        epoch, offset = self.progress.epoch, self.progress.offset
+        self.iterator = iter(self.strategy.distribute_datasets_from_function(
+            lambda context: self.task.train_dataset(context, batch, epoch,
+                                                    offset)))
+        self.state = self.task.zero_state(self.strategy, training=True,
+                                          batch_size=batch)
+        self.batch, self.noise_batches = batch, noise_batches(
+            batch, self.strategy.num_replicas_in_sync)
+        self.loops_at_batch = 0
+
+    # Epochs.
+    def _epoch(self):
+        """Trains to the end of the current epoch (or the run's), then
         evaluates and checkpoints."""
-        index = next(i for i, e in enumerate(self.ends) if e > self.step)
-        epoch_end = min(self.ends[index], end_step)
+        progress = self.progress
+        self._use_batch(self.plan.batch_size(progress.epoch))
+        n = self.plan.num_examples(self.batch)
+        epoch_end = self.step + min(
+            progress.steps_to_epoch_end(self.batch, n), self._steps_left())
         progbar = keras.utils.Progbar(
             epoch_end - self.step, verbose=self.verbose if self.chief else 0,
             unit_name="step")
+        index = progress.epoch
         if self.chief and self.verbose:
-            print(f"Epoch {index + 1}/{len(self.ends)} (steps {self.step}-"
-                  f"{epoch_end} of {self.total_steps})", flush=True)
+            print(f"Epoch {index + 1}/{self._num_epochs()} (batch "
+                  f"{self.batch}, steps {self.step}-{epoch_end})", flush=True)
+        epoch_ended = False
         while self.step < epoch_end:
-            self._loop_call(self._next_stop(epoch_end))
+            epoch_ended = self._loop_call(self._next_stop(epoch_end))
             # Before any checkpoint of this step, which must hold its result.
-            self._check_adaptive_schedule(self.step == self.ends[index])
+            self._check_adaptive_schedule(epoch_ended)
             progbar.update(self.step - (epoch_end - progbar.target),
                            [("loss", self.loss),
                             ("lr", _current_learning_rate(self.optimizer))])
@@ -271,9 +420,25 @@ class _Run:
                 self.checkpoints.save(self.step, self.train_seconds)
             if self.step < epoch_end:  # at an epoch end: after its evaluation
                 self._stop_if_asked()
+        if epoch_ended:
+            self._observe_noise()
         self._evaluate_and_save()
-        if self.step < end_step:  # a finished run finishes
+        if not self._finished():  # a finished run finishes
             self._stop_if_asked()
+
+    def _num_epochs(self):
+        if self.growth is not None:
+            return math.ceil(self.growth.epochs)
+        return math.ceil(round(scaling.steps_to_epochs(
+            self.total_steps, self.plan.num_examples(self.batch), self.batch),
+            6))
+
+    def _observe_noise(self):
+        """An adaptive schedule is told the finished epoch's mean estimates,
+        the chief's on every worker."""
+        means = self.progress.take_noise_means()
+        if self.broadcast is not None:
+            self.growth.schedule.observe(*self.broadcast(list(means)))
 
     def _next_stop(self, epoch_end):
         stop = min(epoch_end, self.step + self.steps_per_loop)
@@ -295,10 +460,12 @@ class _Run:
             schedule.check()
 
     def _loop_call(self, stop):
-        """Runs the steps up to `stop` in one call; logs what they gave."""
+        """Runs the steps up to `stop` in one call; logs what they gave.
+        Returns whether they ended an epoch."""
         start = time.perf_counter()
+        steps = stop - self.step
         losses, small, big, self.state = self.step_fn.train_loop(
-            self.iterator, tf.constant(stop - self.step), self.state)
+            self.iterator, tf.constant(steps), self.state)
         self.loss = float(tf.reduce_mean(losses))
         seconds = time.perf_counter() - start
         if not math.isfinite(self.loss):
@@ -308,25 +475,39 @@ class _Run:
                 f"{_current_learning_rate(self.optimizer):.4g}). Training "
                 f"stopped; the last checkpoint ({self.checkpoints.latest}) is "
                 "intact. Lower --base_learning_rate or check the input data.")
-        if self.loops == 1:  # drop the first call from the throughput
-            self.timed_steps, self.timed_seconds = 0, 0.0
-        self.loops += 1
-        self.timed_steps += stop - self.step
-        self.timed_seconds += seconds
-        self.train_seconds += seconds
-        self.session_steps += stop - self.step
-        rate = (stop - self.step) * self.batch / seconds
+        self._time(steps, seconds)
+        self.session_steps += steps
         self.step = stop
+        ended = self.progress.advance(steps, self.batch,
+                                      self.plan.num_examples(self.batch))
         if self.adaptive_schedule is not None:
             self.adaptive_schedule.observe(losses.numpy())
         if self.estimator:
-            for small_sq, big_sq in zip(small.numpy(), big.numpy()):
+            small, big = small.numpy(), big.numpy()
+            for small_sq, big_sq in zip(small, big):
                 self.estimator.update(small_sq, big_sq, *self.noise_batches)
+            if self.broadcast is not None:
+                self.progress.add_noise(small, big, *self.noise_batches)
+        self._log(steps * self.batch / seconds)
+        return ended
+
+    def _time(self, steps, seconds):
+        """Throughput leaves out the first call at each batch (it includes
+        tracing), unless no other call ran."""
+        key = "traced" if self.loops_at_batch == 0 else "timed"
+        self.examples_and_seconds[key][0] += steps * self.batch
+        self.examples_and_seconds[key][1] += seconds
+        self.loops_at_batch += 1
+        self.train_seconds += seconds
+
+    def _log(self, rate):
         with self.writer.as_default(step=self.step):
             tf.summary.scalar("loss", self.loss)
             tf.summary.scalar("learning_rate",
                               _current_learning_rate(self.optimizer))
             tf.summary.scalar("examples_per_second", rate)
+            tf.summary.scalar("batch_size", self.batch)
+            tf.summary.scalar("examples_seen", self.progress.examples)
             if self.estimator:
                 tf.summary.scalar("noise_scale", self.estimator.noise_scale)
 
@@ -337,10 +518,12 @@ class _Run:
         with self.writer.as_default(step=self.step):
             for name, value in self.metrics.items():
                 tf.summary.scalar(f"eval/{name}", value)
+        n = self.plan.num_examples(self.batch)
         self.history.append({
             "step": self.step,
-            "epoch": scaling.steps_to_epochs(self.step, self.num_examples,
-                                             self.batch),
+            "epoch": (scaling.steps_to_epochs(self.step, n, self.batch)
+                      if self.growth is None else self.progress.position(n)),
+            "batch_size": self.batch, "examples": self.progress.examples,
             "train_seconds": self.train_seconds, "loss": self.loss,
             "metrics": self.metrics})
         if self.chief and self.verbose:
@@ -359,14 +542,23 @@ class _Run:
                                        self.checkpoints.latest)
 
     def _results(self, wall_seconds):
-        timed = self.timed_steps * self.batch
-        rate = timed / self.timed_seconds if self.timed_seconds else None
+        examples, seconds = self.examples_and_seconds["timed"]
+        if not seconds:
+            examples, seconds = self.examples_and_seconds["traced"]
+        rate = examples / seconds if seconds else None
         schedule = self.adaptive_schedule
+        batch = self.batch or self.plan.batch_size(self.progress.epoch)
+        n = self.plan.num_examples(batch)
         return {
             "steps": self.step,
-            "epochs": scaling.steps_to_epochs(self.step, self.num_examples,
-                                              self.batch),
-            "global_batch_size": self.batch,
+            "epochs": (scaling.steps_to_epochs(self.step, n, batch)
+                       if self.growth is None else
+                       self.progress.position(n)),
+            "global_batch_size": batch,
+            "examples": self.progress.examples,
+            **({} if self.growth is None else {
+                "batch_schedule": self.growth.text,
+                "batch_sizes": [h["batch_size"] for h in self.history]}),
             "num_replicas": self.strategy.num_replicas_in_sync,
             "resumed_from_step": self.start_step,
             "examples_per_second": rate,

@@ -21,7 +21,8 @@ def test_resume_at_any_step_sees_the_same_batches():
     full = _batches(input_pipeline.global_index_batches(10, 4, 3, 0), 9)
     for start in (1, 2, 5, 7):  # 10 is not a multiple of 4: passes straddle
         resumed = _batches(
-            input_pipeline.global_index_batches(10, 4, 3, start), 9 - start)
+            input_pipeline.global_index_batches(10, 4, 3, 4 * start),
+            9 - start)
         np.testing.assert_array_equal(np.stack(resumed), np.stack(full[start:]))
 
 

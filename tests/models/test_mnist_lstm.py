@@ -589,3 +589,74 @@ def test_a_full_disk_is_one_line_exit_1_and_the_last_checkpoint_kept(
     monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
     resumed = mnist_lstm.run(**kwargs)
     assert resumed["resumed_from_step"] == 8 and resumed["steps"] == 16
+
+
+# A growing batch: 1024 examples, 16 steps at 64 then 8 at 128.
+RAMP_RUN = ["--batch_size=64", "--batch_schedule=0:64,1:128", "--epochs=2",
+            "--num_train_examples=1024", "--steps_per_loop=1"]
+
+
+def test_sigterm_during_a_ramp_saves_and_the_same_command_resumes(tmp_path):
+    """SIGTERM inside a growing run: a checkpoint at the step reached, exit
+    143; the same command resumes (the ramp's state and the examples seen
+    come from the checkpoint) and ends with an uninterrupted run's weights,
+    its history recording each epoch's batch, steps and examples."""
+    args = [*RAMP_RUN, "--units=16", "--deterministic", "--num_cpu_devices=2",
+            f"--model_dir={tmp_path / 'split'}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "models.mnist_lstm", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "split" / "run.json", [process])
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    step = _saved_step(tmp_path / "split")
+    assert 0 < step < 24
+    result = _script(args, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((tmp_path / "split" / "results.json").read_text())
+    assert resumed["resumed_from_step"] == step and resumed["steps"] == 24
+    assert resumed["batch_sizes"] == [64, 128]
+    assert [(h["step"], h["batch_size"], h["examples"])
+            for h in resumed["history"] if h["step"] in (16, 24)] == [
+        (16, 64, 1024), (24, 128, 2048)]
+    mnist_lstm.run(batch_size=64, batch_schedule="0:64,1:128", epochs=2,
+                   model_dir=str(tmp_path / "full"), **SMALL)
+    _assert_same_weights(tmp_path / "full", tmp_path / "split", exact=True)
+
+
+def test_multi_worker_workers_agree_on_each_noise_batch(tmp_path):
+    """Two local workers with --batch_schedule=noise: each epoch's batch is
+    one decision (the chief's estimates, broadcast), so both workers record
+    the same batches and end with the same weights."""
+    model_dir = str(tmp_path)
+    workers = _start_workers(model_dir, (
+        "--batch_size=32", "--batch_schedule=noise", "--max_batch_size=256",
+        "--epochs=3", "--num_train_examples=512", "--steps_per_loop=8"))
+    for worker in workers:
+        _, err = worker.communicate(timeout=400)
+        assert worker.returncode == 0, err[-3000:]
+    chief, other = [json.loads(open(os.path.join(d, "results.json")).read())
+                    for d in (model_dir, os.path.join(model_dir, "worker_1"))]
+    assert chief["batch_sizes"] == other["batch_sizes"]
+    assert len(chief["batch_sizes"]) == 3
+    assert chief["steps"] == other["steps"]
+    _assert_same_weights(model_dir, os.path.join(model_dir, "worker_1"))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(batch_schedule="noise"), "`max_batch_size` is required"),
+    (dict(batch_schedule="0:64,1:32"), "Flag --batch_schedule=0:64,1:32: "),
+    (dict(batch_schedule="0:64,1:128", schedule="autowu"),
+     "it works with --schedule=legw only"),
+    (dict(batch_schedule="0:64,1:128", scaling="noise", b_noise=100.0),
+     "--scaling must be one of sqrt, linear, none with --batch_schedule"),
+    (dict(max_batch_size=1024), "give --batch_schedule too"),
+    (dict(batch_schedule="0:64,1:99", strategy="mirrored"),
+     "Flag --batch_schedule=0:64,1:99: .*batch_multiple=2"),
+])
+def test_bad_growing_batch_options_are_one_clear_error(tmp_path, kwargs,
+                                                       message):
+    with pytest.raises(ValueError, match=message):
+        mnist_lstm.run(batch_size=64, epochs=2, model_dir=str(tmp_path),
+                       **dict(SMALL, **kwargs))

@@ -25,7 +25,8 @@ SCRIPTS = {  # module, its __main__'s define_script_flags arguments
 # Each script's flag names and a flags.txt (`--batch_size=512
 # --schedule=goyal --noise_scale --max_steps=7 --model_dir=runs/x`, the rest
 # defaults) written by the code before the options were defined once.
-ADDED = {"check_every_epochs"}  # every script
+ADDED = {"check_every_epochs", "batch_schedule", "max_batch_size",
+         "max_replica_batch_size"}  # every script
 ADDED_TO = {"gnmt": {"length_penalty", "dropout"}}
 BEFORE = json.load(open(os.path.join(os.path.dirname(__file__),
                                      "flags_before_options.json")))

@@ -66,7 +66,7 @@ def test_carried_state_equals_one_long_sequence():
 def test_perplexity_matches_keras_hub():
     keras.utils.set_random_seed(1)
     task = ptb_lstm.make_task(np.arange(200) % 50, np.arange(200) % 50, TINY,
-                              50, 4, 1)
+                              50, 1)
     model = task.build_model()
     context = tf.distribute.InputContext()
     batch = next(iter(task.eval_dataset(context)))
@@ -195,7 +195,7 @@ def test_trainer_carries_the_state_from_batch_to_batch(tmp_path):
     keras.utils.set_random_seed(2)
     ids = np.random.default_rng(2).integers(0, 50, 400).astype(np.int32)
     # Weights of scale 1 make the state's effect on the loss large.
-    task = ptb_lstm.make_task(ids, ids, dict(TINY, init_scale=1.0), 50, 4, 1)
+    task = ptb_lstm.make_task(ids, ids, dict(TINY, init_scale=1.0), 50, 1)
     results, model = trainer.train(
         task, strategy=tf.distribute.get_strategy(),
         make_optimizer=lambda: keras.optimizers.SGD(1e-30),
@@ -204,15 +204,65 @@ def test_trainer_carries_the_state_from_batch_to_batch(tmp_path):
     assert results["steps"] == 4
 
     def mean_loss(carry):
-        state, losses = task.initial_state(True), []
-        batches = task.train_dataset(tf.distribute.InputContext(), 0).take(4)
+        state, losses = task.initial_state(True, 4), []
+        batches = task.train_dataset(tf.distribute.InputContext(), 4, 0,
+                                     0).take(4)
         for (tokens, reset), targets in batches:
             outputs = model([tokens, reset, *state], training=True)
             losses.append(float(tf.reduce_sum(
                 task.per_example_loss(targets, outputs[0]))) / 4)
-            state = list(outputs[1:]) if carry else task.initial_state(True)
+            state = list(outputs[1:]) if carry else task.initial_state(True,
+                                                                       4)
         return np.mean(losses)
 
     carried, zeros = mean_loss(True), mean_loss(False)
     assert abs(carried - zeros) > 1e-3 * carried  # the state matters here
+    assert results["final_loss"] == pytest.approx(carried, rel=1e-5)
+
+
+def test_a_batch_change_starts_the_new_rows_from_zeros_at_a_pass_start(
+        tmp_path):
+    """Batch 4 for epoch 0 (19 steps of 4 rows), then 8 (9 steps of 8 rows:
+    a pass at 8 rows is another layout of the tokens). The change comes at
+    the pass start, where the reference zeroes the state (reset 1), and the
+    trainer starts the 8 new rows from zeros: epoch 1's loss equals a hand
+    loop over the 8-row layout from zeros, carrying the state after that."""
+    import keras_legw
+    from models.common import trainer
+    from models.common.batch_growth import Growth
+
+    keras.utils.set_random_seed(2)
+    ids = np.random.default_rng(2).integers(0, 50, 400).astype(np.int32)
+    task = ptb_lstm.make_task(ids, ids, dict(TINY, init_scale=1.0), 50, 1)
+    steps = {b: input_pipeline.stream_rows(ids, b, TINY["num_steps"])[1]
+             for b in (4, 8)}
+    assert steps == {4: 19, 8: 9}
+    growth = Growth(keras_legw.batch_schedule("0:4,1:8", 4),
+                    keras_legw.GrowingBatchRate(1e-30, 4, 4, 0.0, 2), 2,
+                    "0:4,1:8")
+
+    def num_examples(batch):
+        return steps[batch] * batch
+
+    results, model = trainer.train(
+        task, strategy=tf.distribute.get_strategy(),
+        make_optimizer=lambda: keras.optimizers.SGD(growth.start_rate(
+            num_examples)), num_examples=num_examples,
+        model_dir=str(tmp_path), growth=growth, steps_per_loop=50, verbose=0)
+    assert [(h["step"], h["batch_size"], h["examples"])
+            for h in results["history"]] == [(19, 4, 76), (28, 8, 148)]
+
+    def mean_loss(carry):
+        state, losses = task.initial_state(True, 8), []
+        batches = task.train_dataset(tf.distribute.InputContext(), 8, 1, 0)
+        for (tokens, reset), targets in batches.take(9):
+            outputs = model([tokens, reset, *state], training=True)
+            losses.append(float(tf.reduce_sum(
+                task.per_example_loss(targets, outputs[0]))) / 8)
+            state = list(outputs[1:]) if carry else task.initial_state(True,
+                                                                       8)
+        return np.mean(losses)
+
+    carried = mean_loss(True)
+    assert abs(carried - mean_loss(False)) > 1e-3 * carried
     assert results["final_loss"] == pytest.approx(carried, rel=1e-5)

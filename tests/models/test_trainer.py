@@ -14,8 +14,9 @@ def test_non_finite_loss_stops_with_clear_message(tmp_path):
     """A loss that turns NaN stops training with a message; the checkpoint of
     the epoch before stays the latest."""
 
-    def batches(context, start_step):
+    def batches(context, batch_size=4, epoch=0, offset=0):
         # Labels 0 in the first epoch (steps 0-3), then 1: log(1 - 2y) = NaN.
+        start_step = (epoch * 16 + offset) // 4
         return tf.data.Dataset.range(start_step, 1000).map(
             lambda i: (tf.ones([4, 1]),
                        tf.fill([4, 1], tf.cast(i >= 4, tf.float32))))
@@ -26,7 +27,7 @@ def test_non_finite_loss_stops_with_clear_message(tmp_path):
         per_example_loss=lambda y, out: (tf.math.log(1.0 - 2.0 * y[:, 0])
                                          + 0.0 * out[:, 0]),
         train_dataset=batches,
-        eval_dataset=lambda context: batches(context, 0).take(1).map(
+        eval_dataset=lambda context: batches(context).take(1).map(
             lambda x, y: (x, y[:, 0], tf.ones([4]))),
         eval_sums=trainer.accuracy_eval,
         eval_metrics=lambda sums: {"accuracy": sums["correct"] / sums["count"]})
@@ -50,9 +51,10 @@ def _least_squares_task(delta, seed=0):
     y = tf.constant((NOISE_STD * rng.normal(size=NUM_EXAMPLES))
                     .astype(np.float32))
 
-    def train_dataset(context, start_step):
+    def train_dataset(context, batch_size, epoch, offset):
         return input_pipeline.replica_index_batches(
-            NUM_EXAMPLES, 128, seed, start_step, context).map(
+            NUM_EXAMPLES, batch_size, seed, epoch * NUM_EXAMPLES + offset,
+            context).map(
                 lambda i: (tf.gather(x, i), tf.gather(y, i)))
 
     def eval_dataset(context):
@@ -121,7 +123,7 @@ def test_clipping_takes_the_norm_of_the_gradient_as_applied(tmp_path):
     to 1 and one SGD step at rate 1 moves the row by -[0.6, 0.8].
     (tf.clip_by_global_norm takes the norm of the two lookups' values,
     3.54, and would move it by -[0.85, 1.13].)"""
-    def batches(context, start_step):
+    def batches(context, *start):
         return tf.data.Dataset.from_tensors(
             (tf.zeros([2, 1], tf.int32), tf.zeros([2]))).repeat()
 
@@ -133,7 +135,7 @@ def test_clipping_takes_the_norm_of_the_gradient_as_applied(tmp_path):
         per_example_loss=lambda y, out: tf.reduce_sum(
             out * tf.constant([3.0, 4.0]), axis=-1) + 0.0 * y,
         train_dataset=batches,
-        eval_dataset=lambda context: batches(context, 0).take(1).map(
+        eval_dataset=lambda context: batches(context).take(1).map(
             lambda x, y: (x, y, tf.ones([2]))),
         eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
         eval_metrics=lambda sums: {"count": sums["count"]})
@@ -162,7 +164,7 @@ def test_micro_batches_add_the_regularization_once(tmp_path, strategy_name,
     w0 = np.array([0.5, -1.0, 2.0], np.float32)
     l2, rate = 0.3, 0.1
 
-    def batches(context, start_step):
+    def batches(context, *start):
         # One input pipeline hands its batches to the replicas in turn: the
         # k-th replica gets the k-th share of the 8 rows.
         per = context.get_per_replica_batch_size(8)
