@@ -220,9 +220,11 @@ def test_fit_on_tensorflow(kind):
     check_growing_fit(backend_checks.growing_batch(kind), kind)
 
 
-def _on_backend(backend, check, extra_env=None):
+def _on_backend(backend, *checks, extra_env=None):
+    """{check: its output} of `backend_checks` run on `backend`, in one
+    process."""
     result = subprocess.run(
-        [sys.executable, "-m", "tests.keras_legw.backend_checks", check],
+        [sys.executable, "-m", "tests.keras_legw.backend_checks", *checks],
         text=True, capture_output=True,
         env=dict(os.environ, KERAS_BACKEND=backend, **(extra_env or {})))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -236,14 +238,18 @@ BACKENDS = ["jax", pytest.param("torch", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["ramp", "noise"])
-def test_fit_on_another_backend(backend, kind):
-    check_growing_fit(_on_backend(backend, f"growing_{kind}"), kind)
+def test_fit_and_the_noise_scale_on_another_backend(backend):
+    """The fit checks (a ramp and the noise schedule) and the noise-scale
+    check of this module, on JAX and on PyTorch (one process each)."""
+    out = _on_backend(backend, "growing_ramp", "growing_noise", "noise_scale")
+    for kind in ("ramp", "noise"):
+        check_growing_fit(out[f"growing_{kind}"], kind)
+    check_noise_scale(out["noise_scale"])
 
 
 def test_fit_under_jax_data_parallel_on_two_devices():
-    out = _on_backend("jax", "data_parallel", dict(
-        XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    out = _on_backend("jax", "data_parallel", extra_env=dict(
+        XLA_FLAGS="--xla_force_host_platform_device_count=2"))["data_parallel"]
     assert out["devices"] == 2
     n = backend_checks.NUM_EXAMPLES
     want = growing_steps_numpy([8, 24, 80, 80], n)
@@ -325,8 +331,3 @@ def check_noise_scale(out):
 
 def test_noise_scale_on_tensorflow():
     check_noise_scale(backend_checks.noise_scale())
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_noise_scale_on_another_backend(backend):
-    check_noise_scale(_on_backend(backend, "noise_scale"))

@@ -346,26 +346,10 @@ def _script(args, env=None, timeout=120):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--strategy=horovod"], "--strategy"),
-    (["--epochs=-1"], "--epochs must be positive"),
     (["--batch_size=0"], "--batch_size must be a positive integer"),
     (["--batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"],
      "must be divisible by the number of replicas, 2"),
-    (["--base_warmup_epochs=1", "--batch_size=8192"],
-     "Argument `base_warmup_epochs` must give a warmup shorter"),
     (["--data_dir=/nonexistent", "--max_steps=1"], None),
-    (["--optimizer=adagrad"], "--optimizer"),
-    (["--label_smoothing=1.0"], "--label_smoothing must be in [0, 1)"),
-    (["--scaling=noise", "--max_steps=1"],
-     "Flag --b_noise (the gradient noise scale, in examples) is required"),
-    (["--b_noise=1000", "--max_steps=1"], "only allowed with it"),
-    (["--b_noise=-3"], "--b_noise must be positive"),
-    (["--schedule=autowu", "--max_learning_rate=1e-6"],
-     "Argument `max_learning_rate` must be larger than `min_learning_rate`"),
-    (["--gradient_accumulation_steps=0"],
-     "--gradient_accumulation_steps must be a positive integer"),
-    (["--gradient_accumulation_steps=3", "--batch_size=128", "--max_steps=1"],
-     "--gradient_accumulation_steps=3: --batch_size=128 must divide by it"),
 ])
 def test_bad_flags_exit_with_a_clear_error(tmp_path, args, message):
     env = {}
@@ -378,6 +362,33 @@ def test_bad_flags_exit_with_a_clear_error(tmp_path, args, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(strategy="horovod"), "Flag --strategy must be one of"),
+    (dict(epochs=-1), "Flag --epochs must be positive"),
+    (dict(base_warmup_epochs=1, batch_size=8192),
+     "Argument `base_warmup_epochs` must give a warmup shorter"),
+    (dict(optimizer="adagrad"), "Flag --optimizer must be one of"),
+    (dict(label_smoothing=1.0), r"--label_smoothing must be in \[0, 1\)"),
+    (dict(scaling="noise"),
+     r"Flag --b_noise \(the gradient noise scale, in examples\) is required"),
+    (dict(b_noise=1000.0), "only allowed with it"),
+    (dict(b_noise=-3.0), "--b_noise must be positive"),
+    (dict(schedule="autowu", max_learning_rate=1e-6),
+     "Argument `max_learning_rate` must be larger than `min_learning_rate`"),
+    (dict(gradient_accumulation_steps=0),
+     "--gradient_accumulation_steps must be a positive integer"),
+    (dict(gradient_accumulation_steps=3, batch_size=128),
+     "--gradient_accumulation_steps=3: --batch_size=128 must divide by it"),
+])
+def test_bad_options_are_one_clear_error(tmp_path, kwargs, message):
+    """The same checks as the flags' (the script turns these ValueErrors
+    into one line and exit status 2, as the test above shows)."""
+    with pytest.raises(ValueError, match=message):
+        mnist_lstm.run(**dict(dict(SMALL, batch_size=64, epochs=1,
+                                   max_steps=1, model_dir=str(tmp_path)),
+                              **kwargs))
 
 
 def test_script_smoke_run_with_max_steps(tmp_path):
