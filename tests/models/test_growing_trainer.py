@@ -10,6 +10,7 @@ import keras_legw
 from models.common import input_pipeline, trainer
 from models.common.batch_growth import Growth, Progress, accumulation_steps
 from tests.conftest import two_cpu_mirrored_strategy
+from tests.models.synthetic_tasks import DIM, NOISE_STD, least_squares_task
 from tests.keras_legw.reference import least_squares_noise_scale
 
 
@@ -171,33 +172,11 @@ def test_rate_at_batch_is_the_growing_rate_along_the_steps():
         keras_legw.RateAtBatch(0.1, 8, 20)
 
 
-DIM, NOISE_STD, N_LSQ = 10, 0.5, 4096
+N_LSQ = 4096
 
 
 def _least_squares_task(delta, seed=0, n=N_LSQ):
-    """0.5 (w.x - y)^2, x ~ N(0, I), y ~ N(0, s^2), weights from `delta`."""
-    rng = np.random.default_rng(seed)
-    x = tf.constant(rng.normal(size=(n, DIM)).astype(np.float32))
-    y = tf.constant((NOISE_STD * rng.normal(size=n)).astype(np.float32))
-
-    def train_dataset(context, batch_size, epoch, offset):
-        return input_pipeline.replica_index_batches(
-            n, batch_size, seed, epoch * n + offset, context).map(
-                lambda i: (tf.gather(x, i), tf.gather(y, i)))
-
-    return trainer.Task(
-        build_model=lambda: keras.Sequential([
-            keras.Input((DIM,)),
-            keras.layers.Dense(1, use_bias=False, kernel_initializer=(
-                keras.initializers.Constant(delta.reshape(DIM, 1))))]),
-        per_example_loss=lambda labels, out: 0.5 * tf.square(
-            out[:, 0] - labels),
-        train_dataset=train_dataset,
-        eval_dataset=lambda context: input_pipeline.padded_eval_batches(
-            64, 64, context).map(lambda i, m: (tf.gather(x, i),
-                                               tf.gather(y, i), m)),
-        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
-        eval_metrics=lambda sums: {"count": sums["count"]})
+    return least_squares_task(delta, n, seed, eval_examples=64)
 
 
 @pytest.mark.parametrize("strategy_name", ["default", "mirrored"])

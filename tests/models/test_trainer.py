@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from models.common import input_pipeline, trainer
 from tests.conftest import two_cpu_mirrored_strategy
+from tests.models.synthetic_tasks import DIM, NOISE_STD, least_squares_task
 from tests.keras_legw.reference import least_squares_noise_scale
 
 
@@ -40,38 +41,12 @@ def test_non_finite_loss_stops_with_clear_message(tmp_path):
                       model_dir=str(tmp_path), verbose=0)
 
 
-DIM, NOISE_STD, NUM_EXAMPLES = 10, 0.5, 100_000
+NUM_EXAMPLES = 100_000
 
 
 def _least_squares_task(delta, seed=0):
-    """Loss 0.5 (w.x - y)^2 with x ~ N(0, I), y ~ N(0, s^2) (so w* = 0), the
-    weights frozen at `delta` (the optimizer's rate is negligible)."""
-    rng = np.random.default_rng(seed)
-    x = tf.constant(rng.normal(size=(NUM_EXAMPLES, DIM)).astype(np.float32))
-    y = tf.constant((NOISE_STD * rng.normal(size=NUM_EXAMPLES))
-                    .astype(np.float32))
-
-    def train_dataset(context, batch_size, epoch, offset):
-        return input_pipeline.replica_index_batches(
-            NUM_EXAMPLES, batch_size, seed, epoch * NUM_EXAMPLES + offset,
-            context).map(
-                lambda i: (tf.gather(x, i), tf.gather(y, i)))
-
-    def eval_dataset(context):
-        return input_pipeline.padded_eval_batches(256, 256, context).map(
-            lambda i, m: (tf.gather(x, i), tf.gather(y, i), m))
-
-    return trainer.Task(
-        build_model=lambda: keras.Sequential([
-            keras.Input((DIM,)),
-            keras.layers.Dense(1, use_bias=False, kernel_initializer=(
-                keras.initializers.Constant(delta.reshape(DIM, 1))))]),
-        per_example_loss=lambda labels, out: 0.5 * tf.square(
-            out[:, 0] - labels),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
-        eval_metrics=lambda sums: {"count": sums["count"]})
+    """The weights frozen at `delta` (the optimizer's rate is negligible)."""
+    return least_squares_task(delta, NUM_EXAMPLES, seed)
 
 
 @pytest.mark.parametrize("strategy_name,clipnorm", [
