@@ -6,6 +6,7 @@ hyperparameters frozen as in the fixed-batch sweeps.
     python -m bench.growing_trainer --plan=ptb --workers=2    # fixed, noise
     python -m bench.growing_trainer --plan=gnmt
     python -m bench.growing_trainer --plan=mnist
+    python -m bench.growing_trainer --plan=report   # plot and table
 
 Each finished run is appended at once to docs/results/growing_batch.csv (the
 library study's columns; test_metric is the test perplexity for PTB, the
@@ -46,7 +47,8 @@ CONFIGS = {
                                     batch_schedule=FROZEN_RAMP),
     },
 }
-PLANS = {"ptb": "ptb_lstm", "gnmt": "gnmt", "mnist": "mnist_lstm"}
+PLANS = {"ptb": "ptb_lstm", "gnmt": "gnmt", "mnist": "mnist_lstm",
+         "report": None}
 METRICS = {"ptb_lstm": "test_perplexity", "gnmt": "test_bleu",
            "mnist_lstm": "test_accuracy"}
 OPTIMIZERS = {"ptb_lstm": "sgd", "gnmt": "adam"}
@@ -92,12 +94,74 @@ def run_one(model, name, seed, args):
           f"batches {results['batch_sizes']}", flush=True)
 
 
+# The fixed-batch LEGW runs each plot sets the growing runs against:
+# (curves CSV, its run column, run, label, the metric's column).
+FIXED = {
+    "ptb_lstm": [("docs/results/sequence_curves.csv", "run",
+                  f"ptb_small_legw_b{b}_s0_e13", f"LEGW, fixed {b}",
+                  "test_perplexity") for b in (20, 80, 320)],
+    "gnmt": [("docs/results/sequence_curves.csv", "run",
+              f"gnmt_small_legw_b{b}_lr0.01_d0.1_s0_e13", f"LEGW, fixed {b}",
+              "test_perplexity") for b in (128, 512, 1024)],
+    "mnist_lstm": [("docs/results/mnist_lstm_curves.csv", "run",
+                    f"legw_b{b}_s0_e25", f"LEGW, Adam, fixed {b}",
+                    "test_accuracy") for b in (128, 2048, 8192)]
+    + [("docs/results/growing_batch_curves.csv", "config",
+        "lamb_sqrt_fast_ramp", "the same ramp in model.fit",
+        "test_accuracy")],
+}
+PLOT = "docs/results/growing_trainer.png"
+
+
+def report(args):
+    """The figure (each model's test metric against optimizer steps: the
+    growing runs and fixed-batch LEGW) and the table of the trainer's rows,
+    printed as Markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    curves = sweep_runner.read_rows(args.curves_csv)
+    models = [m for m in CONFIGS if any(c["model"] == m for c in curves)]
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4),
+                             squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for path, key, run, label, metric in FIXED[model]:
+            rows = [r for r in sweep_runner.read_rows(path)
+                    if r[key] == run and r.get("seed", "0") == "0"]
+            ax.plot([int(r["step"]) for r in rows],
+                    [float(r[metric]) for r in rows], "--", label=label)
+        for name in CONFIGS[model]:
+            rows = [c for c in curves if c["model"] == model
+                    and c["config"] == name and c["test_metric"]]
+            ax.plot([int(r["step"]) for r in rows],
+                    [float(r["test_metric"]) for r in rows], marker=".",
+                    label=f"trainer: {name}")
+        ax.set(xscale="log", xlabel="optimizer steps", title=model,
+               ylabel="test " + METRICS[model].split("_")[1])
+        if model == "ptb_lstm":
+            ax.set_ylim(100, 250)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+    print("| model | config | batch schedule | test metric | steps | "
+          "peak RSS GiB |\n|---|---|---|---|---|---|")
+    for row in sweep_runner.read_rows(args.csv):
+        if row.get("peak_rss_gib"):
+            print(f"| {row['model']} | {row['config']} | "
+                  f"{row['batch_schedule']} | {row['test_metric']} | "
+                  f"{row['steps']} | {row['peak_rss_gib']} |")
+
+
 def main():
     parser = sweep_runner.sweep_parser(__doc__, epochs=None, csv_path=CSV,
                                        runs_dir="runs/growing_trainer",
                                        plans=tuple(PLANS))
     parser.add_argument("--curves_csv", default=CURVES_CSV)
     args = parser.parse_args()
+    if args.plan == "report":
+        return report(args)
     model = PLANS[args.plan]
     done = {(r["model"], r["config"], r["seed"])
             for r in sweep_runner.read_rows(args.csv)}

@@ -7,11 +7,18 @@ model and optimizer, the loss summed per replica and divided by the global
 batch. The same loop runs under the default, one-device, mirrored,
 multi-worker and TPU strategies.
 
-Checkpoints (model, optimizer with its step counter) are written to
-`model_dir/checkpoints` at every epoch end, every `checkpoint_every_steps`
-steps and when SIGTERM or SIGINT asks training to stop (see `preemption`);
-a restarted run restores the latest one and continues at its step, with the
-same data order (see `input_pipeline`) and the same learning rate.
+Progress counts in examples seen (`batch_growth.Progress`), so a batch that
+grows (`growth`, see `batch_growth`) is the same loop as a fixed one: the
+batch of each epoch comes from the library's schedule, and where it changes
+the step is compiled again at the new batch and the data opens where the
+stream stands.
+
+Checkpoints (model, optimizer with its step counter, the progress, any
+schedule's state) are written to `model_dir/checkpoints` at every epoch end,
+every `checkpoint_every_steps` steps and when SIGTERM or SIGINT asks training
+to stop (see `preemption`); a restarted run restores the latest one and
+continues at its step, with the same data order (see `input_pipeline`) and
+the same learning rate.
 
 The pieces: `train_step` (the compiled step), `evaluation`, `checkpoints`
 (and the files beside them), `preemption`; this module holds the loop, its
