@@ -57,7 +57,8 @@ MAX_BATCH = 8192
 
 def frozen_config(rows, curves):
     """The configuration that seed 1 runs (see the module's docstring)."""
-    seed0 = [r for r in rows if r["seed"] == "0"]
+    # The CSV also holds the trainer's rows (bench.growing_trainer).
+    seed0 = [r for r in rows if r["seed"] == "0" and r["config"] in CONFIGS]
     if {r["config"] for r in seed0} != set(CONFIGS):
         raise ValueError("--plan=frozen needs every seed-0 row first: run "
                          "--plan=seed0")

@@ -10,8 +10,8 @@ hyperparameters frozen as in the fixed-batch sweeps.
 
 Each finished run is appended at once to docs/results/growing_batch.csv (the
 library study's columns; test_metric is the test perplexity for PTB, the
-test BLEU for GNMT, the test accuracy for MNIST; peak_rss_gib is the run's
-peak resident memory) and its per-epoch curve to growing_trainer_curves.csv;
+test BLEU for GNMT, the test accuracy for MNIST; config is the name below
+with "trainer_" before it; peak_rss_gib is the run's peak resident memory) and its per-epoch curve to growing_trainer_curves.csv;
 runs already there are skipped. Each run trains in its own process, in
 `--runs_dir/<model>_<config>_s<seed>` (a stopped study resumes its run
 from the checkpoint). wall_seconds are training seconds, contended when two
@@ -47,6 +47,9 @@ CONFIGS = {
                                     batch_schedule=FROZEN_RAMP),
     },
 }
+# The rows' config names start with it: the library study's rows (model.fit)
+# share the CSV.
+PREFIX = "trainer_"
 PLANS = {"ptb": "ptb_lstm", "gnmt": "gnmt", "mnist": "mnist_lstm",
          "report": None}
 METRICS = {"ptb_lstm": "test_perplexity", "gnmt": "test_bleu",
@@ -56,7 +59,7 @@ OPTIMIZERS = {"ptb_lstm": "sgd", "gnmt": "adam"}
 
 def row_of(model, name, seed, results):
     spec = CONFIGS[model][name]
-    return dict(model=model, config=name,
+    return dict(model=model, config=f"{PREFIX}{name}",
                 optimizer=spec.get("optimizer", OPTIMIZERS.get(model)),
                 rate_rule="sqrt", batch_schedule=spec["batch_schedule"],
                 max_batch_size=spec.get("max_batch_size",
@@ -166,7 +169,8 @@ def main():
     done = {(r["model"], r["config"], r["seed"])
             for r in sweep_runner.read_rows(args.csv)}
     jobs = [lambda n=name: run_one(model, n, 0, args)
-            for name in CONFIGS[model] if (model, name, "0") not in done]
+            for name in CONFIGS[model]
+            if (model, f"{PREFIX}{name}", "0") not in done]
     sweep_runner.run_all(jobs, args.workers)
 
 
