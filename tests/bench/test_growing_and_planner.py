@@ -91,3 +91,48 @@ def test_planner_rows_fit_two_points_and_leave_one_out():
         assert float(row["predicted_steps"]) == pytest.approx(
             row["measured_steps"], rel=1e-6)
         assert float(row["noise_scale"]) == pytest.approx(200, rel=1e-3)
+
+
+def _trainer_results(batches, metric):
+    history = [dict(step=10 * (i + 1), epoch=float(i + 1), batch_size=b,
+                    examples=100 * (i + 1), metrics={metric: 120.0 - i})
+               for i, b in enumerate(batches)]
+    return {metric: 118.0, "final_loss": 4.5, "steps": 30, "epochs": 3.0,
+            "examples": 300, "train_seconds": 12.0, "peak_rss_gib": 1.5,
+            "batch_sizes": batches, "history": history}
+
+
+def test_trainer_study_rows_curves_rerun_and_report(tmp_path, monkeypatch):
+    from bench import growing_trainer
+
+    calls = []
+
+    def fake_run(module, kwargs):
+        calls.append(dict(kwargs, module=module))
+        return _trainer_results([20, 80, 320], "test_perplexity")
+
+    monkeypatch.setattr(sweep_runner, "run_in_child", fake_run)
+    argv = ["growing_trainer", f"--csv={tmp_path / 'g.csv'}",
+            f"--curves_csv={tmp_path / 'c.csv'}",
+            f"--runs_dir={tmp_path / 'runs'}"]
+    monkeypatch.setattr(sys, "argv", argv + ["--plan=ptb"])
+    growing_trainer.main()
+    growing_trainer.main()  # a rerun trains nothing
+    names = list(growing_trainer.CONFIGS["ptb_lstm"])
+    assert [c["module"] for c in calls] == ["ptb_lstm"] * len(names)
+    assert calls[0]["batch_schedule"] == growing_trainer.PTB_RAMP
+    assert calls[0]["model_dir"].endswith(f"ptb_lstm_{names[0]}_s0")
+    rows = sweep_runner.read_rows(str(tmp_path / "g.csv"))
+    assert [r["config"] for r in rows] == [f"trainer_{n}" for n in names]
+    assert (rows[0]["test_metric"], rows[0]["max_batch_size"],
+            rows[0]["peak_rss_gib"]) == ("118.0000", "320", "1.50")
+    assert rows[1]["max_batch_size"] == "1280"
+    curves = sweep_runner.read_rows(str(tmp_path / "c.csv"))
+    assert [(c["step"], c["batch_size"], c["test_metric"])
+            for c in curves[:3]] == [("10", "20", "120.0000"),
+                                     ("20", "80", "119.0000"),
+                                     ("30", "320", "118.0000")]
+    monkeypatch.setattr(growing_trainer, "PLOT", str(tmp_path / "p.png"))
+    monkeypatch.setattr(sys, "argv", argv + ["--plan=report"])
+    growing_trainer.main()
+    assert (tmp_path / "p.png").stat().st_size > 0
