@@ -423,19 +423,3 @@ def test_bleu_equals_sacrebleu_on_multi30k_references():
     lowered = [s.lower() for s in references]  # case matters, as in sacrebleu
     assert gnmt.bleu(references, lowered) == pytest.approx(
         sacrebleu.corpus_bleu(lowered, [references]).score, abs=0.01)
-
-
-def test_a_growing_batch_in_micro_batches_trains_as_whole_batches(tmp_path):
-    """--batch_schedule=0:16,1:32 on 64 pairs (4 steps, then 2): with
-    --max_replica_batch_size=8 each batch runs as 2, then 4, micro-batches,
-    and the losses are those of whole batches (to 1e-3: Adam turns the
-    round-off of another summation order into lr-sized steps, as in the
-    two-replica test above); the history records each epoch's batch."""
-    kwargs = dict(batch_schedule="0:16,1:32", epochs=2, max_steps=None,
-                  num_train_pairs=64)
-    whole = _run(tmp_path, "whole", **kwargs)
-    split = _run(tmp_path, "split", max_replica_batch_size=8, **kwargs)
-    assert [(h["step"], h["batch_size"]) for h in split["history"]] == [
-        (4, 16), (6, 32)]
-    assert split["final_loss"] == pytest.approx(whole["final_loss"],
-                                                rel=1e-3)
