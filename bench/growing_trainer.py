@@ -138,13 +138,15 @@ def report(args):
         for name in CONFIGS[model]:
             rows = [c for c in curves if c["model"] == model
                     and c["config"] == name and c["test_metric"]]
+            if not rows:
+                continue
             ax.plot([int(r["step"]) for r in rows],
                     [float(r["test_metric"]) for r in rows], marker=".",
                     label=f"trainer: {name}")
         ax.set(xscale="log", xlabel="optimizer steps", title=model,
                ylabel="test " + METRICS[model].split("_")[1])
-        if model == "ptb_lstm":
-            ax.set_ylim(100, 250)
+        ax.set_ylim(*{"ptb_lstm": (100, 250), "gnmt": (5, 60),
+                      "mnist_lstm": (0.93, 0.995)}[model])
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
