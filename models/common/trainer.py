@@ -354,10 +354,6 @@ class _Run:
 
     # The run's length.
     def _finished(self):
-        if self.max_steps is not None and self.step >= self.max_steps:
-            return True
-        if self.growth is None:
-            return self.step >= self.total_steps
         return self._steps_left() <= 0
 
     def _steps_left(self):
