@@ -38,3 +38,24 @@ def least_squares_task(delta, n, seed=0, eval_examples=256):
         eval_dataset=eval_dataset,
         eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
         eval_metrics=lambda sums: {"count": sums["count"]})
+
+
+def regularized_linear_task(x_all, y_all, w0, l2, train_dataset):
+    """0.5 (w.x - y)^2 on the rows of `x_all`, `y_all`, the weights from
+    `w0` with an L2 kernel regularizer `l2` (a `model.losses` term), the
+    batches from `train_dataset`; evaluation counts the rows."""
+    n = len(y_all)
+    return trainer.Task(
+        build_model=lambda: keras.Sequential([
+            keras.Input((x_all.shape[1],)),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer=(
+                keras.initializers.Constant(w0.reshape(-1, 1))),
+                kernel_regularizer=keras.regularizers.L2(l2))]),
+        per_example_loss=lambda labels, out: 0.5 * tf.square(
+            out[:, 0] - labels),
+        train_dataset=train_dataset,
+        eval_dataset=lambda context: input_pipeline.padded_eval_batches(
+            n, n, context).map(lambda i, m: (tf.gather(x_all, i),
+                                             tf.gather(y_all, i), m)),
+        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
+        eval_metrics=lambda sums: {"count": sums["count"]})

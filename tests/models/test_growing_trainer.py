@@ -10,7 +10,8 @@ import keras_legw
 from models.common import input_pipeline, trainer
 from models.common.batch_growth import Growth, Progress, accumulation_steps
 from tests.conftest import two_cpu_mirrored_strategy
-from tests.models.synthetic_tasks import DIM, NOISE_STD, least_squares_task
+from tests.models.synthetic_tasks import (DIM, NOISE_STD, least_squares_task,
+                                         regularized_linear_task)
 from tests.keras_legw.reference import least_squares_noise_scale
 
 
@@ -267,23 +268,11 @@ def test_micro_batches_add_the_regularization_once_across_a_batch_change(
     y_all = rng.normal(size=8).astype(np.float32)
     w0 = np.array([0.5, -1.0, 2.0], np.float32)
     l2, lr = 0.3, 0.1
-    task = trainer.Task(
-        build_model=lambda: keras.Sequential([
-            keras.Input((3,)),
-            keras.layers.Dense(1, use_bias=False, kernel_initializer=(
-                keras.initializers.Constant(w0.reshape(3, 1))),
-                kernel_regularizer=keras.regularizers.L2(l2))]),
-        per_example_loss=lambda labels, out: 0.5 * tf.square(
-            out[:, 0] - labels),
-        train_dataset=lambda context, batch_size, epoch, offset:
+    task = regularized_linear_task(
+        x_all, y_all, w0, l2, lambda context, batch_size, epoch, offset:
             input_pipeline.replica_index_batches(
                 8, batch_size, 1, epoch * 8 + offset, context).map(
-                    lambda i: (tf.gather(x_all, i), tf.gather(y_all, i))),
-        eval_dataset=lambda context: input_pipeline.padded_eval_batches(
-            8, 8, context).map(lambda i, m: (tf.gather(x_all, i),
-                                             tf.gather(y_all, i), m)),
-        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
-        eval_metrics=lambda sums: {"count": sums["count"]})
+                    lambda i: (tf.gather(x_all, i), tf.gather(y_all, i))))
     growth = Growth(keras_legw.batch_schedule("0:4,1:8", 4),
                     _rate("none", base_lr=lr, epochs=2), 2, "0:4,1:8",
                     max_replica_batch_size=1)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.common import input_pipeline, trainer
+from models.common import trainer
 from tests.conftest import two_cpu_mirrored_strategy
-from tests.models.synthetic_tasks import DIM, NOISE_STD, least_squares_task
+from tests.models.synthetic_tasks import (DIM, NOISE_STD, least_squares_task,
+                                         regularized_linear_task)
 from tests.keras_legw.reference import least_squares_noise_scale
 
 
@@ -146,20 +147,7 @@ def test_micro_batches_add_the_regularization_once(tmp_path, strategy_name,
         return tf.data.Dataset.from_tensor_slices(
             (x_all.reshape(-1, per, 3), y_all.reshape(-1, per))).repeat()
 
-    task = trainer.Task(
-        build_model=lambda: keras.Sequential([
-            keras.Input((3,)),
-            keras.layers.Dense(1, use_bias=False, kernel_initializer=(
-                keras.initializers.Constant(w0.reshape(3, 1))),
-                kernel_regularizer=keras.regularizers.L2(l2))]),
-        per_example_loss=lambda labels, out: 0.5 * tf.square(
-            out[:, 0] - labels),
-        train_dataset=batches,
-        eval_dataset=lambda context: input_pipeline.padded_eval_batches(
-            8, 8, context).map(lambda i, m: (tf.gather(x_all, i),
-                                             tf.gather(y_all, i), m)),
-        eval_sums=lambda model, b: {"count": tf.reduce_sum(b[2])},
-        eval_metrics=lambda sums: {"count": sums["count"]})
+    task = regularized_linear_task(x_all, y_all, w0, l2, batches)
     strategy = (two_cpu_mirrored_strategy() if strategy_name == "mirrored"
                 else tf.distribute.get_strategy())
     _, model = trainer.train(
