@@ -8,7 +8,8 @@ import tensorflow as tf
 
 import keras_legw
 from models.common import input_pipeline, trainer
-from models.common.batch_growth import Growth, Progress, accumulation_steps
+from models.common.batch_growth import (Growth, Progress, accumulation_steps,
+                                        make_broadcast)
 from tests.conftest import two_cpu_mirrored_strategy
 from tests.models.synthetic_tasks import (DIM, NOISE_STD, least_squares_task,
                                          regularized_linear_task)
@@ -287,6 +288,14 @@ def test_micro_batches_add_the_regularization_once_across_a_batch_change(
         xb, yb = x[rows], y[rows]
         w = w - lr * (xb.T @ (xb @ w - yb) / len(rows) + 2 * l2 * w)
     np.testing.assert_allclose(model.get_weights()[0][:, 0], w, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy_name", ["default", "mirrored"])
+def test_broadcast_gives_the_chiefs_float64_values_unchanged(strategy_name):
+    """The adaptive decision's inputs come back bit for bit: not summed over
+    the replicas, not rounded to float32 (1/3 and 1e300 are not float32s)."""
+    values = [1 / 3, 1e300, -2.5e-7, 0.0]
+    assert make_broadcast(_strategy(strategy_name))(values) == values
 
 
 def test_accumulation_steps_split_a_share_into_micro_batches_that_fit():
