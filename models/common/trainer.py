@@ -481,16 +481,17 @@ class _Run:
         self._time(steps, seconds)
         self.session_steps += steps
         self.step = stop
-        ended = self.progress.advance(steps, self.batch,
-                                      self.plan.num_examples(self.batch))
-        if self.adaptive_schedule is not None:
-            self.adaptive_schedule.observe(losses.numpy())
+        num_examples = self.plan.num_examples(self.batch)
         if self.estimator:
             small, big = small.numpy(), big.numpy()
             for small_sq, big_sq in zip(small, big):
                 self.estimator.update(small_sq, big_sq, *self.noise_batches)
             if self.broadcast is not None:
-                self.progress.add_noise(small, big, *self.noise_batches)
+                self.progress.add_noise(small, big, self.noise_batches,
+                                        self.batch, num_examples)
+        ended = self.progress.advance(steps, self.batch, num_examples)
+        if self.adaptive_schedule is not None:
+            self.adaptive_schedule.observe(losses.numpy())
         self._log(steps * self.batch / seconds)
         return ended
 

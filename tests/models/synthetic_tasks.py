@@ -9,18 +9,33 @@ from models.common import input_pipeline, trainer
 DIM, NOISE_STD = 10, 0.5
 
 
-def least_squares_task(delta, n, seed=0, eval_examples=256):
+def least_squares_task(delta, n, seed=0, eval_examples=256,
+                       early_optimum=None):
     """Loss 0.5 (w.x - y)^2 over `n` examples, x ~ N(0, I), y ~ N(0, s^2)
     (so w* = 0), the weights starting at `delta`; the data in the stream of
-    passes of `input_pipeline` (any batch, any start)."""
+    passes of `input_pipeline` (any batch that divides `n`, any start).
+    With `early_optimum` (a vector a), the steps that end in the first half
+    of an epoch see the labels y + a.x instead (their optimum is a)."""
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.normal(size=(n, DIM)).astype(np.float32))
     y = tf.constant((NOISE_STD * rng.normal(size=n)).astype(np.float32))
 
     def train_dataset(context, batch_size, epoch, offset):
-        return input_pipeline.replica_index_batches(
-            n, batch_size, seed, epoch * n + offset, context).map(
-                lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        batches = input_pipeline.replica_index_batches(
+            n, batch_size, seed, epoch * n + offset, context)
+        if early_optimum is None:
+            return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        shift = tf.constant(np.reshape(early_optimum, (DIM, 1)), tf.float32)
+        # One element per replica of this pipeline per step.
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+
+        def early_labels(j, i):
+            end = (offset + (j // local + 1) * batch_size - 1) % n + 1
+            xs = tf.gather(x, i)
+            return xs, tf.gather(y, i) + tf.where(
+                end <= n // 2, (xs @ shift)[:, 0], 0.0)
+
+        return batches.enumerate().map(early_labels)
 
     def eval_dataset(context):
         return input_pipeline.padded_eval_batches(

@@ -238,9 +238,12 @@ def test_a_resume_on_another_number_of_replicas_continues_the_ramp(tmp_path):
 def test_the_noise_schedule_follows_the_closed_form_noise_scale(
         tmp_path, strategy_name):
     """Weights frozen (rate 1e-12) at w* + delta, so B_noise is the closed
-    form (94 here): after the first epoch at 16 the noise schedule, told the
-    epoch's mean estimates, moves to the largest doubling below it, 64, and
-    stays (a replica's half against the batch, or two halves on one)."""
+    form (94 here) in each epoch's second half; its first half has another
+    optimum, far off (a far larger gradient: B_noise about 11, and 12 over
+    the whole epoch). Told the second half's mean estimates, the noise
+    schedule moves after the first epoch at 16 to the largest doubling
+    below 94, 64, and stays (a replica's half against the batch, or two
+    halves on one)."""
     n = 32768
     delta = np.full(DIM, 0.055, np.float32)
     expected = least_squares_noise_scale(DIM, float(delta @ delta), NOISE_STD)
@@ -249,10 +252,11 @@ def test_the_noise_schedule_follows_the_closed_form_noise_scale(
     growth = Growth(schedule, _rate(base_lr=1e-12, base_batch=16, start=16,
                                     epochs=3), 3, "noise")
     results, model = trainer.train(
-        _least_squares_task(delta, n=n), strategy=_strategy(strategy_name),
-        make_optimizer=_sgd(growth, n), num_examples=n,
-        model_dir=str(tmp_path), growth=growth, steps_per_loop=512,
-        verbose=0)
+        least_squares_task(delta, n, eval_examples=64,
+                           early_optimum=np.full(DIM, -1.0)),
+        strategy=_strategy(strategy_name), make_optimizer=_sgd(growth, n),
+        num_examples=n, model_dir=str(tmp_path), growth=growth,
+        steps_per_loop=512, verbose=0)
     np.testing.assert_allclose(model.get_weights()[0][:, 0], delta, rtol=1e-5)
     assert [h["batch_size"] for h in results["history"]] == [16, 64, 64]
     assert schedule.noise_scale == pytest.approx(expected, rel=0.15)
