@@ -83,8 +83,8 @@ class Progress:
     `offset` examples of the current pass seen, `examples` seen in all,
     where the current batch began (`batch_start`), and the sums of the current
     epoch's noise-scale estimates (|G|^2, tr(Sigma), count; from the steps of
-    its second half), so that a resume mid-epoch observes the same steps. Its state
-    goes into the checkpoints (`get_state` / `set_state`)."""
+    its second half), so that a resume mid-epoch observes the same steps. Its
+    state goes into the checkpoints (`get_state` / `set_state`)."""
 
     def __init__(self):
         self.epoch, self.offset, self.examples = 0, 0, 0

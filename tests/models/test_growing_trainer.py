@@ -177,8 +177,9 @@ def test_rate_at_batch_is_the_growing_rate_along_the_steps():
 N_LSQ = 4096
 
 
-def _least_squares_task(delta, seed=0, n=N_LSQ):
-    return least_squares_task(delta, n, seed, eval_examples=64)
+def _least_squares_task(delta, seed=0, n=N_LSQ, early_optimum=None):
+    return least_squares_task(delta, n, seed, eval_examples=64,
+                              early_optimum=early_optimum)
 
 
 @pytest.mark.parametrize("strategy_name", ["default", "mirrored"])
@@ -239,8 +240,8 @@ def test_the_noise_schedule_follows_the_closed_form_noise_scale(
         tmp_path, strategy_name):
     """Weights frozen (rate 1e-12) at w* + delta, so B_noise is the closed
     form (94 here) in each epoch's second half; its first half has another
-    optimum, far off (a far larger gradient: B_noise about 11, and 12 over
-    the whole epoch). Told the second half's mean estimates, the noise
+    optimum, far off (a far larger gradient: in closed form B_noise is
+    about 11 there, and about 11 over the whole epoch). Told the second half's mean estimates, the noise
     schedule moves after the first epoch at 16 to the largest doubling
     below 94, 64, and stays (a replica's half against the batch, or two
     halves on one)."""
@@ -252,8 +253,7 @@ def test_the_noise_schedule_follows_the_closed_form_noise_scale(
     growth = Growth(schedule, _rate(base_lr=1e-12, base_batch=16, start=16,
                                     epochs=3), 3, "noise")
     results, model = trainer.train(
-        least_squares_task(delta, n, eval_examples=64,
-                           early_optimum=np.full(DIM, -1.0)),
+        _least_squares_task(delta, n=n, early_optimum=np.full(DIM, -1.0)),
         strategy=_strategy(strategy_name), make_optimizer=_sgd(growth, n),
         num_examples=n, model_dir=str(tmp_path), growth=growth,
         steps_per_loop=512, verbose=0)
