@@ -3,6 +3,7 @@ keeps falling, never on noise alone; the GP pieces against closed forms; a
 real `model.fit`; the argument errors."""
 
 import math
+import types
 
 import keras
 import numpy as np
@@ -185,7 +186,7 @@ def test_schedule_follows_the_controller_before_and_after_a_switch():
     a switch the controller made; a resumed copy (set_state) agrees."""
     schedule = keras_legw.AutoWarmupSchedule(TOTAL, max_warmup_fraction=0.5)
     schedule.build()
-    steps = np.arange(0, TOTAL + 1, 7)
+    steps = np.arange(0, TOTAL + 50, 7)  # and past the end
     got = keras.ops.convert_to_numpy(schedule(steps))
     want = [_numpy_rate(t, None, None) for t in steps]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
@@ -207,8 +208,82 @@ def test_schedule_follows_the_controller_before_and_after_a_switch():
     resumed.set_state(schedule.get_state())
     np.testing.assert_allclose(keras.ops.convert_to_numpy(resumed(steps)),
                                got, rtol=1e-6)
-    with pytest.raises(ValueError, match=r"build\(\) must be called"):
+    with pytest.raises(ValueError, match=r"^AutoWarmupSchedule\.build\(\) "
+                       r"must be called before the schedule is used\.$"):
         keras_legw.AutoWarmupSchedule(TOTAL)(3)
+    # Its two variables are state, not weights.
+    assert not schedule._switch_step.trainable
+    assert not schedule._peak.trainable
+
+
+def test_schedule_cosine_ends_at_zero_with_one_step_after_the_cap():
+    """total_steps 2, cap 1: rate min, then max at the cap (the decay's
+    start), then 0 at total_steps and after it."""
+    schedule = keras_legw.AutoWarmupSchedule(2, 1e-3, 1.0, 0.5)
+    schedule.build()
+    got = keras.ops.convert_to_numpy(schedule(np.arange(5)))
+    np.testing.assert_allclose(got, [1e-3, 1.0, 0.0, 0.0, 0.0], atol=1e-6)
+
+
+def _controller_fields(controller):
+    return (controller.total_steps, controller.min_learning_rate,
+            controller.max_learning_rate, controller.max_warmup_steps,
+            controller.divergence_factor, controller.get_state())
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, dict(min_learning_rate=1e-4, max_learning_rate=3.0,
+             max_warmup_fraction=0.25, seed=7, divergence_factor=9.0)])
+def test_callback_and_schedule_build_the_controller_they_are_given(kwargs):
+    """Defaults and arguments reach the controller unchanged (its seed
+    too: the rng state), and the schedule's config is its arguments."""
+    want = _controller_fields(keras_legw.AutoWarmupController(TOTAL,
+                                                              **kwargs))
+    schedule = keras_legw.AutoWarmupSchedule(TOTAL, check_every_steps=4,
+                                             **kwargs)
+    callback = keras_legw.AutoWarmup(TOTAL, check_every_steps=4, **kwargs)
+    assert _controller_fields(schedule.controller) == want
+    assert _controller_fields(callback.controller) == want
+    if kwargs:
+        config = dict(total_steps=TOTAL, check_every_steps=4, **kwargs)
+        assert schedule.get_config() == config
+        copy = keras_legw.AutoWarmupSchedule.from_config(config)
+        assert _controller_fields(copy.controller) == want
+
+
+def test_callback_recovers_each_loss_and_tests_at_its_cadence_only():
+    """Driven as `model.fit` drives it (`logs["loss"]` the running mean of
+    the epoch, epochs of 25 steps), the controller sees each step's loss,
+    and the GP test runs at the multiples of `check_every_steps` alone, not
+    at epoch ends; the optimizer follows the controller's rate."""
+    total, every, per_epoch = 400, 10, 25   # the cap is step 200
+    warmup = keras_legw.AutoWarmup(total, 1e-5, 1.0, 0.5,
+                                   check_every_steps=every)
+    model = types.SimpleNamespace(
+        optimizer=types.SimpleNamespace(learning_rate=None))
+    warmup.set_model(model)
+    checked, check = [], warmup.controller.check
+    warmup.controller.check = lambda: checked.append(warmup.step) or check()
+    rng, losses = np.random.default_rng(0), []
+    warmup.on_train_begin()
+    for epoch in range(total // per_epoch):
+        warmup.on_epoch_begin(epoch)
+        for batch in range(per_epoch):
+            rate = model.optimizer.learning_rate
+            # Lowest at rate 10**-2.5 (step 100); never 4x the start's.
+            losses.append(1.0 + (math.log10(rate) + 2.5) ** 2 / 8
+                          + 0.02 * rng.normal())
+            warmup.on_train_batch_end(batch, {"loss": np.mean(
+                losses[epoch * per_epoch:])})
+        warmup.on_epoch_end(epoch)
+    switch = warmup.warmup_steps
+    assert 100 < switch < 200 and not warmup.controller.diverged
+    np.testing.assert_allclose(warmup.controller.losses, losses[:switch],
+                               rtol=1e-9)
+    assert checked == list(range(every, total + 1, every))
+    assert switch % every == 0  # at a test, not a blow-up
+    assert model.optimizer.learning_rate == warmup.controller.learning_rate(
+        total)
 
 
 def test_schedule_says_when_a_loop_checks():
