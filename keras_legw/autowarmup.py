@@ -234,15 +234,21 @@ class AutoWarmupController:
         fit = _subsample(self._rng, np.arange(len(valid)), FIT_POINTS)
         mean, scale, noise = fit_gp(x_all[fit], y_all[fit])
         grid = np.linspace(0.0, 1.0, GRID_POINTS)
-        votes, argmins = 0, []
-        for _ in range(NUM_FITS):
-            use = _subsample(self._rng, np.arange(len(valid)),
-                             CONDITION_POINTS)
-            f_mean, f_cov = posterior(x_all[use], y_all[use], grid, mean,
-                                      scale, noise)
-            votes += past_minimum_probability(f_mean, f_cov) > CONFIDENCE
-            argmins.append(grid[np.argmin(f_mean)])
-        return votes, argmins
+        subsamples = [_subsample(self._rng, np.arange(len(valid)),
+                                 CONDITION_POINTS) for _ in range(NUM_FITS)]
+        # Up to CONDITION_POINTS losses each subsample is all of them and
+        # the fits coincide: one posterior per distinct subsample (the
+        # costliest part of a check) changes no vote.
+        outcomes = {}
+        for use in subsamples:
+            if use.tobytes() not in outcomes:
+                f_mean, f_cov = posterior(x_all[use], y_all[use], grid, mean,
+                                          scale, noise)
+                outcomes[use.tobytes()] = (
+                    past_minimum_probability(f_mean, f_cov) > CONFIDENCE,
+                    grid[np.argmin(f_mean)])
+        votes, argmins = zip(*(outcomes[use.tobytes()] for use in subsamples))
+        return int(sum(votes)), list(argmins)
 
     def _switch(self, step, peak):
         self.warmup_steps, self.peak_learning_rate = int(step), float(peak)

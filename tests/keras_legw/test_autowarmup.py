@@ -413,3 +413,24 @@ def test_the_issues_fit_switches_below_divergence_at_every_cadence():
         end = model.evaluate(x[:2048], y[:2048], verbose=0)
         assert warmup.warmup_steps < 200 and warmup.peak_learning_rate < 0.111
         assert math.isfinite(end) and end < 0.05 < start
+
+
+def test_a_check_fits_one_posterior_per_distinct_subsample(monkeypatch):
+    """Up to CONDITION_POINTS (500) losses each of the five subsamples is
+    all of them, so one posterior serves the five votes; beyond, each vote
+    conditions on its own subsample of 500."""
+    calls, posterior = [], autowarmup.posterior
+    monkeypatch.setattr(autowarmup, "posterior", lambda x, *rest: (
+        calls.append(np.array(x)), posterior(x, *rest))[1])
+    rng = np.random.default_rng(0)
+    for n, fits in ((300, 1), (900, 5)):
+        calls.clear()
+        controller = keras_legw.AutoWarmupController(TOTAL, seed=1)
+        losses = 2.0 - np.sin(np.linspace(0, 3, n)) + 0.05 * rng.normal(
+            size=n)
+        votes, argmins = controller._test(losses)
+        assert len(calls) == fits and len(argmins) == autowarmup.NUM_FITS
+        assert all(len(x) == min(n, 500) for x in calls)
+        assert len({x.tobytes() for x in calls}) == fits
+        assert votes in (0, autowarmup.NUM_FITS) if fits == 1 else (
+            0 <= votes <= autowarmup.NUM_FITS)
