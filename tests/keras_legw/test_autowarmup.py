@@ -105,11 +105,13 @@ def test_state_round_trip_resumes_the_same_decisions():
                 controller.check()
 
     whole = keras_legw.AutoWarmupController(TOTAL, seed=3)
-    drive(whole, 400)
+    drive(whole, 800)
+    # Mid-streak: two positive checks, the third (step 900) switches.
+    assert whole.positives == [False, True, True]
     resumed = keras_legw.AutoWarmupController(TOTAL, seed=3)
     resumed.set_state(whole.get_state())
-    drive(whole, 500, start=400)
-    drive(resumed, 500, start=400)
+    drive(whole, 200, start=800)
+    drive(resumed, 200, start=800)
     assert resumed.get_state() == whole.get_state()
     assert resumed.warmup_steps == whole.warmup_steps is not None
 
