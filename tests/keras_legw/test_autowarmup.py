@@ -372,6 +372,15 @@ def test_a_blow_up_switches_at_the_step_it_is_seen():
         # 3 losses is 50, at the second.
         assert controller.warmup_steps == (302 if blow_up == 50.0 else 301)
         assert controller.diverged
+        resumed = keras_legw.AutoWarmupController(TOTAL, 1e-5, 1.0, 0.5)
+        resumed.set_state(controller.get_state())
+        assert resumed.diverged
+        assert resumed.peak_learning_rate == controller.peak_learning_rate
+        # A state saved before the blow-up test existed has no such key.
+        legacy = {k: v for k, v in controller.get_state().items()
+                  if k != "diverged"}
+        resumed.set_state(legacy)
+        assert not resumed.diverged
         # The curve fell until step 300: the smoothed minimum lies near it.
         assert (controller.warmup_rate(270) < controller.peak_learning_rate
                 <= controller.warmup_rate(300))
