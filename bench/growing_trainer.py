@@ -11,7 +11,9 @@ hyperparameters frozen as in the fixed-batch sweeps.
 Each finished run is appended at once to docs/results/growing_batch.csv (the
 library study's columns; test_metric is the test perplexity for PTB, the
 test BLEU for GNMT, the test accuracy for MNIST; config is the name below
-with "trainer_" before it; peak_rss_gib is the run's peak resident memory) and its per-epoch curve to growing_trainer_curves.csv;
+with "trainer_" before it; peak_rss_gib is the run's peak resident memory)
+and its per-epoch curve to growing_trainer_curves.csv (test_metric there is
+GNMT's test perplexity: its BLEU is decoded at the end only);
 runs already there are skipped. Each run trains in its own process, in
 `--runs_dir/<model>_<config>_s<seed>` (a stopped study resumes its run
 from the checkpoint). wall_seconds are training seconds, contended when two
@@ -54,6 +56,9 @@ PLANS = {"ptb": "ptb_lstm", "gnmt": "gnmt", "mnist": "mnist_lstm",
          "report": None}
 METRICS = {"ptb_lstm": "test_perplexity", "gnmt": "test_bleu",
            "mnist_lstm": "test_accuracy"}
+# Per epoch: GNMT's BLEU is decoded once, at the end, so its curve is the
+# test perplexity of each epoch, as the fixed runs' curves are.
+CURVE_METRICS = dict(METRICS, gnmt="test_perplexity")
 OPTIMIZERS = {"ptb_lstm": "sgd", "gnmt": "adam"}
 
 
@@ -76,8 +81,8 @@ def curve_rows(model, name, seed, results):
     return [dict(model=model, config=name, seed=seed, epoch=f"{h['epoch']:.4g}",
                  step=h["step"], batch_size=h["batch_size"],
                  examples=h["examples"],
-                 test_metric=f"{h['metrics'][METRICS[model]]:.4f}"
-                 if METRICS[model] in h["metrics"] else "")
+                 test_metric=f"{h['metrics'][CURVE_METRICS[model]]:.4f}"
+                 if CURVE_METRICS[model] in h["metrics"] else "")
             for h in results["history"]]
 
 
@@ -144,7 +149,7 @@ def report(args):
                     [float(r["test_metric"]) for r in rows], marker=".",
                     label=f"trainer: {name}")
         ax.set(xscale="log", xlabel="optimizer steps", title=model,
-               ylabel="test " + METRICS[model].split("_")[1])
+               ylabel="test " + CURVE_METRICS[model].split("_")[1])
         ax.set_ylim(*{"ptb_lstm": (100, 250), "gnmt": (5, 60),
                       "mnist_lstm": (0.93, 0.995)}[model])
         ax.legend(fontsize=7)
