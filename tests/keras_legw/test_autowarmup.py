@@ -66,6 +66,8 @@ def test_noise_alone_does_not_switch():
 def test_decay_is_a_cosine_from_the_peak_to_zero():
     controller = keras_legw.AutoWarmupController(100, 1e-3, 1.0, 0.5)
     controller._switch(40, 0.3)
+    # After the switch a check tests nothing: never positive.
+    assert controller.check() is False and controller.positives == []
     for step, fraction in [(40, 0.0), (55, 0.25), (70, 0.5), (100, 1.0),
                            (130, 1.0)]:
         want = 0.3 * 0.5 * (1 + math.cos(math.pi * fraction))
@@ -146,7 +148,10 @@ def test_a_schedule_in_the_optimizer_is_an_error():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(keras_legw.LEGW(
         0.1, 128, 128, 0.1, 1000, 5)), "mse")
-    with pytest.raises(ValueError, match="float learning rate"):
+    with pytest.raises(ValueError, match=(
+            r"^AutoWarmup sets the optimizer's learning rate itself: build "
+            r"the optimizer with a float learning rate, not the schedule "
+            r"LEGW\.$")):
         model.fit(np.ones((8, 2)), np.ones((8, 1)), verbose=0,
                   callbacks=[keras_legw.AutoWarmup(100)])
 
