@@ -450,3 +450,18 @@ def test_a_check_fits_one_posterior_per_distinct_subsample(monkeypatch):
         assert len({x.tobytes() for x in calls}) == fits
         assert votes in (0, autowarmup.NUM_FITS) if fits == 1 else (
             0 <= votes <= autowarmup.NUM_FITS)
+
+
+def test_a_check_is_positive_on_a_majority_of_the_five_fits():
+    """Positive when at least 3 of the 5 fits vote; with fewer than 3
+    losses there is nothing to fit and the check is negative."""
+    controller = keras_legw.AutoWarmupController(TOTAL)
+    controller.observe(2.0)
+    controller.observe(1.0)
+    assert controller.check() is False and controller.positives == []
+    controller.observe(1.5)
+    for votes, positive in [(0, False), (2, False), (3, True), (5, True)]:
+        controller._test = lambda losses, v=votes: (v, [0.5] * 5)
+        assert controller.check() is positive
+    assert controller.positives == [False, True, True]
+    assert controller.warmup_steps is None
