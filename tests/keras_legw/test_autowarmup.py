@@ -230,6 +230,13 @@ def test_schedule_cosine_ends_at_zero_with_one_step_after_the_cap():
     schedule.build()
     got = keras.ops.convert_to_numpy(schedule(np.arange(5)))
     np.testing.assert_allclose(got, [1e-3, 1.0, 0.0, 0.0, 0.0], atol=1e-6)
+    schedule.observe([1.0])  # the cap: the controller switches at step 1
+    want = [1.0, 1.0, 0.0, 0.0, 0.0]  # the cosine from (1, 1.0) to (2, 0)
+    np.testing.assert_allclose(
+        [schedule.controller.learning_rate(t) for t in range(5)], want,
+        atol=1e-12)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(schedule(np.arange(5))), want, atol=1e-6)
 
 
 def _controller_fields(controller):
@@ -465,3 +472,25 @@ def test_a_check_is_positive_on_a_majority_of_the_five_fits():
         assert controller.check() is positive
     assert controller.positives == [False, True, True]
     assert controller.warmup_steps is None
+
+
+def test_a_blow_up_peaks_at_the_smoothed_minimum_of_the_losses_before_it():
+    """The peak is the rate at each fit's argmin x over the n - 1 losses
+    before the blow-up (step x (n - 1)); with fewer than 3 of them there is
+    no fit, and the peak is the minimum rate."""
+    controller = keras_legw.AutoWarmupController(TOTAL, 1e-5, 1.0, 0.5)
+    seen = []
+    controller._test = lambda losses: (seen.append(len(losses)),
+                                       (0, [0.5, 0.5, 0.25, 0.75, 0.5]))[1]
+    for t in range(300):
+        controller.observe(10.0 - 0.01 * t)
+    controller.observe(math.inf)
+    assert seen == [300] and controller.warmup_steps == 301
+    want = np.mean([controller.warmup_rate(x * 300)
+                    for x in (0.5, 0.5, 0.25, 0.75, 0.5)])
+    assert controller.peak_learning_rate == pytest.approx(want, rel=1e-12)
+
+    early = keras_legw.AutoWarmupController(TOTAL, 1e-5, 1.0, 0.5)
+    early.observe(1.0)
+    early.observe(math.nan)
+    assert early.warmup_steps == 2 and early.peak_learning_rate == 1e-5
