@@ -239,15 +239,16 @@ class AutoWarmupController:
         # Up to CONDITION_POINTS losses each subsample is all of them and
         # the fits coincide: one posterior per distinct subsample (the
         # costliest part of a check) changes no vote.
+        keys = [use.tobytes() for use in subsamples]
         outcomes = {}
-        for use in subsamples:
-            if use.tobytes() not in outcomes:
+        for key, use in zip(keys, subsamples):
+            if key not in outcomes:
                 f_mean, f_cov = posterior(x_all[use], y_all[use], grid, mean,
                                           scale, noise)
-                outcomes[use.tobytes()] = (
+                outcomes[key] = (
                     past_minimum_probability(f_mean, f_cov) > CONFIDENCE,
                     grid[np.argmin(f_mean)])
-        votes, argmins = zip(*(outcomes[use.tobytes()] for use in subsamples))
+        votes, argmins = zip(*(outcomes[key] for key in keys))
         return int(sum(votes)), list(argmins)
 
     def _switch(self, step, peak):

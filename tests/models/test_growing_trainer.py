@@ -241,10 +241,10 @@ def test_the_noise_schedule_follows_the_closed_form_noise_scale(
     """Weights frozen (rate 1e-12) at w* + delta, so B_noise is the closed
     form (94 here) in each epoch's second half; its first half has another
     optimum, far off (a far larger gradient: in closed form B_noise is
-    about 11 there, and about 11 over the whole epoch). Told the second half's mean estimates, the noise
-    schedule moves after the first epoch at 16 to the largest doubling
-    below 94, 64, and stays (a replica's half against the batch, or two
-    halves on one)."""
+    about 11 there, and about 11 over the whole epoch). Told the second
+    half's mean estimates, the noise schedule moves after the first epoch
+    at 16 to the largest doubling below 94, 64, and stays (a replica's half
+    against the batch, or two halves on one)."""
     n = 32768
     delta = np.full(DIM, 0.055, np.float32)
     expected = least_squares_noise_scale(DIM, float(delta @ delta), NOISE_STD)
