@@ -24,11 +24,13 @@ not the lowest, is the reference: a loss whose minimum nears 0 would
 otherwise count any rise as a blow-up, while a diverging loss passes any
 fixed multiple of its start within a few steps. The peak is then, as at any switch, the rate at the minimum of
 the GP-smoothed loss, fitted to the losses before the blow-up, so it lies
-below the rate that diverged. The GP fits the log of the loss (losses that
-are all positive; else the losses centred on their median and scaled by
-their interquartile range): a diverging loss spans many orders of
-magnitude, and standardising the raw values by a spread that one huge value
-sets would flatten the rest of the curve and hide its minimum.
+below the rate that diverged. The GP fits the log of the loss when all
+losses are positive, else ``arcsinh((l - median) / IQR)``, which is linear
+within an interquartile range of the median and logarithmic far from it: a
+diverging loss spans many orders of magnitude, and standardising the raw
+values by a spread that one huge value sets would flatten the rest of the
+curve and hide its minimum. (Centring and scaling alone would not do: the
+standardisation that follows undoes any affine map.)
 
 `AutoWarmupController` is the algorithm in NumPy alone (no framework);
 `AutoWarmup` is the Keras callback that feeds it the per-step loss of
@@ -107,13 +109,13 @@ def _subsample(rng, indices, limit):
 
 def gp_scale(losses):
     """The losses on the scale the GP fits, standardised: their log when all
-    are positive, else centred on the median and divided by the
-    interquartile range (see the module's docstring)."""
+    are positive, else ``arcsinh((losses - median) / IQR)`` (an IQR of 0
+    counts as 1; see the module's docstring)."""
     if np.all(losses > 0):
         y = np.log(losses)
     else:
         q25, q50, q75 = np.percentile(losses, [25, 50, 75])
-        y = (losses - q50) / ((q75 - q25) or 1.0)
+        y = np.arcsinh((losses - q50) / ((q75 - q25) or 1.0))
     return (y - np.mean(y)) / (np.std(y) or 1.0)
 
 

@@ -96,6 +96,59 @@ def test_posterior_interpolates_noise_free_data_and_fit_finds_the_noise():
     assert 0.05 < noise < 1.0 and scale > noise
 
 
+def _correlation(a, b):
+    """The RBF correlation of length scale 0.2, written out."""
+    return np.exp(-np.subtract.outer(a, b) ** 2 / (2 * 0.2 ** 2))
+
+
+def test_past_minimum_probability_counts_the_covariance():
+    """``max_i Phi((m_k - m_i) / sqrt(C_ii + C_kk - 2 C_ik + 1e-4))``, with
+    correlated points."""
+    a = np.random.default_rng(1).normal(size=(5, 5))
+    covariance = a @ a.T / 5
+    mean = np.array([0.9, 0.1, 0.5, 0.3, 0.6])
+    want = max(0.5 * (1 + math.erf((mean[4] - mean[i]) / math.sqrt(
+        2 * (covariance[i, i] + covariance[4, 4] - 2 * covariance[i, 4]
+             + 1e-4)))) for i in range(4))
+    assert autowarmup.past_minimum_probability(mean, covariance) == \
+        pytest.approx(want, rel=1e-12)
+
+
+def test_posterior_is_the_gaussian_conditional():
+    rng = np.random.default_rng(3)
+    x, grid = rng.uniform(size=12), np.linspace(0, 1, 7)
+    y = np.cos(5 * x) + 0.1 * rng.normal(size=12)
+    mean, scale, noise = 0.3, 1.7, 0.05
+    k_inv = np.linalg.inv(scale * _correlation(x, x) + noise * np.eye(12))
+    k_star = scale * _correlation(x, grid)
+    f_mean, f_cov = autowarmup.posterior(x, y, grid, mean, scale, noise)
+    np.testing.assert_allclose(f_mean, mean + k_star.T @ k_inv @ (y - mean),
+                               rtol=1e-9)
+    np.testing.assert_allclose(
+        f_cov, scale * _correlation(grid, grid) - k_star.T @ k_inv @ k_star,
+        rtol=1e-9, atol=1e-12)
+
+
+def test_fit_gp_maximises_the_marginal_likelihood_over_its_grid():
+    """Against ``log N(y; m, s R + n I)`` evaluated directly at each pair of
+    the grid (41 scales in [1e-3, 1e2] by 57 noises in [1e-6, 10], log
+    spaced), m the constant mean that is best for the pair."""
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(size=30))
+    y = 0.8 + np.sin(6 * x) + 0.3 * rng.normal(size=30)
+    ones, best = np.ones(30), None
+    for s in np.logspace(-3, 2, 41):
+        for n in np.logspace(-6, 1, 57):
+            k = s * _correlation(x, x) + n * np.eye(30)
+            k_inv = np.linalg.inv(k)
+            m = ones @ k_inv @ y / (ones @ k_inv @ ones)
+            value = -0.5 * ((y - m) @ k_inv @ (y - m)
+                            + np.linalg.slogdet(k)[1])
+            if best is None or value > best[0]:
+                best = (value, m, s, n)
+    np.testing.assert_allclose(autowarmup.fit_gp(x, y), best[1:], rtol=1e-6)
+
+
 def test_state_round_trip_resumes_the_same_decisions():
     def drive(controller, steps, start=0):
         rng = np.random.default_rng(start)
@@ -403,10 +456,23 @@ def test_the_gp_fits_the_log_of_a_positive_loss_else_a_robust_scale():
     y = autowarmup.gp_scale(losses)
     np.testing.assert_allclose(y, (np.log(losses) - np.log(losses).mean())
                                / np.log(losses).std())
+    # Not all positive: arcsinh of the distance from the median in IQRs.
     mixed = np.array([-1.0, 0.0, 1.0, 2.0, 1e6])
     q25, q50, q75 = np.percentile(mixed, [25, 50, 75])
-    robust = (mixed - q50) / (q75 - q25)
-    np.testing.assert_allclose(autowarmup.gp_scale(mixed),
+    robust = np.arcsinh((mixed - q50) / (q75 - q25))
+    y = autowarmup.gp_scale(mixed)
+    np.testing.assert_allclose(y, (robust - robust.mean()) / robust.std())
+    # The one huge value leaves the rest their shape; standardising the raw
+    # values (or any affine map of them) would put the four within 1e-5.
+    assert np.ptp(y[:4]) > 0.2 and np.all(np.diff(y) > 0)
+    # A zero is not positive (no log of 0), and an IQR of 0 counts as 1.
+    flat = np.array([-1.0, 0.0, 0.0, 0.0, 0.0, 3.0])
+    robust = np.arcsinh(flat)
+    np.testing.assert_allclose(autowarmup.gp_scale(flat),
+                               (robust - robust.mean()) / robust.std())
+    zero = np.array([0.0, 1.0, 2.0, 3.0])
+    robust = np.arcsinh((zero - 1.5) / 1.5)
+    np.testing.assert_allclose(autowarmup.gp_scale(zero),
                                (robust - robust.mean()) / robust.std())
 
 
