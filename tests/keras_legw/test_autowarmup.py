@@ -3,6 +3,7 @@ keeps falling, never on noise alone; the GP pieces against closed forms; a
 real `model.fit`; the argument errors."""
 
 import math
+import re
 import types
 
 import keras
@@ -209,22 +210,53 @@ def test_a_schedule_in_the_optimizer_is_an_error():
                   callbacks=[keras_legw.AutoWarmup(100)])
 
 
-@pytest.mark.parametrize("kwargs,argument", [
-    (dict(total_steps=1), "total_steps"),
-    (dict(total_steps=10.0), "total_steps"),
-    (dict(min_learning_rate=0.0), "min_learning_rate"),
-    (dict(max_learning_rate=-1.0), "max_learning_rate"),
-    (dict(min_learning_rate=0.1, max_learning_rate=0.1), "max_learning_rate"),
-    (dict(max_warmup_fraction=0.0), "max_warmup_fraction"),
-    (dict(max_warmup_fraction=1.5), "max_warmup_fraction"),
-    (dict(max_warmup_fraction=0.001), "max_warmup_fraction"),
-    (dict(check_every_steps=0), "check_every_steps"),
-    (dict(check_every_steps=2.5), "check_every_steps"),
+_POSITIVE = "must be a positive number. Received: "
+_FRACTION = ("must be in (0, 1] and leave at least one warmup step of the "
+             "100. Received: ")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(total_steps=1), "`total_steps` must be an integer >= 2. "
+     "Received: total_steps=1"),
+    (dict(total_steps=10.0), "`total_steps` must be an integer >= 2. "
+     "Received: total_steps=10.0"),
+    (dict(min_learning_rate=0.0), f"`min_learning_rate` {_POSITIVE}"
+     "min_learning_rate=0.0"),
+    (dict(max_learning_rate=-1.0), f"`max_learning_rate` {_POSITIVE}"
+     "max_learning_rate=-1.0"),
+    (dict(min_learning_rate=0.1, max_learning_rate=0.1),
+     "`max_learning_rate` must be larger than `min_learning_rate`. "
+     "Received: max_learning_rate=0.1, min_learning_rate=0.1"),
+    (dict(max_warmup_fraction=0.0), f"`max_warmup_fraction` {_POSITIVE}"
+     "max_warmup_fraction=0.0"),
+    (dict(max_warmup_fraction=1.5), f"`max_warmup_fraction` {_FRACTION}"
+     "max_warmup_fraction=1.5"),
+    (dict(max_warmup_fraction=0.001), f"`max_warmup_fraction` {_FRACTION}"
+     "max_warmup_fraction=0.001"),
+    (dict(divergence_factor=0.0), f"`divergence_factor` {_POSITIVE}"
+     "divergence_factor=0.0"),
+    (dict(check_every_steps=0), "`check_every_steps` must be a positive "
+     "integer. Received: check_every_steps=0"),
+    (dict(check_every_steps=2.5), "`check_every_steps` must be a positive "
+     "integer. Received: check_every_steps=2.5"),
 ])
-def test_bad_arguments_name_the_argument(kwargs, argument):
+def test_bad_arguments_name_the_argument(kwargs, message):
     kwargs = {"total_steps": 100, **kwargs}
-    with pytest.raises(ValueError, match=f"`{argument}`"):
+    with pytest.raises(ValueError, match=f"^Argument {re.escape(message)}$"):
         keras_legw.AutoWarmup(**kwargs)
+
+
+def test_arguments_at_their_limits_are_accepted():
+    """The smallest run (2 steps), a warmup of the whole run, a warmup of
+    one step, and a divergence factor just above 1."""
+    for kwargs in (dict(total_steps=2), dict(max_warmup_fraction=1.0),
+                   dict(max_warmup_fraction=0.01), dict(divergence_factor=1.5),
+                   dict(min_learning_rate=0.1, max_learning_rate=0.11)):
+        controller = keras_legw.AutoWarmupController(
+            **{"total_steps": 100, **kwargs})
+        assert controller.max_warmup_steps == int(
+            kwargs.get("max_warmup_fraction", 0.5)
+            * kwargs.get("total_steps", 100))
 
 
 def _numpy_rate(step, switch, peak, low=1e-5, high=1.0):
