@@ -150,6 +150,21 @@ def test_fit_gp_maximises_the_marginal_likelihood_over_its_grid():
     np.testing.assert_allclose(autowarmup.fit_gp(x, y), best[1:], rtol=1e-6)
 
 
+def test_subsample_is_all_points_up_to_its_limit_else_a_sorted_draw():
+    """Up to the limit the indices come back as they are and the rng is not
+    drawn from (so a resumed run draws what the first one would); above it,
+    `limit` distinct indices in order."""
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+    indices = np.arange(100)
+    assert autowarmup._subsample(rng, indices, 100) is indices
+    assert rng.bit_generator.state == before
+    drawn = autowarmup._subsample(rng, np.arange(101), 100)
+    assert rng.bit_generator.state != before
+    assert len(drawn) == len(np.unique(drawn)) == 100
+    assert np.all(np.diff(drawn) > 0) and drawn[-1] <= 100
+
+
 def test_state_round_trip_resumes_the_same_decisions():
     def drive(controller, steps, start=0):
         rng = np.random.default_rng(start)
