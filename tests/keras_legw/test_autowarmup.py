@@ -498,6 +498,25 @@ def test_a_blow_up_switches_at_the_step_it_is_seen():
                 <= controller.warmup_rate(300))
 
 
+@pytest.mark.parametrize("losses,factor,blow_up_step", [
+    ([1.0, 1.0, 1.0, 4.0, 4.0, 4.0], 4.0, None),    # at 4x: not above it
+    ([1.0, 1.0, 1.0, 4.01, 4.01], 4.0, 5),          # the median passes 4x
+    ([1.0, 1.0, 1.0, 4.01, 1.0, 1.0, 4.01], 4.0, None),  # lone spikes
+    ([1.0, 100.0, 1.0, 1.0, 5.0, 5.0], 4.0, 6),     # the start: a median
+    ([1.0, 1.0, 1.0, 2.5, 2.5], 2.0, 5),            # the factor given
+    ([0.0, 0.0, 0.0, 5.0, 5.0, 5.0], 4.0, None),    # start <= 0: no ratio
+    ([-1.0, -1.0, -1.0, 5.0, 5.0, 5.0], 4.0, None),
+])
+def test_the_blow_up_is_a_median_of_3_above_factor_times_the_start(
+        losses, factor, blow_up_step):
+    controller = keras_legw.AutoWarmupController(
+        TOTAL, divergence_factor=factor)
+    for value in losses:
+        controller.observe(value)
+    assert controller.warmup_steps == blow_up_step
+    assert controller.diverged is (blow_up_step is not None)
+
+
 def test_the_gp_fits_the_log_of_a_positive_loss_else_a_robust_scale():
     losses = np.array([1.0, 10.0, 100.0, 1e30])
     y = autowarmup.gp_scale(losses)
