@@ -574,9 +574,13 @@ def test_a_check_fits_one_posterior_per_distinct_subsample(monkeypatch):
     """Up to CONDITION_POINTS (500) losses each of the five subsamples is
     all of them, so one posterior serves the five votes; beyond, each vote
     conditions on its own subsample of 500."""
-    calls, posterior = [], autowarmup.posterior
-    monkeypatch.setattr(autowarmup, "posterior", lambda x, *rest: (
-        calls.append(np.array(x)), posterior(x, *rest))[1])
+    calls, grids, fitted = [], [], []
+    posterior, fit_gp = autowarmup.posterior, autowarmup.fit_gp
+    monkeypatch.setattr(autowarmup, "posterior", lambda x, y, grid, *rest: (
+        calls.append(np.array(x)), grids.append(grid),
+        posterior(x, y, grid, *rest))[2])
+    monkeypatch.setattr(autowarmup, "fit_gp", lambda x, y: (
+        fitted.append(len(x)), fit_gp(x, y))[1])
     rng = np.random.default_rng(0)
     for n, fits in ((300, 1), (900, 5)):
         calls.clear()
@@ -584,11 +588,23 @@ def test_a_check_fits_one_posterior_per_distinct_subsample(monkeypatch):
         losses = 2.0 - np.sin(np.linspace(0, 3, n)) + 0.05 * rng.normal(
             size=n)
         votes, argmins = controller._test(losses)
-        assert len(calls) == fits and len(argmins) == autowarmup.NUM_FITS
+        assert len(calls) == fits and len(argmins) == 5
         assert all(len(x) == min(n, 500) for x in calls)
+        # The scale and noise come from 100 of the losses, and each mean
+        # is read on 500 points from 0 to 1.
+        assert fitted[-1] == 100
+        np.testing.assert_array_equal(grids[-1], np.linspace(0, 1, 500))
         assert len({x.tobytes() for x in calls}) == fits
         assert votes in (0, autowarmup.NUM_FITS) if fits == 1 else (
             0 <= votes <= autowarmup.NUM_FITS)
+
+
+def test_three_finite_losses_are_enough_for_a_test():
+    controller = keras_legw.AutoWarmupController(TOTAL)
+    assert controller._test([3.0, math.nan, 2.0]) == (None, [])
+    votes, argmins = controller._test([3.0, math.nan, 2.0, 1.0])
+    assert votes == 0 and len(argmins) == 5
+    assert all(0.0 <= x <= 1.0 for x in argmins)
 
 
 def test_a_check_is_positive_on_a_majority_of_the_five_fits():
