@@ -22,9 +22,12 @@ return multiples of `batch_multiple` (the number of devices, or that times a
 per-device multiple), so every device gets the same share.
 """
 
+import json
 import math
+import warnings
 
-from keras_legw._validation import check_positive, check_positive_integer
+from keras_legw._validation import (check_non_negative, check_positive,
+                                    check_positive_integer)
 
 __all__ = ["BatchRamp", "NoiseBatchSchedule", "parse_batch_ramp",
            "batch_schedule"]
@@ -192,68 +195,90 @@ class BatchRamp:
 
 
 class NoiseBatchSchedule:
-    """A batch that grows with the measured gradient noise scale.
+    """A batch that grows with the measured gradient noise scale, by a rule
+    that one noisy epoch cannot move.
 
-    After each epoch the caller measures ``|G|^2`` and ``tr(Sigma)`` (for
-    example with `measure_noise_scale`) and passes them to `observe`. Every
-    `decide_every_epochs` epochs the schedule picks the batch of the next
-    epoch:
+    After each epoch the caller passes the epoch's mean estimates of
+    ``|G|^2`` and ``tr(Sigma)`` and, where it has them, their squared
+    standard errors (`observe`; `BatchGrowth.end_epoch` gives the means and
+    spread of the epoch's per-step estimates). Every `decide_every_epochs`
+    epochs the schedule picks the batch of the next epoch:
 
-        |G|^2_s, tr_s   exponential moving averages of the two over epochs,
-                        weight `smoothing` on the past, bias-corrected; the
-                        ratio of the averages, never an average of ratios
-                        (McCandlish et al., Appendix A.1)
-        B_s = tr_s / |G|^2_s                       the smoothed noise scale
-        target = noise_scale_multiplier * B_s
-        candidates = {base * 2^j <= max} + {max}   (all multiples of
-                                                    batch_multiple)
-        next = max(current, the largest candidate <= target)
+        B_e   = t_e / g_e                    epoch e's noise scale (its means)
+        L_e   = (t_e - z se(t_e)) / (g_e + z se(g_e))
+                    what epoch e's steps support at z = `std_errors`
+                    standard errors (+inf when the denominator is <= 0 < the
+                    numerator: the gradient is under the noise floor)
+        L     = the lower median of L_e over the last `window` epochs
+                    measured (the smaller middle value of an even count)
+        target = noise_scale_multiplier * L
+        candidates = {base * 2^j < max} + {max}   (each a multiple of
+                                                   batch_multiple)
+        next = max(current, min(the candidate `max_doublings` above current,
+                                the largest candidate <= target))
 
-    so it grows in doublings of the base batch, never shrinks, and never
-    leaves ``[base_batch_size, max_batch_size]``. A smoothed ``|G|^2 <= 0``
-    with a positive trace means the true gradient is under the noise floor
-    (``B_noise`` beyond measuring): the target is then the maximum. No
-    measurement yet, or a non-finite one, keeps the batch.
+    so it grows in doublings of the base batch, at most `max_doublings` of
+    them per decision, never shrinks, and never leaves ``[base_batch_size,
+    max_batch_size]``. An epoch without a measurement (NaN) adds nothing and
+    keeps the batch; with no standard errors given (one reading an epoch)
+    ``L_e = B_e``.
 
-    Why these choices: the per-epoch estimates on MNIST-LSTM swing by 10x late
-    in training (a single big batch draw), and a schedule that never shrinks
-    would lock in one lucky spike; smoothing 0.5 halves a spike's weight
-    after one epoch while following the ~100x trend within a few epochs.
-    Doublings keep the number of distinct batch shapes (each a compilation)
-    to log2(max / base) + 1. ``B_s`` itself (multiplier 1) is McCandlish's
-    critical batch: twice the minimum steps and twice the minimum examples.
+    What one epoch can do: nothing beyond what the others support once two
+    epochs are in the window (the lower median of two is their minimum, of
+    three the middle one), so a spike, however large, in one epoch's
+    readings moves no decision after the first; the first decision, on one
+    epoch, moves at most `max_doublings`. ``window=1, std_errors=0,
+    max_doublings=None`` is the last epoch's reading alone.
+
+    The knob, `noise_scale_multiplier` ``c``: McCandlish et al.'s model
+    prices a batch ``B = c B_noise`` at ``1 + 1/c`` times the fewest steps
+    and ``1 + c`` times the fewest examples (c = 1: twice each, the
+    critical batch).
 
     Args:
         base_batch_size: the start batch, where the hyperparameters were
             tuned.
         max_batch_size: the largest batch allowed.
         batch_multiple: every batch is a multiple of it (the devices).
-        smoothing: EMA weight on the past, in [0, 1); 0 uses the last epoch's
-            measurement alone.
-        noise_scale_multiplier: the batch targets this times ``B_s``; > 0.
+        noise_scale_multiplier: ``c``, the batch targets ``c L``; > 0.
         decide_every_epochs: decide after every this many epochs.
+        window: how many of the latest measured epochs the median takes.
+        std_errors: ``z``, how many standard errors below its estimate an
+            epoch's noise scale is taken; >= 0 (0: the point estimate).
+        max_doublings: the most doublings one decision may make, a positive
+            integer, or None for no limit.
+        smoothing: deprecated and ignored (the exponential average over
+            epochs it weighted is replaced by the median); warns.
     """
 
     adaptive = True
 
     def __init__(self, base_batch_size, max_batch_size, batch_multiple=1,
-                 smoothing=0.5, noise_scale_multiplier=1.0,
-                 decide_every_epochs=1):
+                 noise_scale_multiplier=1.0, decide_every_epochs=1, window=3,
+                 std_errors=2.0, max_doublings=1, smoothing=None):
         _check_bounds(base_batch_size, max_batch_size, batch_multiple)
-        if not (isinstance(smoothing, (int, float)) and 0 <= smoothing < 1):
-            raise ValueError("Argument `smoothing` must be in [0, 1). "
-                             f"Received: smoothing={smoothing!r}")
         check_positive("noise_scale_multiplier", noise_scale_multiplier)
         check_positive_integer("decide_every_epochs", decide_every_epochs)
+        check_positive_integer("window", window)
+        check_non_negative("std_errors", std_errors)
+        if max_doublings is not None:
+            check_positive_integer("max_doublings", max_doublings)
+        if smoothing is not None:
+            warnings.warn(
+                "Argument `smoothing` of NoiseBatchSchedule is deprecated and "
+                "ignored: the schedule takes the lower median of the last "
+                f"`window` epochs (window={window}).", DeprecationWarning,
+                stacklevel=2)
         self.base_batch_size = base_batch_size
         self.max_batch_size = max_batch_size
         self.batch_multiple = batch_multiple
-        self.smoothing = smoothing
         self.noise_scale_multiplier = noise_scale_multiplier
         self.decide_every_epochs = decide_every_epochs
-        self._state = dict(batch_size=base_batch_size, grad_sq_norm=0.0,
-                           trace_covariance=0.0, weight=0.0, observed=0,
-                           decisions={"0": base_batch_size})
+        self.window = window
+        self.std_errors = std_errors
+        self.max_doublings = max_doublings
+        self._state = dict(batch_size=base_batch_size, observed=0,
+                           epochs=[], decisions={"0": base_batch_size})
 
     start_batch_size = property(lambda self: self.base_batch_size,
                                 doc="The batch of epoch 0.")
@@ -265,38 +290,51 @@ class NoiseBatchSchedule:
 
     @property
     def noise_scale(self):
-        """``B_s``, the smoothed noise scale (NaN before a measurement;
-        +inf when the smoothed ``|G|^2 <= 0`` under a positive trace)."""
-        s = self._state
-        if not s["weight"]:
-            return math.nan
-        if s["grad_sq_norm"] <= 0:
-            return math.inf if s["trace_covariance"] > 0 else math.nan
-        return s["trace_covariance"] / s["grad_sq_norm"]
+        """The lower median of ``B_e`` over the window (NaN before a
+        measurement; +inf for epochs under the noise floor)."""
+        return _lower_median([e[0] for e in self._window()])
+
+    @property
+    def noise_scale_lower_bound(self):
+        """``L``, what the decisions follow (NaN before a measurement)."""
+        return _lower_median([e[1] for e in self._window()])
+
+    def _window(self):
+        return self._state["epochs"][-self.window:]
 
     @property
     def batch_size(self):
         """The batch decided most recently."""
         return self._state["batch_size"]
 
-    def observe(self, grad_sq_norm, trace_covariance):
-        """Adds one epoch's measurement; decides the next batch when due."""
-        s, d = self._state, self.smoothing
-        if math.isfinite(grad_sq_norm) and math.isfinite(trace_covariance):
-            s["grad_sq_norm"] = d * s["grad_sq_norm"] + (1 - d) * grad_sq_norm
-            s["trace_covariance"] = (d * s["trace_covariance"]
-                                     + (1 - d) * trace_covariance)
-            s["weight"] = d * s["weight"] + (1 - d)
+    def observe(self, grad_sq_norm, trace_covariance, grad_sq_norm_var=0.0,
+                trace_covariance_var=0.0):
+        """Adds one epoch's measurement (the means and their squared
+        standard errors); decides the next batch when due."""
+        s, z = self._state, self.std_errors
+        values = (grad_sq_norm, trace_covariance, grad_sq_norm_var,
+                  trace_covariance_var)
+        if all(math.isfinite(v) for v in values):
+            bound = _ratio(grad_sq_norm + z * math.sqrt(grad_sq_norm_var),
+                           trace_covariance
+                           - z * math.sqrt(trace_covariance_var))
+            point = _ratio(grad_sq_norm, trace_covariance)
+            s["epochs"] = (s["epochs"] + [[point, bound]])[-self.window:]
         s["observed"] += 1
         if s["observed"] % self.decide_every_epochs == 0:
             s["batch_size"] = self._next_batch()
             s["decisions"][str(s["observed"])] = s["batch_size"]
 
     def _next_batch(self):
-        target = self.noise_scale_multiplier * self.noise_scale
+        target = self.noise_scale_multiplier * self.noise_scale_lower_bound
         if math.isnan(target):
             return self.batch_size
-        fitting = [b for b in self.candidates if b <= target]
+        candidates = self.candidates
+        fitting = [b for b in candidates if b <= target]
+        if self.max_doublings is not None:
+            above = [b for b in candidates if b > self.batch_size]
+            fitting = [b for b in fitting
+                       if b not in above[self.max_doublings:]]
         return max([self.batch_size] + fitting[-1:])
 
     def batch_size_for_epoch(self, epoch):
@@ -307,14 +345,38 @@ class NoiseBatchSchedule:
 
     def get_state(self):
         """A JSON-able dict from which `set_state` resumes exactly."""
-        return {**self._state, "decisions": dict(self._state["decisions"])}
+        return json.loads(json.dumps(self._state))
 
     def set_state(self, state):
-        self._state = {**state, "decisions": dict(state["decisions"])}
+        if "epochs" not in state:
+            raise ValueError(
+                "NoiseBatchSchedule.set_state: this state was written by an "
+                "older keras_legw (an exponential average, not the last "
+                "epochs' readings) and cannot resume this rule. Start the "
+                "run again, or resume it with the version that wrote it.")
+        self._state = json.loads(json.dumps(state))
 
     def __repr__(self):
         return (f"NoiseBatchSchedule(base_batch_size={self.base_batch_size}, "
                 f"max_batch_size={self.max_batch_size})")
+
+
+def _lower_median(values):
+    """The smaller middle value (NaN for none)."""
+    if not values:
+        return math.nan
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def _ratio(grad_sq_norm, trace_covariance):
+    """``trace / |G|^2`` read as a noise scale: 0 when the trace is not
+    positive (no noise shown: nothing to grow for), else +inf when ``|G|^2
+    <= 0`` (the gradient is under the noise floor)."""
+    if trace_covariance <= 0:
+        return 0.0
+    if grad_sq_norm <= 0:
+        return math.inf
+    return trace_covariance / grad_sq_norm
 
 
 def batch_schedule(text, base_batch_size, max_batch_size=None,

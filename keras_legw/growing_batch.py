@@ -11,9 +11,11 @@ Three pieces, each reusable alone:
                          batch is set at each epoch's start
     GrowingBatch         the `fit` callback that joins them: it sets each
                          epoch's batch from a batch schedule
-                         (`keras_legw.batch_schedules`), each step's rate,
-                         measures the noise scale for an adaptive schedule,
-                         logs `batch_size`, `learning_rate` and
+                         (`keras_legw.batch_schedules`) and each step's rate
+                         by driving the growing-batch engine
+                         (`keras_legw.batch_growth`), measures the noise
+                         scale from the training steps for an adaptive
+                         schedule, logs `batch_size`, `learning_rate` and
                          `examples_seen`, and keeps what a resume needs
 
 Progress counts in examples seen: a `fit` epoch is one pass over the data
@@ -42,10 +44,13 @@ from keras_legw import scaling as rules
 from keras_legw._validation import (check_float_learning_rate,
                                     check_non_negative, check_one_of,
                                     check_positive, check_positive_integer)
-from keras_legw.noise_scale import measure_noise_scale
+from keras_legw.batch_growth import LATE_FRACTION, BatchGrowth
+from keras_legw.noise_step import MEASURE_LOGS, install_measuring_step
 from keras_legw.schedules import DECAY_SHAPES, linear_warmup
 
-RATE_RULES = ("sqrt", "linear", "none")
+# The peak rules of `scaling.scale_learning_rate` that need no noise scale.
+RATE_RULES = tuple(rule for rule in rules.LEARNING_RATE_SCALINGS
+                   if rule != "noise")
 GROWING_DECAYS = ("constant", "polynomial", "cosine")
 STATE_FILE = "growing_batch_state.json"
 # What Keras' EpochIterator warns when an epoch ends before the batch count
@@ -134,8 +139,7 @@ class GrowingBatchRate:
         """``rate(e, B)``; `epoch` and `batch_size` may be tensors."""
         e = ops.cast(epoch, "float32")
         k = ops.cast(batch_size, "float32") / float(self.base_batch_size)
-        factor = {"sqrt": ops.sqrt(k), "linear": k,
-                  "none": ops.ones_like(k)}[self.rate_rule]
+        factor = rules.peak_factor(k, self.rate_rule, ops.sqrt)
         begin, total = float(self.decay_begin), float(self.total_epochs)
         since = ops.maximum(ops.minimum(e, total) - begin, 0.0)
         shape, own = DECAY_SHAPES[self.decay]
@@ -297,17 +301,25 @@ def _take(data, rows):
 
 class GrowingBatch(keras.callbacks.ProgbarLogger):
     """Trains `model.fit` at a batch that grows (a `GrowingBatchDataset`'s
-    schedule) with the rate of a `GrowingBatchRate`.
+    schedule) with the rate of a `GrowingBatchRate`, by driving the
+    library's growing-batch engine (`keras_legw.batch_growth.BatchGrowth`,
+    which the model zoo's trainer drives too).
 
-    At each epoch's start it asks the schedule for the batch
-    (``batch_size_for_epoch``) and hands it to the data set; before each step
-    it sets the optimizer's rate to ``rate(examples_seen / N, B)``; at each
-    epoch's end, for an adaptive schedule, it measures the noise scale with
-    `measure_noise_scale` (the base batch against `noise_batch_size`, on
-    random training examples) and passes it on. Epoch logs gain
-    `batch_size`, `learning_rate` (of the epoch's last step),
-    `examples_seen` and, when measured, `noise_scale`, so `History` and a
-    `TensorBoard` listed after it record them.
+    At each epoch's start it asks the engine for the batch and hands it to
+    the data set; before each step it sets the optimizer's rate to the
+    engine's (``rate(examples_seen / N, B)``); after each step it counts the
+    step's rows. For an adaptive schedule the noise scale comes from the
+    training steps themselves: fit runs `keras_legw.noise_step`'s train
+    step, which computes each batch's gradient as the weighted mean of its
+    two halves' (the same update, no extra pass over the data) and logs the
+    two squared norms; the engine turns the steps of each epoch's second
+    half into its evidence, and the schedule decides at the epoch's end (see
+    `NoiseBatchSchedule`). What that step does not support (loss scaling,
+    the optimizer's gradient accumulation, `steps_per_execution > 1`) is an
+    error at the start of `fit`. Epoch logs gain `batch_size`,
+    `learning_rate` (of the epoch's last step), `examples_seen` and, for an
+    adaptive schedule, `noise_scale` (the epoch's, from its late steps), so
+    `History` and a `TensorBoard` listed after it record them.
 
     It is also `fit`'s progress bar (a `ProgbarLogger`: Keras then adds no
     other), because Keras' own counts the batches once, at the first epoch:
@@ -317,13 +329,13 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     during `fit`, for this reason only.
 
     Resume: list it before `keras.callbacks.BackupAndRestore` and give both
-    one `backup_dir`. At each epoch's end this writes the schedule's state
-    for the next epoch to `backup_dir/growing_batch_state.json` (before the
+    one `backup_dir`. At each epoch's end this writes the engine's state for
+    the next epoch to `backup_dir/growing_batch_state.json` (before the
     backup saves the weights, so a crash in between loses nothing);
     `BackupAndRestore` resumes `fit` at an epoch, and this picks up that
     epoch's state, so a resumed run sees the batches, rates and data order
-    of an uninterrupted one. A fixed ramp needs no state. Backups every N
-    batches resume at the start of the saved epoch, as Keras does.
+    of an uninterrupted one. Backups every N batches resume at the start of
+    the saved epoch, as Keras does.
 
     The optimizer must have a float learning rate (it is set every step).
     Under JAX, reading `self.model` syncs fit's state, so the rate set
@@ -332,20 +344,24 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     Args:
         dataset: the `GrowingBatchDataset` passed to `fit`.
         learning_rate: a `GrowingBatchRate`.
-        noise_batch_size: the big batch of the noise-scale measurement (the
-            small one is the schedule's base batch); default 8x the base.
-        noise_estimates: draws per measurement.
         backup_dir: where the state for a resume goes (None: no state;
             then an adaptive run cannot resume).
+        late_fraction: the part of each epoch whose steps the adaptive
+            schedule is told (the steps that end past it), in [0, 1).
+        noise_batch_size, noise_estimates: deprecated and ignored (the
+            epoch-end measurement they set is replaced by the steps' own);
+            warns. `keras_legw.measure_noise_scale` remains as a tool.
 
     Raises:
         ValueError: naming a bad argument; at the start of `fit`, for a
-            schedule as the optimizer's rate; on a resume of an adaptive run
-            whose state is missing.
+            schedule as the optimizer's rate or what the measuring step does
+            not support; on a resume of an adaptive run whose state is
+            missing.
     """
 
     def __init__(self, dataset, learning_rate, noise_batch_size=None,
-                 noise_estimates=5, backup_dir=None):
+                 noise_estimates=None, backup_dir=None,
+                 late_fraction=LATE_FRACTION):
         super().__init__()
         if not isinstance(dataset, GrowingBatchDataset):
             raise ValueError("Argument `dataset` must be a "
@@ -355,31 +371,32 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
             raise ValueError("Argument `learning_rate` must be a "
                              "GrowingBatchRate. Received: "
                              f"{type(learning_rate).__name__}")
+        if noise_batch_size is not None or noise_estimates is not None:
+            warnings.warn(
+                "Arguments `noise_batch_size` and `noise_estimates` of "
+                "GrowingBatch are deprecated and ignored: the noise scale "
+                "now comes from the training steps themselves.",
+                DeprecationWarning, stacklevel=2)
         self.dataset, self.learning_rate = dataset, learning_rate
         self.schedule = dataset.batch_schedule
-        base = self.schedule.base_batch_size
-        self.noise_batch_size = (min(8 * base, dataset.num_examples)
-                                 if noise_batch_size is None
-                                 else noise_batch_size)
-        check_positive_integer("noise_estimates", noise_estimates)
-        if self.schedule.adaptive and not (
-                base < self.noise_batch_size <= dataset.num_examples):
-            raise ValueError(
-                "Argument `noise_batch_size` must be above the base batch "
-                f"({base}) and at most the {dataset.num_examples} examples. "
-                f"Received: noise_batch_size={self.noise_batch_size}")
-        self.noise_estimates = noise_estimates
+        self.engine = BatchGrowth(self.schedule, learning_rate,
+                                  dataset.num_examples, late_fraction)
         self.backup_dir = backup_dir
-        self.examples_seen = 0
         self.rate = self._next_rate = None
         self._steps = 0
         self._first_epoch = True
-        self._filter = None
+        self._filter = self._remove_step = None
+
+    @property
+    def examples_seen(self):
+        return self.engine.examples
 
     # fit's start and end.
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         check_float_learning_rate(self.model.optimizer, "GrowingBatch")
+        if self.schedule.adaptive:
+            self._remove_step = install_measuring_step(self.model)
         warnings.filterwarnings("ignore", message=_SHORT_EPOCH_WARNING)
         self._filter = warnings.filters[0]
         self._first_epoch = True
@@ -387,33 +404,38 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     def on_train_end(self, logs=None):
         if self._filter in warnings.filters:
             warnings.filters.remove(self._filter)
+        if self._remove_step is not None:
+            self._remove_step()
+            self._remove_step = None
         super().on_train_end(logs)
 
     # Epochs.
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch and epoch > 0:
-            self._restore(epoch)
         if self._first_epoch:
+            self._restore(epoch)
             self._steps = int(ops.convert_to_numpy(
                 self.model.optimizer.iterations))
         self._first_epoch = False
-        self.dataset.set_epoch(epoch,
-                               self.schedule.batch_size_for_epoch(epoch))
-        self.examples_seen = epoch * self.dataset.num_examples
+        self.dataset.set_epoch(epoch, self.engine.batch_size)
         self.target = self.dataset.num_batches
         super().on_epoch_begin(epoch, logs)
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch >= self.dataset.num_batches:
             return  # Keras asks once past a short epoch's end; no step runs.
-        self._next_rate = float(self.learning_rate(
-            self.examples_seen / self.dataset.num_examples,
-            self.dataset.batch_size))
+        self._next_rate = self.engine.learning_rate()
         self.model.optimizer.learning_rate = self._next_rate
 
     def on_train_batch_end(self, batch, logs=None):
+        logs = {} if logs is None else logs
         self.rate = self._next_rate
-        self.examples_seen += len(self.dataset.batch_indices(batch))
+        rows = len(self.dataset.batch_indices(batch))
+        readings = [logs.pop(name, None) for name in MEASURE_LOGS]
+        if self.schedule.adaptive:
+            self.engine.observe_steps(*(float(ops.convert_to_numpy(r))
+                                        for r in readings),
+                                      step_examples=rows)
+        self.engine.advance(rows)
         self._steps += 1
         if batch == 0:
             self._check_order()
@@ -430,18 +452,14 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs
+        for name in MEASURE_LOGS:
+            logs.pop(name, None)
         logs.update(batch_size=self.dataset.batch_size,
                     learning_rate=self.rate,
-                    examples_seen=self.examples_seen)
+                    examples_seen=self.engine.examples)
+        noise_scale = self.engine.end_epoch()
         if self.schedule.adaptive:
-            result = measure_noise_scale(
-                self.model, self.dataset.x, self.dataset.y,
-                self.schedule.base_batch_size, self.noise_batch_size,
-                self.noise_estimates,
-                seed=self.dataset.seed * 100003 + epoch)
-            self.schedule.observe(result.grad_sq_norm,
-                                  result.trace_covariance)
-            logs["noise_scale"] = result.noise_scale
+            logs["noise_scale"] = noise_scale
         # TensorFlow's train function increments the optimizer's iterations
         # also on the call that finds a short epoch's data exhausted (the
         # increment does not wait for the data); put back the true count.
@@ -456,27 +474,32 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
 
     def _save(self, next_epoch):
         path = self._state_path()
-        if path is None or not self.schedule.adaptive:
+        if path is None:
             return
         states = _read_states(path)
-        states[str(next_epoch)] = self.schedule.get_state()
+        states[str(next_epoch)] = self.engine.get_state()
         os.makedirs(self.backup_dir, exist_ok=True)
         with open(path + ".tmp", "w") as f:
             json.dump(states, f)
         os.replace(path + ".tmp", path)
 
     def _restore(self, epoch):
-        if not self.schedule.adaptive:
-            return
+        """The engine at the start of `epoch` (fit's first): from the state
+        saved for it, or, at epoch 0 or for a fixed ramp without one, from
+        the epochs alone."""
         path = self._state_path()
         states = {} if path is None else _read_states(path)
-        if str(epoch) not in states:
+        if str(epoch) in states:
+            self.engine.set_state(states[str(epoch)])
+        elif epoch > 0 and self.schedule.adaptive:
             raise ValueError(
                 f"fit resumes at epoch {epoch}, but the state of the adaptive "
                 f"batch schedule for that epoch is not in "
                 f"{path or 'backup_dir (None was given)'}. Give GrowingBatch "
                 "the BackupAndRestore's backup_dir and list it first.")
-        self.schedule.set_state(states[str(epoch)])
+        else:
+            self.engine.epoch, self.engine.offset = epoch, 0
+            self.engine.examples = epoch * self.dataset.num_examples
 
 
 def _read_states(path):

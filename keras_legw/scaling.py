@@ -85,8 +85,15 @@ def scale_learning_rate(base_learning_rate, k, scaling="sqrt",
         check_positive("noise_scale_ratio", noise_scale_ratio)
         r = float(noise_scale_ratio)
         return float(base_learning_rate) * (1.0 + r) / (1.0 + r / k)
-    factor = {"sqrt": math.sqrt(k), "linear": k, "none": 1.0}[scaling]
-    return float(base_learning_rate) * factor
+    return float(base_learning_rate) * peak_factor(k, scaling)
+
+
+def peak_factor(k, scaling, sqrt=math.sqrt):
+    """The peak rate's factor at a batch ``k`` times the base one: ``sqrt(k)``
+    ("sqrt"), ``k`` ("linear") or 1 ("none"). `sqrt` computes the square
+    root (``keras.ops.sqrt`` for a tensor `k`)."""
+    return {"sqrt": sqrt, "linear": lambda k: k,
+            "none": lambda k: 1.0}[scaling](k)
 
 
 def scale_warmup_epochs(base_warmup_epochs, k, warmup_scaling="linear"):

@@ -7,8 +7,10 @@ model and optimizer, the loss summed per replica and divided by the global
 batch. The same loop runs under the default, one-device, mirrored,
 multi-worker and TPU strategies.
 
-Progress counts in examples seen (`batch_growth.Progress`), so a batch that
-grows (`growth`, see `batch_growth`) is the same loop as a fixed one: the
+Progress counts in examples seen (the library's growing-batch engine,
+`keras_legw.batch_growth.BatchGrowth`, which `model.fit`'s `GrowingBatch`
+drives too), so a batch that grows (`growth`, see `batch_growth`) is the
+same loop as a fixed one: the
 batch of each epoch comes from the library's schedule, and where it changes
 the step is compiled again at the new batch and the data opens where the
 stream stands.
@@ -35,12 +37,13 @@ import keras
 import tensorflow as tf
 
 from keras_legw import scaling
+from keras_legw.batch_growth import BatchGrowth
+from keras_legw.batch_schedules import BatchRamp
 from keras_legw.growing_batch import RateAtBatch
 from keras_legw.noise_scale import NoiseScaleEstimator
 from models.common import checkpoints as ckpt
 from models.common import distribute, preemption
-from models.common.batch_growth import (Progress, accumulation_steps,
-                                        make_broadcast)
+from models.common.batch_growth import accumulation_steps, make_broadcast
 from models.common.evaluation import Evaluator
 from models.common.train_step import (CompiledStep, StepOptions,
                                       check_step_options, noise_batches)
@@ -206,7 +209,12 @@ def train(task, *, strategy, make_optimizer, num_examples, model_dir,
             "with learning_rate=growth.start_rate(num_examples) (a "
             "keras_legw.RateAtBatch, which the trainer replaces at each "
             f"batch). Received: {type(optimizer._learning_rate).__name__}")
-    progress = Progress()
+    # Where training stands, in examples: the library's growing-batch engine
+    # (a fixed batch is a ramp of one stage).
+    progress = BatchGrowth(
+        BatchRamp(((0, global_batch_size),)) if growth is None
+        else growth.schedule, None if growth is None else growth.rate,
+        num_examples)
     # model.variables explicitly: Keras 3 models track their variables for
     # tf.train.Checkpoint only partly; this list holds every one of them
     # (non-trainable statistics and random-seed states included).
@@ -214,8 +222,6 @@ def train(task, *, strategy, make_optimizer, num_examples, model_dir,
                   "optimizer": optimizer, "progress": ckpt.JsonState(progress)}
     if adaptive_schedule is not None:
         trackables["adaptive_schedule"] = ckpt.JsonState(adaptive_schedule)
-    if growth is not None:
-        trackables["batch_schedule"] = ckpt.JsonState(growth.schedule)
     run = _Run(task=task, strategy=strategy, model=model, optimizer=optimizer,
                plan=plan, progress=progress, own_dir=own_dir, verbose=verbose,
                checkpoints=ckpt.Checkpoints(trackables, model_dir, own_dir),
@@ -261,11 +267,6 @@ class _BatchPlan:
         self.growth, self.fixed = growth, global_batch_size
         self._num_examples, self.options = num_examples, options
         self.replicas, self.stateful = replicas, stateful
-
-    def batch_size(self, epoch):
-        if self.growth is None:
-            return self.fixed
-        return self.growth.schedule.batch_size_for_epoch(epoch)
 
     def num_examples(self, batch_size):
         n = self._num_examples
@@ -333,10 +334,8 @@ class _Run:
             self.checkpoints.restore(
                 lambda: int(self.optimizer.iterations.numpy()))
         self.start_step = self.step
-        if not self.progress.restored and self.step:  # an older checkpoint
-            batch = self.plan.fixed
-            self.progress.set_state(Progress.after_steps(
-                self.step, batch, self.plan.num_examples(batch)).get_state())
+        if not self.progress.examples and self.step:  # an older checkpoint
+            self.progress.advance(self.step * self.plan.fixed)
         self.total_steps, self.max_steps = total_steps, max_steps
         self.metrics = self.history[-1]["metrics"] if self.history else {}
         self.evaluate = Evaluator(self.task, self.strategy, self.model)
@@ -361,11 +360,7 @@ class _Run:
         if self.growth is None:
             left = self.total_steps - self.step
         else:
-            batch = self.plan.batch_size(self.progress.epoch)
-            n = self.plan.num_examples(batch)
-            examples = ((self.growth.epochs - self.progress.epoch) * n
-                        - self.progress.offset)
-            left = math.ceil(round(examples / batch, 6))
+            left = self.progress.steps_left(self.growth.epochs)
         if self.max_steps is not None:
             left = min(left, self.max_steps - self.step)
         return left
@@ -379,7 +374,7 @@ class _Run:
         options = self.plan.step_options(batch)
         n = self.plan.num_examples(batch)
         if self.growth is not None:
-            start = self.progress.start_batch(batch, self.step, n)
+            start = self.progress.start_batch(self.step)
             self.optimizer.learning_rate = RateAtBatch(
                 self.growth.rate, batch, n, start["step"], start["epoch"])
         self.step_fn = CompiledStep(self.task, self.strategy, self.model,
@@ -399,10 +394,9 @@ class _Run:
         """Trains to the end of the current epoch (or the run's), then
         evaluates and checkpoints."""
         progress = self.progress
-        self._use_batch(self.plan.batch_size(progress.epoch))
-        n = self.plan.num_examples(self.batch)
-        epoch_end = self.step + min(
-            progress.steps_to_epoch_end(self.batch, n), self._steps_left())
+        self._use_batch(progress.batch_size)
+        epoch_end = self.step + min(progress.steps_to_epoch_end(),
+                                    self._steps_left())
         progbar = keras.utils.Progbar(
             epoch_end - self.step, verbose=self.verbose if self.chief else 0,
             unit_name="step")
@@ -437,11 +431,9 @@ class _Run:
             6))
 
     def _observe_noise(self):
-        """An adaptive schedule is told the finished epoch's mean estimates,
-        the chief's on every worker."""
-        means = self.progress.take_noise_means()
-        if self.broadcast is not None:
-            self.growth.schedule.observe(*self.broadcast(list(means)))
+        """The engine tells an adaptive schedule the finished epoch's
+        evidence, the chief's on every worker."""
+        self.progress.end_epoch(self.broadcast)
 
     def _next_stop(self, epoch_end):
         stop = min(epoch_end, self.step + self.steps_per_loop)
@@ -481,15 +473,13 @@ class _Run:
         self._time(steps, seconds)
         self.session_steps += steps
         self.step = stop
-        num_examples = self.plan.num_examples(self.batch)
         if self.estimator:
             small, big = small.numpy(), big.numpy()
             for small_sq, big_sq in zip(small, big):
                 self.estimator.update(small_sq, big_sq, *self.noise_batches)
             if self.broadcast is not None:
-                self.progress.add_noise(small, big, self.noise_batches,
-                                        self.batch, num_examples)
-        ended = self.progress.advance(steps, self.batch, num_examples)
+                self.progress.observe_steps(small, big, *self.noise_batches)
+        ended = self.progress.advance(steps * self.batch)
         if self.adaptive_schedule is not None:
             self.adaptive_schedule.observe(losses.numpy())
         self._log(steps * self.batch / seconds)
@@ -523,11 +513,14 @@ class _Run:
             for name, value in self.metrics.items():
                 tf.summary.scalar(f"eval/{name}", value)
         n = self.plan.num_examples(self.batch)
+        adaptive = self.broadcast is not None
         self.history.append({
             "step": self.step,
             "epoch": (scaling.steps_to_epochs(self.step, n, self.batch)
-                      if self.growth is None else self.progress.position(n)),
+                      if self.growth is None else self.progress.position),
             "batch_size": self.batch, "examples": self.progress.examples,
+            **({"noise_scale": self.progress.last_noise_scale}
+               if adaptive else {}),
             "train_seconds": self.train_seconds, "loss": self.loss,
             "metrics": self.metrics})
         if self.chief and self.verbose:
@@ -551,13 +544,13 @@ class _Run:
             examples, seconds = self.examples_and_seconds["traced"]
         rate = examples / seconds if seconds else None
         schedule = self.adaptive_schedule
-        batch = self.batch or self.plan.batch_size(self.progress.epoch)
+        batch = self.batch or self.progress.batch_size
         n = self.plan.num_examples(batch)
         return {
             "steps": self.step,
             "epochs": (scaling.steps_to_epochs(self.step, n, batch)
                        if self.growth is None else
-                       self.progress.position(n)),
+                       self.progress.position),
             "global_batch_size": batch,
             "examples": self.progress.examples,
             **({} if self.growth is None else {

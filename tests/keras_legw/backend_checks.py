@@ -91,8 +91,7 @@ class PlantedCrash(keras.callbacks.Callback):
 def make_schedule(kind):
     if kind == "ramp":
         return keras_legw.BatchRamp(RAMP, batch_multiple=2)
-    return keras_legw.NoiseBatchSchedule(8, 80, batch_multiple=2,
-                                         smoothing=0.0)
+    return keras_legw.NoiseBatchSchedule(8, 80, batch_multiple=2, window=1)
 
 
 def growing_fit(kind, backup_dir, crash_after_epoch=None):
@@ -106,7 +105,6 @@ def growing_fit(kind, backup_dir, crash_after_epoch=None):
     recorder = StepRecorder(data)
     callbacks = [keras_legw.GrowingBatch(
                      data, keras_legw.GrowingBatchRate(**RATE),
-                     noise_batch_size=64, noise_estimates=4,
                      backup_dir=backup_dir),
                  keras.callbacks.BackupAndRestore(backup_dir), recorder]
     if crash_after_epoch is not None:

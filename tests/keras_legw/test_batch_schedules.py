@@ -53,11 +53,14 @@ def test_bad_ramps_are_one_clear_error(kwargs, message):
         BatchRamp(**kwargs)
 
 
-def noise_rule_numpy(measurements, base, maximum, smoothing, multiplier,
-                     every=1):
-    """The adaptive rule written out: bias-corrected EMAs of |G|^2 and
-    tr(Sigma), their ratio, doublings of the base up to the maximum, the
-    largest candidate under the target, never below the current batch.
+def noise_rule_numpy(measurements, base, maximum, multiplier, every=1,
+                     window=3, z=2.0, max_doublings=1):
+    """The adaptive rule written out: each measured epoch's trace at z
+    standard errors below over its |G|^2 at z above (0 for a trace not
+    above 0, inf for |G|^2 not above 0), the lower median of the last
+    `window` of them, the largest doubling of the base under multiplier
+    times that, at most `max_doublings` above the current batch, never below
+    it. Measurements are (|G|^2, tr) or (|G|^2, tr, var |G|^2, var tr).
     Returns the batch of each epoch, the first at the base."""
     candidates = []
     size = base
@@ -65,54 +68,68 @@ def noise_rule_numpy(measurements, base, maximum, smoothing, multiplier,
         candidates.append(size)
         size *= 2
     candidates.append(maximum)
-    g = t = w = 0.0
-    batches = [base]
-    for i, (grad_sq, trace) in enumerate(measurements, start=1):
-        if math.isfinite(grad_sq) and math.isfinite(trace):
-            g = smoothing * g + (1 - smoothing) * grad_sq
-            t = smoothing * t + (1 - smoothing) * trace
-            w = smoothing * w + (1 - smoothing)
+    bounds, batches = [], [base]
+    for i, measurement in enumerate(measurements, start=1):
+        grad_sq, trace, var_g, var_t = (*measurement, 0.0, 0.0)[:4]
+        if np.all(np.isfinite([grad_sq, trace, var_g, var_t])):
+            low_t = trace - z * np.sqrt(var_t)
+            low_g = grad_sq + z * np.sqrt(var_g)
+            bounds.append(0.0 if low_t <= 0 else
+                          (np.inf if low_g <= 0 else low_t / low_g))
         current = batches[-1]
-        if i % every == 0 and w:
-            noise = (t / g if g > 0 else (np.inf if t > 0 else np.nan))
-            target = multiplier * noise
-            if not np.isnan(target):
-                fits = [c for c in candidates if c <= target]
-                current = max([current] + fits[-1:])
+        if i % every == 0 and bounds:
+            last = np.sort(bounds[-window:])
+            target = multiplier * last[(len(last) - 1) // 2]
+            at = candidates.index(current)
+            limit = (maximum if max_doublings is None else
+                     candidates[min(at + max_doublings, len(candidates) - 1)])
+            fits = [c for c in candidates if c <= min(target, limit)]
+            current = max([current] + fits[-1:])
         batches.append(current)
     return batches
 
 
 def _run(schedule, measurements):
     batches = [schedule.batch_size_for_epoch(0)]
-    for epoch, (grad_sq, trace) in enumerate(measurements, start=1):
-        schedule.observe(grad_sq, trace)
+    for epoch, measurement in enumerate(measurements, start=1):
+        schedule.observe(*measurement)
         batches.append(schedule.batch_size_for_epoch(epoch))
     return batches
 
 
-@pytest.mark.parametrize("smoothing, multiplier, every", [
-    (0.5, 1.0, 1), (0.0, 1.0, 1), (0.8, 4.0, 1), (0.5, 2.0, 3)])
-def test_noise_rule_matches_its_transcription(smoothing, multiplier, every):
-    """A noise scale growing 100x with 10x swings late, a non-finite and a
-    negative-|G|^2 epoch among them."""
+OLD_RULE = dict(window=1, std_errors=0.0, max_doublings=None)
+
+
+@pytest.mark.parametrize("multiplier, every, window, z, doublings", [
+    (1.0, 1, 3, 2.0, 1), (1.0, 1, 1, 0.0, None), (4.0, 1, 4, 1.0, 2),
+    (2.0, 3, 3, 2.0, 1), (1.0, 1, 5, 0.0, None)])
+def test_noise_rule_matches_its_transcription(multiplier, every, window, z,
+                                              doublings):
+    """A noise scale growing 100x with 10x swings late, standard errors of
+    a tenth to a half of the means, a non-finite epoch, a negative-|G|^2
+    epoch and a negative trace among them."""
     rng = np.random.default_rng(0)
     noise = 200 * np.geomspace(1, 100, 24) * np.exp(rng.normal(0, 1.0, 24))
-    measurements = [(1.0, float(b)) for b in noise]
+    spread = rng.uniform(0.1, 0.5, 24) ** 2
+    measurements = [(1.0, float(b), float(v), float(v * b * b))
+                    for b, v in zip(noise, spread)]
     measurements[5] = (math.nan, 3.0)
     measurements[9] = (-0.1, 500.0)
-    got = _run(NoiseBatchSchedule(128, 8192, smoothing=smoothing,
+    measurements[12] = (1.0, -50.0, 0.01, 100.0)
+    got = _run(NoiseBatchSchedule(128, 8192,
                                   noise_scale_multiplier=multiplier,
-                                  decide_every_epochs=every), measurements)
-    want = noise_rule_numpy(measurements, 128, 8192, smoothing, multiplier,
-                            every)
+                                  decide_every_epochs=every, window=window,
+                                  std_errors=z, max_doublings=doublings),
+               measurements)
+    want = noise_rule_numpy(measurements, 128, 8192, multiplier, every,
+                            window, z, doublings)
     assert got == want
-    assert got == sorted(got) and got[-1] == 8192
+    assert got == sorted(got) and got[-1] >= 2048
 
 
 def test_noise_rule_cases_by_hand():
     schedule = NoiseBatchSchedule(100, 1000, batch_multiple=100,
-                                  smoothing=0.0)
+                                  **OLD_RULE)
     assert schedule.candidates == (100, 200, 400, 800, 1000)
     assert math.isnan(schedule.noise_scale)
     schedule.observe(2.0, 900.0)         # B = 450: the largest under it
@@ -127,13 +144,93 @@ def test_noise_rule_cases_by_hand():
         100, 400, 400, 400, 1000]
 
 
-def test_smoothing_is_the_ratio_of_bias_corrected_averages():
-    schedule = NoiseBatchSchedule(1, 10 ** 6, smoothing=0.5)
-    schedule.observe(1.0, 100.0)
-    assert schedule.noise_scale == pytest.approx(100.0)  # bias-corrected
-    schedule.observe(3.0, 900.0)
-    # |G|^2: (0.25 + 1.5) / 0.75, tr: (25 + 450) / 0.75: ratio of averages.
-    assert schedule.noise_scale == pytest.approx(475 / 1.75)
+def test_the_bound_the_median_and_the_doubling_limit_by_hand():
+    schedule = NoiseBatchSchedule(100, 1600, std_errors=2.0, window=3,
+                                  max_doublings=1)
+    # B = 900 / 2 = 450; L = (900 - 2 * 100) / (2 + 2 * 0.25) = 280.
+    schedule.observe(2.0, 900.0, 0.25 ** 2, 100.0 ** 2)
+    assert schedule.noise_scale == pytest.approx(450.0)
+    assert schedule.noise_scale_lower_bound == pytest.approx(280.0)
+    assert schedule.batch_size == 200     # 400 > 280
+    schedule.observe(1.0, 10000.0)        # the lower median of 280 and 10^4
+    assert schedule.noise_scale_lower_bound == pytest.approx(280.0)
+    assert schedule.batch_size == 200
+    schedule.observe(1.0, 5000.0)         # 280, 5000, 10^4: 5000, one step
+    assert schedule.batch_size == 400
+    schedule.observe(1.0, 50.0, 0.0, 60.0 ** 2)   # t - 2 se < 0: L_e = 0
+    assert schedule.noise_scale_lower_bound == pytest.approx(5000.0)
+    assert schedule.batch_size == 800
+    schedule.observe(1.0, 60.0)           # 0, 60, 5000: 60, never shrinks
+    assert schedule.batch_size == 800
+
+
+def _closed_form_readings(rng, batch, true_noise, dim=64, steps=60):
+    """Per-step squared norms of two half-batch gradients and their mean,
+    drawn as a run at `batch` would: per-example gradients N(G, sigma^2 I)
+    with |G|^2 = 1 and tr(Sigma) = `true_noise` (so B_noise is it)."""
+    grad = np.full(dim, 1 / np.sqrt(dim))
+    sigma = np.sqrt(true_noise / dim)
+    halves = grad + rng.normal(0, sigma / np.sqrt(batch / 2),
+                               size=(steps, 2, dim))
+    small = np.mean(np.sum(halves ** 2, axis=-1), axis=1)
+    big = np.sum(np.mean(halves, axis=1) ** 2, axis=-1)
+    return small, big
+
+
+def _closed_form_run(spike_epoch=None, **rule):
+    """Epoch by epoch: the batch the schedule decided, the true noise scale
+    (doubling every 3 epochs from 150), each epoch's readings through the
+    engine's statistics (`StepStatistics`), and a 10x spike planted in the
+    trace of one epoch's readings."""
+    from keras_legw.batch_growth import StepStatistics
+    rng = np.random.default_rng(3)
+    schedule = NoiseBatchSchedule(32, 4096, **rule)
+    batches = [schedule.batch_size]
+    for epoch in range(18):
+        true_noise = 150 * 2 ** (epoch / 3)
+        b = schedule.batch_size
+        small, big = _closed_form_readings(rng, b, true_noise)
+        if epoch == spike_epoch:
+            small = big + 10 * (small - big)      # tr(Sigma) estimates x 10
+        stats = StepStatistics()
+        stats.add(*keras_legw.noise_scale_estimates(small, big, b / 2, b))
+        schedule.observe(*stats.summary())
+        batches.append(schedule.batch_size)
+    return batches
+
+
+@pytest.mark.parametrize("spike_epoch", [2, 3, 4, 5, 6])
+def test_a_10x_spike_in_one_epoch_moves_the_batch_one_doubling_at_most(
+        spike_epoch):
+    """On readings drawn from a closed-form noise scale: the default rule
+    stays at or below the true noise scale, and a 10x spike in one epoch's
+    readings leaves every decision within one doubling of the unspiked
+    run's (the median then follows the larger of the window's other two
+    epochs). The old rule (that epoch's reading alone, any number of
+    doublings) jumps 8x past."""
+    clean = _closed_form_run()
+    spiked = _closed_form_run(spike_epoch=spike_epoch)
+    truth = [150 * 2 ** (e / 3) for e in range(18)]
+    assert all(b <= t for b, t in zip(clean[1:], truth))
+    assert clean[-1] >= 1024
+    assert all(c <= s <= 2 * c for s, c in zip(spiked, clean))
+    old_clean = _closed_form_run(**OLD_RULE)
+    old_spiked = _closed_form_run(spike_epoch=spike_epoch, **OLD_RULE)
+    after = spike_epoch + 1
+    assert old_spiked[after] >= 8 * old_clean[after]
+
+
+def test_smoothing_is_deprecated_and_says_so():
+    with pytest.warns(DeprecationWarning, match="`smoothing` of "
+                      "NoiseBatchSchedule is deprecated and ignored"):
+        NoiseBatchSchedule(1, 64, smoothing=0.5)
+
+
+def test_an_older_state_is_one_clear_error():
+    with pytest.raises(ValueError, match="written by an older keras_legw"):
+        NoiseBatchSchedule(1, 64).set_state(
+            dict(batch_size=1, grad_sq_norm=0.0, trace_covariance=0.0,
+                 weight=0.0, observed=0, decisions={"0": 1}))
 
 
 def test_state_round_trip_resumes_the_same_decisions():
@@ -145,7 +242,7 @@ def test_state_round_trip_resumes_the_same_decisions():
     _run(part, measurements[:5])
     resumed = NoiseBatchSchedule(64, 4096)
     resumed.set_state(part.get_state())
-    for epoch, (g, t) in enumerate(measurements[5:], start=6):
+    for g, t in measurements[5:]:
         resumed.observe(g, t)
     assert [resumed.batch_size_for_epoch(e) for e in range(13)] == first
     assert resumed.get_state() == whole.get_state()
@@ -154,14 +251,16 @@ def test_state_round_trip_resumes_the_same_decisions():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_batch_size=64), "^Argument `max_batch_size` must be at least "
      r"`base_batch_size` \(128\)"),
-    (dict(smoothing=1.0), r"^Argument `smoothing` must be in \[0, 1\). "
-     "Received: smoothing=1.0$"),
+    (dict(window=0), "^Argument `window` must be a positive integer"),
     (dict(noise_scale_multiplier=0), "^Argument `noise_scale_multiplier` "
      "must be a positive number"),
     (dict(decide_every_epochs=0), "^Argument `decide_every_epochs` must be "
      "a positive integer"),
     (dict(batch_multiple=3), "^Argument `base_batch_size` must be a "
      "multiple of batch_multiple=3"),
+    (dict(std_errors=-1), "^Argument `std_errors` must be a non-negative"),
+    (dict(max_doublings=0), "^Argument `max_doublings` must be a positive "
+     "integer"),
 ])
 def test_bad_noise_schedules_are_one_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -177,6 +276,6 @@ def test_batch_schedule_by_name():
     with pytest.raises(ValueError, match="^Argument `max_batch_size` is "
                        "required with batch_schedule='noise'"):
         keras_legw.batch_schedule("noise", 128)
-    with pytest.raises(ValueError, match=r"^Arguments \['smoothing'\] are "
+    with pytest.raises(ValueError, match=r"^Arguments \['window'\] are "
                        "only for batch_schedule='noise'"):
-        keras_legw.batch_schedule("0:128", 128, smoothing=0.5)
+        keras_legw.batch_schedule("0:128", 128, window=2)

@@ -142,10 +142,13 @@ def test_data_set_and_callback_errors():
     data = keras_legw.GrowingBatchDataset(
         x, y, keras_legw.NoiseBatchSchedule(8, 32))
     rate = keras_legw.GrowingBatchRate(0.1, 8, 8, 0.5, 4)
-    with pytest.raises(ValueError, match="^Argument `noise_batch_size` must "
-                       r"be above the base batch \(8\) and at most the 40 "
-                       "examples. Received: noise_batch_size=80$"):
+    with pytest.warns(DeprecationWarning, match="^Arguments "
+                      "`noise_batch_size` and `noise_estimates` of "
+                      "GrowingBatch are deprecated and ignored"):
         keras_legw.GrowingBatch(data, rate, noise_batch_size=80)
+    with pytest.raises(ValueError, match=r"^Argument `late_fraction` must be "
+                       r"in \[0, 1\). Received: late_fraction=1$"):
+        keras_legw.GrowingBatch(data, rate, late_fraction=1)
     with pytest.raises(ValueError, match="^Argument `dataset` must be a "
                        "GrowingBatchDataset. Received: tuple$"):
         keras_legw.GrowingBatch((x, y), rate)
@@ -194,10 +197,13 @@ def check_growing_fit(out, kind, batch_multiple=1):
     n = backend_checks.NUM_EXAMPLES
     want = growing_steps_numpy(batches, n)
     assert [b for _, b in whole["steps"]] == [b for _, b in want]
+    # float32 keras.ops: the decay's (1 - t) loses relative precision near
+    # the end, so the smallest rates also get an absolute tolerance (a few
+    # float32 ulps of the base rate, 0.05).
     np.testing.assert_allclose(
         [r for r, _ in whole["steps"]],
         [growing_rate_numpy(e, b, **backend_checks.RATE) for e, b in want],
-        rtol=1e-6)
+        rtol=1e-6, atol=1e-8)
     assert whole["iterations"] == len(want)
     assert whole["history"]["examples_seen"] == [n * (e + 1) for e in
                                                  range(len(batches))]
