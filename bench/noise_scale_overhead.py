@@ -51,11 +51,21 @@ def main():
                      f"{on * 1e3:.1f}", f"{on / off:.3f}"])
         print(f"{label}: {off * 1e3:.1f} ms/step without, {on * 1e3:.1f} "
               f"ms/step with --noise_scale, ratio {on / off:.3f}", flush=True)
-    with open(args.csv, "w", newline="") as f:
+    _write_trainer_rows(args.csv, rows)
+
+
+def _write_trainer_rows(path, rows):
+    """Replaces the trainer's rows of `path` (the fit path's,
+    bench.fit_noise_overhead, stay)."""
+    kept = []
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            kept = [r for r in list(csv.reader(f))[1:] if r[0] != "trainer"]
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["case", "repeats", "ms_per_step_without",
-                         "ms_per_step_with", "ratio"])
-        writer.writerows(rows)
+        writer.writerow(["path", "backend", "case", "repeats",
+                         "ms_per_step_without", "ms_per_step_with", "ratio"])
+        writer.writerows([["trainer", "tensorflow", *r] for r in rows] + kept)
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def _halves(x, y, sample_weight, h, b):
 def _half_weights(h, b):
     """(h / b, (b - h) / b) as float32 tensors."""
     h, b = keras.ops.cast(h, "float32"), keras.ops.cast(b, "float32")
-    return 0.5 * b / b, 0.5 * b / b
+    return h / b, (b - h) / b
 
 
 def _mean(w1, a, w2, c):

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from keras_legw.noise_scale import noise_scale_estimates
+
 
 def legw_numpy(step, *, base_learning_rate, base_batch_size, batch_size,
                base_warmup_epochs, num_examples, total_epochs,
@@ -135,3 +137,29 @@ def measure_noise_scale_numpy(x, y, w, small, big, num_estimates, seed):
         small_sq.append(sq_norm(rows[:small]))
     s, b = np.mean(small_sq), np.mean(big_sq)
     return (big * b - small * s) / (big - small), (s - b) / (1 / small - 1 / big)
+
+
+def spiked_norms(small_sq, big_sq, small_batch, big_batch, factor=10):
+    """The squared norms whose estimates are |G|^2 as given and tr(Sigma)
+    `factor` times: a `factor`x spike of the noise scale."""
+    grad_sq, trace = noise_scale_estimates(
+        np.asarray(small_sq), np.asarray(big_sq), small_batch, big_batch)
+    return (grad_sq + factor * trace / small_batch,
+            grad_sq + factor * trace / big_batch)
+
+
+def plant_noise_spike(monkeypatch, epoch):
+    """Spikes the noise scale of pass `epoch`'s steps 10x where the engine
+    receives them (on either path)."""
+    from keras_legw.batch_growth import BatchGrowth
+    observe = BatchGrowth.observe_steps
+
+    def spiked(self, small_sq, big_sq, small_batch, big_batch, **kwargs):
+        if self.epoch == epoch:
+            small_sq, big_sq = spiked_norms(small_sq, big_sq,
+                                            float(small_batch),
+                                            float(big_batch))
+        return observe(self, small_sq, big_sq, small_batch, big_batch,
+                       **kwargs)
+
+    monkeypatch.setattr(BatchGrowth, "observe_steps", spiked)

@@ -190,8 +190,10 @@ def _closed_form_run(spike_epoch=None, **rule):
         true_noise = 150 * 2 ** (epoch / 3)
         b = schedule.batch_size
         small, big = _closed_form_readings(rng, b, true_noise)
-        if epoch == spike_epoch:
-            small = big + 10 * (small - big)      # tr(Sigma) estimates x 10
+        if epoch == spike_epoch:                  # tr(Sigma) estimates x 10
+            grad_sq, trace = keras_legw.noise_scale_estimates(small, big,
+                                                              b / 2, b)
+            small, big = grad_sq + 20 * trace / b, grad_sq + 10 * trace / b
         stats = StepStatistics()
         stats.add(*keras_legw.noise_scale_estimates(small, big, b / 2, b))
         schedule.observe(*stats.summary())

@@ -21,7 +21,8 @@ from tests.keras_legw import backend_checks
 from tests.keras_legw.reference import (growing_rate_numpy,
                                         growing_steps_numpy,
                                         least_squares_noise_scale,
-                                        measure_noise_scale_numpy)
+                                        measure_noise_scale_numpy,
+                                        plant_noise_spike)
 
 RATES = [
     dict(base_learning_rate=0.002, base_batch_size=128, start_batch_size=128,
@@ -337,3 +338,34 @@ def check_noise_scale(out):
 
 def test_noise_scale_on_tensorflow():
     check_noise_scale(backend_checks.noise_scale())
+
+
+def _frozen_least_squares_fit(n=8192):
+    """fit's own noise-scale steps on least squares held at a closed-form
+    noise scale (weights frozen by a rate of 1e-12): 5 + s^2 d / |delta|^2
+    = 94 here. Returns History."""
+    dim = backend_checks.DIM
+    delta = np.full(dim, np.sqrt(1 / 89 / dim))
+    assert least_squares_noise_scale(dim, delta @ delta, 0.5) == \
+        pytest.approx(94)
+    x, y = backend_checks.least_squares_data(0, n=n)
+    model = backend_checks.least_squares_model(delta)
+    data = keras_legw.GrowingBatchDataset(
+        x, y, keras_legw.NoiseBatchSchedule(16, 256), seed=1)
+    rate = keras_legw.GrowingBatchRate(1e-12, 16, 16, 0.0, 4)
+    return model.fit(data, epochs=4, verbose=0, shuffle=False, callbacks=[
+        keras_legw.GrowingBatch(data, rate)]).history
+
+
+def test_a_10x_spike_in_one_epoch_does_not_move_fits_batch(monkeypatch):
+    """With every trace estimate of the second epoch 10x, fit's decisions
+    are the unspiked run's (the rule and the trainer's test of it:
+    tests/models/test_growing_trainer.py), and every epoch's noise scale
+    from the steps is near the closed form but the spiked one."""
+    clean = _frozen_least_squares_fit()
+    plant_noise_spike(monkeypatch, epoch=1)
+    spiked = _frozen_least_squares_fit()
+    assert spiked["batch_size"] == clean["batch_size"]
+    assert clean["batch_size"][:2] == [16, 32]
+    np.testing.assert_allclose(clean["noise_scale"], 94, rtol=0.45)
+    assert spiked["noise_scale"][1] > 5 * clean["noise_scale"][1]

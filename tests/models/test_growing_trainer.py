@@ -13,7 +13,8 @@ from models.common.batch_growth import (Growth, accumulation_steps,
 from tests.conftest import two_cpu_mirrored_strategy
 from tests.models.synthetic_tasks import (DIM, NOISE_STD, least_squares_task,
                                          regularized_linear_task)
-from tests.keras_legw.reference import least_squares_noise_scale
+from tests.keras_legw.reference import (least_squares_noise_scale,
+                                        plant_noise_spike)
 
 
 def _strategy(name):
@@ -334,3 +335,25 @@ def test_bad_combinations_are_one_clear_error(tmp_path):
         trainer.train(_counting_task(8), growth=_growth(
             "0:4,1:9", _rate(epochs=2), 2), **dict(
                 common, strategy=two_cpu_mirrored_strategy()))
+
+
+def test_a_10x_spike_in_one_epoch_does_not_move_the_trainers_batch(
+        tmp_path, monkeypatch):
+    """As the closed-form test, four epochs, with every trace estimate of
+    the second epoch 10x: the decisions are the unspiked ones (16, 32, 64,
+    64: the lower median of two epochs is the smaller). Planted, the old
+    rule (one epoch's reading, any number of doublings) jumps to 256."""
+    plant_noise_spike(monkeypatch, epoch=1)
+    n = 32768
+    delta = np.full(DIM, 0.055, np.float32)
+    growth = Growth(keras_legw.NoiseBatchSchedule(16, 256),
+                    _rate(base_lr=1e-12, base_batch=16, start=16, epochs=4),
+                    4, "noise")
+    results, _ = trainer.train(
+        _least_squares_task(delta, n=n), strategy=_strategy("default"),
+        make_optimizer=_sgd(growth, n), num_examples=n,
+        model_dir=str(tmp_path), growth=growth, steps_per_loop=512,
+        verbose=0)
+    assert [h["batch_size"] for h in results["history"]] == [16, 32, 64, 64]
+    spike, after = (results["history"][i]["noise_scale"] for i in (1, 2))
+    assert spike > 5 * after        # the spike reached the engine

@@ -1,0 +1,122 @@
+"""Cost of measuring the noise scale in `model.fit`, as a ratio to plain fit
+in the same process: the training steps' own measurement
+(`keras_legw.noise_step`, what `GrowingBatch` runs for an adaptive
+schedule) and the epoch-end measurement it replaced (`measure_noise_scale`,
+5 draws of 1024 against 128, extra forward and backward passes).
+
+    python -m bench.fit_noise_overhead                # TensorFlow and JAX
+
+MNIST-LSTM (128 units, LAMB, jit-compiled, real data from $LEGW_DATA_DIR)
+at batch 128 (50 steps an epoch) and 8192 (4 steps an epoch); each backend
+in its own process. Modes alternate (plain, steps, epoch-end) `--repeats`
+times; each is timed over its epochs 2-3 (the first, with tracing, is left
+out), the epoch-end measurement counted in its epoch. Appends rows to
+`--csv` (docs/results/noise_scale_overhead.csv, path "fit").
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXAMPLES = {128: 6400, 8192: 32768}
+MODES = ("plain", "steps", "epoch_end")
+
+
+class _EpochTimer:
+    """Seconds of each epoch, with the epoch-end measurement inside."""
+
+    def __init__(self, measure=None):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(cb, epoch, logs=None):
+                cb.start = time.perf_counter()
+
+            def on_epoch_end(cb, epoch, logs=None):
+                if measure is not None:
+                    measure(cb.model)
+                self.seconds.append(time.perf_counter() - cb.start)
+
+        self.seconds, self.callback = [], Timer()
+
+
+def _seconds_per_step(batch, mode, x, y):
+    import keras
+
+    import keras_legw
+    from keras_legw.noise_step import install_measuring_step
+    from models.mnist_lstm_model import build_model
+    keras.utils.set_random_seed(0)
+    model = build_model(128)
+    model.compile(keras.optimizers.Lamb(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    measure = None
+    if mode == "epoch_end":
+        measure = lambda m: keras_legw.measure_noise_scale(  # noqa: E731
+            m, x, y, 128, 1024, 5)
+    timer = _EpochTimer(measure)
+    if mode == "steps":
+        model.make_train_function()
+        install_measuring_step(model)
+    model.fit(x, y, batch_size=batch, epochs=3, shuffle=False, verbose=0,
+              callbacks=[timer.callback])
+    return sum(timer.seconds[1:]) / (2 * len(x) // batch)
+
+
+def measure_backend(repeats):
+    """{batch: {mode: median seconds per step}} on this process's backend."""
+    from models import mnist_lstm_input
+    (x, y), _ = mnist_lstm_input.load_mnist(None)
+    out = {}
+    for batch, n in EXAMPLES.items():
+        xs, ys = x[:n].astype("float32") / 255.0, y[:n].astype("int32")
+        times = {mode: [] for mode in MODES}
+        for _ in range(repeats):
+            for mode in MODES:
+                times[mode].append(_seconds_per_step(batch, mode, xs, ys))
+        out[batch] = {mode: statistics.median(t) for mode, t in times.items()}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="tensorflow,jax")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--csv",
+                        default="docs/results/noise_scale_overhead.csv")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("OUT" + json.dumps(measure_backend(args.repeats)))
+        return
+    rows = []
+    for backend in args.backends.split(","):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.fit_noise_overhead", "--one",
+             f"--repeats={args.repeats}"], capture_output=True, text=True,
+            env=dict(os.environ, KERAS_BACKEND=backend), check=True)
+        line = [l for l in result.stdout.splitlines() if l.startswith("OUT")]
+        for batch, modes in json.loads(line[-1][3:]).items():
+            off = modes["plain"]
+            for mode in ("steps", "epoch_end"):
+                label = (f"batch {batch}, "
+                         + {"steps": "the steps' own halves",
+                            "epoch_end": "epoch-end measure_noise_scale"}[mode])
+                rows.append(["fit", backend, label, args.repeats,
+                             f"{off * 1e3:.1f}", f"{modes[mode] * 1e3:.1f}",
+                             f"{modes[mode] / off:.3f}"])
+                print(*rows[-1], flush=True)
+    with open(args.csv, "a", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
