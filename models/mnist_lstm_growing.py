@@ -19,6 +19,7 @@ and one line (`error: ...`).
 """
 
 import dataclasses
+import inspect
 import time
 from typing import Optional
 
@@ -41,6 +42,13 @@ FROZEN_RAMP = "0:256,1:1024,3:4096,6:8192"
 FLAGS = flags.FLAGS
 
 
+def _noise_default(name):
+    """The library's default of `keras_legw.NoiseBatchSchedule`'s argument
+    `name` (defined there once)."""
+    return inspect.signature(keras_legw.NoiseBatchSchedule).parameters[
+        name].default
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """The script's options: its flags, and `run`'s keyword arguments."""
@@ -48,7 +56,8 @@ class Options:
     batch_schedule: str = option(
         FROZEN_RAMP, "'epoch:global_batch,...' (a fixed ramp, e.g. "
         "0:128,1:512,4:2048) or 'noise' (the batch follows the gradient "
-        "noise scale measured after each epoch, from the base batch 128 up "
+        "noise scale measured from the training steps, from the base batch "
+        "128 up "
         "to --max_batch_size).")
     max_batch_size: Optional[int] = option(
         None, "The largest batch (required with --batch_schedule=noise).",
@@ -68,8 +77,19 @@ class Options:
     # --batch_schedule=noise's options, one field each, named as
     # keras_legw.NoiseBatchSchedule's arguments and listed in NOISE_OPTIONS.
     noise_scale_multiplier: float = option(
-        1.0, "--batch_schedule=noise: the batch targets this times the "
-        "smoothed noise scale.", check=POSITIVE)
+        _noise_default("noise_scale_multiplier"), "--batch_schedule=noise: c, the batch targets c times the "
+        "noise scale (at B = c B_noise a run takes 1 + 1/c times the fewest "
+        "steps and 1 + c times the fewest examples).", check=POSITIVE)
+    window: int = option(
+        _noise_default("window"), "--batch_schedule=noise: the lower median of the last this many "
+        "epochs' noise scales decides.", check=POSITIVE_INTEGER)
+    std_errors: float = option(
+        _noise_default("std_errors"), "--batch_schedule=noise: each epoch's noise scale is taken "
+        "this many standard errors (of its steps' estimates) below.",
+        check=NON_NEGATIVE)
+    max_doublings: int = option(
+        _noise_default("max_doublings"), "--batch_schedule=noise: the most doublings of the batch one "
+        "decision may make.", check=POSITIVE_INTEGER)
     epochs: float = option(BASE["epochs"], "Training epochs.", check=POSITIVE)
     seed: int = option(0, "Random seed (weights and data order).")
     data_dir: Optional[str] = option(
@@ -87,7 +107,8 @@ class Options:
 
 # The options passed to keras_legw.NoiseBatchSchedule with
 # --batch_schedule=noise (ignored with a ramp).
-NOISE_OPTIONS = ("noise_scale_multiplier",)
+NOISE_OPTIONS = ("noise_scale_multiplier", "window", "std_errors",
+                 "max_doublings")
 
 
 def load_arrays(data_dir=None, num_train_examples=None):
