@@ -18,10 +18,13 @@ scalars (`MEASURE_LOGS`),
     noise_small_batch = 2 / (1 / h + 1 / (b - h))   (h for equal halves)
     noise_big_batch   = b
 
-with ``|.|^2`` the sum over all trainable weights of squared entries: the
-four numbers that `keras_legw.noise_scale_estimates` turns into unbiased
-``|G|^2`` and ``tr(Sigma)`` estimates (McCandlish et al. 2018, Appendix
-A.1), at no more gradient work than the step itself does.
+with ``|.|^2`` the sum over all trainable weights of squared entries. For
+rows drawn independently, E[noise_small_sq] = |G|^2 + tr(Sigma) /
+noise_small_batch exactly (the harmonic mean makes unequal halves exact)
+and E[noise_big_sq] = |G|^2 + tr(Sigma) / b: the four numbers that
+`keras_legw.noise_scale_estimates` turns into unbiased ``|G|^2`` and
+``tr(Sigma)`` estimates (McCandlish et al. 2018, Appendix A.1), at no more
+gradient work than the step itself does.
 
 Example (from a callback, after Keras built its own step):
     >>> class Measure(keras.callbacks.Callback):
@@ -60,10 +63,19 @@ What else differs from Keras' own step:
   norms are not those of mean gradients.
 - The loss tracker gets the whole batch's loss (same weighting) and the
   compiled metrics run once, on the whole batch (the halves' predictions
-  concatenated). Per-output loss metrics are updated per half with the
-  half's row count as weight, which gives the same mean.
-- On TensorFlow, sparse gradients (`tf.IndexedSlices`, from embeddings) are
-  made dense. A gradient that is None for one half only counts as zeros.
+  concatenated). Per-output loss logs ("u_loss") are updated per half with
+  the half's row count as weight, which gives the same mean; but when
+  TensorFlow retraces the step for an unknown batch size (a smaller last
+  batch), Keras weights them 1 per update, and the two halves then count
+  as two batches.
+- The logs hold four more keys, so Keras takes an epoch's logs (History)
+  from its last step: the metrics are the same running means, and the four
+  values are that step's.
+- On TensorFlow, sparse gradients (`tf.IndexedSlices`, from embeddings)
+  stay sparse: the applied one holds both halves' rows, as Keras' own holds
+  the batch's (optimizers such as Adam treat a sparse gradient differently
+  from its dense sum); the norms sum a row's duplicates first. A gradient
+  that is None for one half only counts as zeros.
 - Under `tf.distribute.MirroredStrategy` the step runs per replica on its
   share of the batch, so the four values are the replica's (its own halves,
   ``b`` the replica's rows; the norms undo Keras' 1 / replicas loss
@@ -156,6 +168,7 @@ def _check_supported(model):
 
 
 def _check_optimizer(optimizer):
+    """Raises ValueError for loss scaling or gradient accumulation."""
     scale = getattr(optimizer, "loss_scale_factor", None)
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or scale:
         raise ValueError(
@@ -274,15 +287,44 @@ def _tensorflow_rows(x):
 
 
 def _tensorflow_half(model, x, y, sample_weight):
-    """(loss, y_pred, dense gradients) of one half."""
+    """(loss, y_pred, gradients) of one half."""
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         y_pred = _forward(model, x)
         loss = _half_loss(model, x, y, y_pred, sample_weight)
-    grads = tape.gradient(loss, model.trainable_weights)
-    return loss, y_pred, [tf.convert_to_tensor(g) if isinstance(
-        g, tf.IndexedSlices) else g for g in grads]
+    return loss, y_pred, tape.gradient(loss, model.trainable_weights)
+
+
+def _tensorflow_mean(w1, a, w2, c):
+    """`_mean` that keeps two sparse gradients sparse: the rows of both,
+    weighted (a row in both halves appears twice, which sums)."""
+    import tensorflow as tf
+
+    if isinstance(a, tf.IndexedSlices) and isinstance(c, tf.IndexedSlices):
+        values = [tf.cast(w, v.dtype) * v for w, v in
+                  ((w1, a.values), (w2, c.values))]
+        return tf.IndexedSlices(tf.concat(values, 0),
+                                tf.concat([a.indices, c.indices], 0),
+                                a.dense_shape)
+    dense = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices)
+             else g for g in (a, c)]
+    return _mean(w1, dense[0], w2, dense[1])
+
+
+def _tensorflow_norm_parts(grads):
+    """Tensors whose squared entries sum to |grads|^2: a sparse gradient's
+    rows with each index's duplicates summed."""
+    import tensorflow as tf
+
+    parts = []
+    for g in grads:
+        if isinstance(g, tf.IndexedSlices):
+            unique, position = tf.unique(g.indices)
+            g = tf.math.unsorted_segment_sum(g.values, position,
+                                             tf.shape(unique)[0])
+        parts.append(g)
+    return parts
 
 
 def _tensorflow_step(self, data):
@@ -297,7 +339,7 @@ def _tensorflow_step(self, data):
     (l1, p1, g1), (l2, p2, g2) = (_tensorflow_half(self, *half) for half
                                   in _halves(x, y, sample_weight, h, b))
     w1, w2 = _half_weights(h, b)
-    grads = _mean_gradients(g1, g2, w1, w2)
+    grads = [_tensorflow_mean(w1, a, w2, c) for a, c in zip(g1, g2)]
     self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     loss = _mean(w1, l1, w2, l2)
@@ -305,6 +347,7 @@ def _tensorflow_step(self, data):
                                     sample_weight=b)
     logs = self.compute_metrics(x, y, _concat(p1, p2),
                                 sample_weight=sample_weight)
+    g1, g2, grads = map(_tensorflow_norm_parts, (g1, g2, grads))
     return {**logs, **_noise_logs(g1, g2, grads, h, b, replicas ** 2)}
 
 

@@ -242,10 +242,13 @@ def _examples(num_examples, batch_size):
 GROWING_SCALINGS = keras_legw.growing_batch.RATE_RULES
 
 
-def growth_of(options, replicas):
+def growth_of(options, replicas, rate=None):
     """The growing batch that `--batch_schedule` describes (None without
     it), for `replicas` replicas: the library's schedule and rate
-    (`keras_legw.batch_schedule`, `keras_legw.GrowingBatchRate`)."""
+    (`keras_legw.batch_schedule`, `keras_legw.GrowingBatchRate`). `rate`:
+    the `GrowingBatchRate` already built for these options (the one the
+    optimizer starts with, `schedule_of`), so the trainer and the optimizer
+    share one; None builds it."""
     if options.batch_schedule is None:
         if options.max_batch_size or options.max_replica_batch_size:
             raise ValueError(
@@ -268,7 +271,7 @@ def growth_of(options, replicas):
         schedule = keras_legw.batch_schedule(
             options.batch_schedule, options.batch_size,
             options.max_batch_size, batch_multiple=replicas)
-        rate = keras_legw.GrowingBatchRate(
+        rate = rate or keras_legw.GrowingBatchRate(
             base_learning_rate=options.base_learning_rate,
             base_batch_size=options.base_batch_size,
             start_batch_size=schedule.start_batch_size,
@@ -305,7 +308,8 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
     options' epochs with their loop settings (`trainer.train`), at a fixed
     batch or at `--batch_schedule`'s. `num_examples`: per epoch, or a
     function of the batch giving them. Returns (results, model)."""
-    growth = growth_of(options, strategy.num_replicas_in_sync)
+    growth = growth_of(options, strategy.num_replicas_in_sync,
+                       getattr(schedule, "growing_rate", None))
     # Checked here too (the trainer checks for its direct callers) so that a
     # refused resume leaves schedule.json untouched.
     checkpoints.check_resume_batch(model_dir, options.batch_size,

@@ -125,6 +125,34 @@ def batch_norm():
                 logs=callback.logs)
 
 
+def embedding_data():
+    """14 rows of 3 lookups into 5 embeddings of 2 (duplicates within and
+    across the halves of a batch of 7), targets, and the model's weights:
+    embeddings (5, 2), dense kernel (6, 1), bias (1,)."""
+    rng = np.random.default_rng(8)
+    weights = [rng.normal(size=(5, 2)), rng.normal(size=(6, 1)),
+               rng.normal(size=1)]
+    return (rng.integers(0, 5, size=(14, 3)), rng.normal(size=(14, 1)),
+            [w.astype("float32") for w in weights])
+
+
+def _embedding_model():
+    _, _, weights = embedding_data()
+    model = keras.Sequential([
+        keras.Input((3,), dtype="int32"), keras.layers.Embedding(5, 2),
+        keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.set_weights(weights)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    return model
+
+
+def embedding():
+    """An embedding (sparse gradients on TensorFlow) with Adam, at batch 7:
+    the measured fit against the plain one."""
+    x, y, _ = embedding_data()
+    return fit_pair(_embedding_model, (x, y), batch_size=7, epochs=1)[0]
+
+
 def one_row():
     """The error a last batch of one row raises (7 rows at batch 3): a
     ValueError, or TensorFlow's error from the step's assertion."""
@@ -152,7 +180,7 @@ def data_parallel():
 
 
 CHECKS = dict(least_squares=least_squares, structured=structured,
-              batch_norm=batch_norm, one_row=one_row,
+              embedding=embedding, batch_norm=batch_norm, one_row=one_row,
               data_parallel=data_parallel)
 
 

@@ -2,7 +2,8 @@
 four logged values against the NumPy closed form of each half's gradient,
 and its weights against plain `fit` and NumPy SGD, on TensorFlow (in this
 process), JAX and PyTorch (fresh processes); nested data, sample weights and
-metrics; BatchNormalization over the halves; `remove()`; the errors; and
+metrics; an embedding (sparse gradients, Adam); BatchNormalization over the
+halves; `remove()`; the errors; and
 MirroredStrategy on two CPUs, where the values are per replica."""
 
 import json
@@ -83,6 +84,33 @@ def check_structured(out, rows=20):
                                rtol=1e-6)
 
 
+def embedding_gradient(x, y, weights):
+    """The gradient of mean((flatten(E[x]) W + c - y)^2) over the rows, as
+    [dE, dW, dc] (an embedding row gathers each lookup's share)."""
+    table, kernel, bias = weights
+    features = table[x].reshape(len(x), -1)
+    residual = 2.0 / len(x) * (features @ kernel + bias - y)
+    d_table = np.zeros_like(table)
+    np.add.at(d_table, x.ravel(), (residual * kernel.ravel()).reshape(-1, 2))
+    return [d_table, features.T @ residual, residual.sum(axis=0)]
+
+
+def check_embedding(out):
+    """The first step's four values against NumPy; training as plain."""
+    x, y, weights = checks.embedding_data()
+    weights = [w.astype(np.float64) for w in weights]
+    rows = [(x[:7], y[:7]), (x[:3], y[:3]), (x[3:7], y[3:7])]
+    g, g1, g2 = ([np.concatenate([d.ravel() for d in embedding_gradient(
+        xs, ys, weights)]) for xs, ys in rows])
+    want = [(g1 @ g1 + g2 @ g2) / 2, g @ g, 2 / (1 / 3 + 1 / 4), 7]
+    measured, plain = out
+    np.testing.assert_allclose(measured["logs"][0], want, rtol=1e-5)
+    for got, expected in zip(measured["weights"], plain["weights"]):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(measured["history"]["loss"],
+                               plain["history"]["loss"], rtol=1e-5)
+
+
 def check_batch_norm(out):
     """Momentum 0.5 from 0, one step of 8 rows: the moving mean is updated
     by the first half (rows 0-3), then by the second (rows 4-7)."""
@@ -99,11 +127,12 @@ def test_measuring_step_on_tensorflow(jit_compile):
     check_least_squares(checks.least_squares(jit_compile=jit_compile))
 
 
-def test_nested_data_batch_norm_and_one_row_on_tensorflow():
+def test_nested_data_embedding_batch_norm_and_one_row_on_tensorflow():
     # Batches of one size: a smaller last batch makes TensorFlow retrace
     # with an unknown batch size, and Keras then weights its per-output loss
     # logs ("u_loss") 1 per update, which counts each half as a batch.
     check_structured(checks.structured(rows=18), rows=18)
+    check_embedding(checks.embedding())
     check_batch_norm(checks.batch_norm())
     kind, message = checks.one_row()  # an assertion in the traced step
     assert kind in ("ValueError", "InvalidArgumentError")
@@ -131,7 +160,8 @@ BACKENDS = ["jax", pytest.param("torch", marks=pytest.mark.skipif(
 def test_measuring_step_on_another_backend(backend):
     """All the checks in one process; on JAX with two host devices, for
     DataParallel (whose values are the global batch's)."""
-    names = ["least_squares", "structured", "batch_norm", "one_row"]
+    names = ["least_squares", "structured", "embedding", "batch_norm",
+             "one_row"]
     env = {}
     if backend == "jax":
         names.append("data_parallel")
@@ -140,6 +170,7 @@ def test_measuring_step_on_another_backend(backend):
     assert out["tensorflow_at_import"] is False
     check_least_squares(out["least_squares"])
     check_structured(out["structured"])
+    check_embedding(out["embedding"])
     check_batch_norm(out["batch_norm"])
     assert out["one_row"][0] == "ValueError"
     assert "Received: a batch of 1 row(s)" in out["one_row"][1]
