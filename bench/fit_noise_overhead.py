@@ -1,8 +1,12 @@
 """Cost of measuring the noise scale in `model.fit`, as a ratio to plain fit
 in the same process: the training steps' own measurement
-(`keras_legw.noise_step`, what `GrowingBatch` runs for an adaptive
-schedule) and the epoch-end measurement it replaced (`measure_noise_scale`,
-5 draws of 1024 against 128, extra forward and backward passes).
+(`keras_legw.noise_step`) on the second half of each epoch (what
+`GrowingBatch` runs for an adaptive schedule: the first half runs Keras'
+own step) and on every step, and the epoch-end measurement it replaced
+(`measure_noise_scale`, 5 draws of 1024 against 128, extra forward and
+backward passes; its cost per epoch is fixed, so on these short epochs of
+6400 examples at 128 its ratio is about 9 times what a 60,000-example epoch
+would see: docs/results/README.md gives both).
 
     python -m bench.fit_noise_overhead                # TensorFlow and JAX
 
@@ -26,18 +30,33 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXAMPLES = {128: 6400, 8192: 32768}
-MODES = ("plain", "steps", "epoch_end")
+MODES = ("plain", "late_half", "every_step", "epoch_end")
+LABELS = {"late_half": "the steps' own halves, each epoch's second half "
+                       "(GrowingBatch)",
+          "every_step": "the steps' own halves, every step",
+          "epoch_end": "epoch-end measure_noise_scale"}
 
 
 class _EpochTimer:
-    """Seconds of each epoch, with the epoch-end measurement inside."""
+    """Seconds of each epoch, with the epoch-end measurement inside; with
+    `steps_per_epoch`, the measuring step on its second half only."""
 
-    def __init__(self, measure=None):
+    def __init__(self, measure=None, steps_per_epoch=None):
         import keras
 
+        from keras_legw.noise_step import StepSwitch
+
         class Timer(keras.callbacks.Callback):
+            def on_train_begin(cb, logs=None):
+                cb.switch = (StepSwitch(cb.model) if steps_per_epoch
+                             else None)
+
             def on_epoch_begin(cb, epoch, logs=None):
                 cb.start = time.perf_counter()
+
+            def on_train_batch_begin(cb, batch, logs=None):
+                if cb.switch is not None:
+                    cb.switch.measure(2 * (batch + 1) > steps_per_epoch)
 
             def on_epoch_end(cb, epoch, logs=None):
                 if measure is not None:
@@ -62,8 +81,9 @@ def _seconds_per_step(batch, mode, x, y):
     if mode == "epoch_end":
         measure = lambda m: keras_legw.measure_noise_scale(  # noqa: E731
             m, x, y, 128, 1024, 5)
-    timer = _EpochTimer(measure)
-    if mode == "steps":
+    timer = _EpochTimer(measure, len(x) // batch if mode == "late_half"
+                        else None)
+    if mode == "every_step":
         model.make_train_function()
         install_measuring_step(model)
     model.fit(x, y, batch_size=batch, epochs=3, shuffle=False, verbose=0,
@@ -106,10 +126,8 @@ def main():
         line = [l for l in result.stdout.splitlines() if l.startswith("OUT")]
         for batch, modes in json.loads(line[-1][3:]).items():
             off = modes["plain"]
-            for mode in ("steps", "epoch_end"):
-                label = (f"batch {batch}, "
-                         + {"steps": "the steps' own halves",
-                            "epoch_end": "epoch-end measure_noise_scale"}[mode])
+            for mode in MODES[1:]:
+                label = f"batch {batch}, {LABELS[mode]}"
                 rows.append(["fit", backend, label, args.repeats,
                              f"{off * 1e3:.1f}", f"{modes[mode] * 1e3:.1f}",
                              f"{modes[mode] / off:.3f}"])

@@ -17,6 +17,8 @@ Public API:
                               grows with the measured noise scale
     GrowingBatch, GrowingBatchDataset, GrowingBatchRate
                               training with a growing batch in model.fit
+    BatchGrowth               the growing-batch engine that GrowingBatch and
+                              the zoo's trainer drive (for your own loop)
     RateAtBatch               that rate as a schedule at one batch, for
                               custom loops (the zoo's trainer)
     noise_scale_estimates, NoiseScaleEstimator
@@ -30,6 +32,7 @@ Public API:
 
 from keras_legw.autowarmup import (AutoWarmup, AutoWarmupController,
                                    AutoWarmupSchedule)
+from keras_legw.batch_growth import BatchGrowth
 from keras_legw.batch_schedules import (BatchRamp, NoiseBatchSchedule,
                                         batch_schedule, parse_batch_ramp)
 from keras_legw.growing_batch import (GrowingBatch, GrowingBatchDataset,
@@ -56,6 +59,7 @@ __all__ = [
     "AutoWarmup",
     "AutoWarmupController",
     "AutoWarmupSchedule",
+    "BatchGrowth",
     "BatchRamp",
     "GrowingBatch",
     "GrowingBatchDataset",

@@ -182,6 +182,13 @@ class BatchGrowth:
         return self.batch_start
 
     # What the adaptive schedule is told.
+    def counts_step(self, step_examples=None):
+        """Whether the next step (of `step_examples` rows, default the
+        batch) ends past `late_fraction` of the pass: whether
+        `observe_steps` would use its readings."""
+        rows = self.batch_size if step_examples is None else step_examples
+        return self.offset + rows > self.late_fraction * self.num_examples
+
     def observe_steps(self, small_sq, big_sq, small_batch, big_batch,
                       step_examples=None):
         """Adds the next steps' estimates: squared gradient norms `small_sq`

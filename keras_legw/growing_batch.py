@@ -45,7 +45,7 @@ from keras_legw._validation import (check_float_learning_rate,
                                     check_non_negative, check_one_of,
                                     check_positive, check_positive_integer)
 from keras_legw.batch_growth import LATE_FRACTION, BatchGrowth
-from keras_legw.noise_step import MEASURE_LOGS, install_measuring_step
+from keras_legw.noise_step import MEASURE_LOGS, StepSwitch
 from keras_legw.schedules import DECAY_SHAPES, linear_warmup
 
 # The peak rules of `scaling.scale_learning_rate` that need no noise scale.
@@ -312,8 +312,9 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     training steps themselves: fit runs `keras_legw.noise_step`'s train
     step, which computes each batch's gradient as the weighted mean of its
     two halves' (the same update, no extra pass over the data) and logs the
-    two squared norms; the engine turns the steps of each epoch's second
-    half into its evidence, and the schedule decides at the epoch's end (see
+    two squared norms, on the steps of each epoch's second half (the others
+    run Keras' own step: their readings would not be used); the engine
+    turns those steps into its evidence, and the schedule decides at the epoch's end (see
     `NoiseBatchSchedule`). What that step does not support (loss scaling,
     the optimizer's gradient accumulation, `steps_per_execution > 1`) is an
     error at the start of `fit`. Epoch logs gain `batch_size`,
@@ -385,7 +386,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         self.rate = self._next_rate = None
         self._steps = 0
         self._first_epoch = True
-        self._filter = self._remove_step = None
+        self._filter = self._switch = None
 
     @property
     def examples_seen(self):
@@ -396,7 +397,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         super().on_train_begin(logs)
         check_float_learning_rate(self.model.optimizer, "GrowingBatch")
         if self.schedule.adaptive:
-            self._remove_step = install_measuring_step(self.model)
+            self._switch = StepSwitch(self.model)
         warnings.filterwarnings("ignore", message=_SHORT_EPOCH_WARNING)
         self._filter = warnings.filters[0]
         self._first_epoch = True
@@ -404,9 +405,9 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     def on_train_end(self, logs=None):
         if self._filter in warnings.filters:
             warnings.filters.remove(self._filter)
-        if self._remove_step is not None:
-            self._remove_step()
-            self._remove_step = None
+        if self._switch is not None:
+            self._switch.remove()
+            self._switch = None
         super().on_train_end(logs)
 
     # Epochs.
@@ -425,13 +426,16 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
             return  # Keras asks once past a short epoch's end; no step runs.
         self._next_rate = self.engine.learning_rate()
         self.model.optimizer.learning_rate = self._next_rate
+        if self._switch is not None:
+            self._switch.measure(self.engine.counts_step(
+                len(self.dataset.batch_indices(batch))))
 
     def on_train_batch_end(self, batch, logs=None):
         logs = {} if logs is None else logs
         self.rate = self._next_rate
         rows = len(self.dataset.batch_indices(batch))
         readings = [logs.pop(name, None) for name in MEASURE_LOGS]
-        if self.schedule.adaptive:
+        if readings[0] is not None:
             self.engine.observe_steps(*(float(ops.convert_to_numpy(r))
                                         for r in readings),
                                       step_examples=rows)

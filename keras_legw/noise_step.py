@@ -127,6 +127,47 @@ def install_measuring_step(model):
     return remove
 
 
+class StepSwitch:
+    """Keras' own train step and the measuring one in a running `fit`, so
+    that only the steps whose readings are used pay for the measurement.
+
+    Build it from a callback's `on_train_begin` (fit has built its own train
+    function by then): it keeps that function, installs the measuring one
+    (`install_measuring_step`) and starts measuring. `measure(on)` picks
+    the step fit runs next: fit reads `model.train_function` at every step
+    on TensorFlow, JAX and PyTorch, and PyTorch's looks `train_step` up at
+    each call, so both follow. `remove()` undoes the install. The two steps
+    update the same variables alike (the measuring one up to float
+    rounding); only the measuring one logs `MEASURE_LOGS`.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        model.make_train_function()  # fit's own, built already: kept
+        self._own = model.train_function
+        self._remove = install_measuring_step(model)
+        self._measuring = model.train_function
+        self._step = model.train_step
+        self.measuring = True
+
+    def measure(self, on):
+        """Runs the measuring step from the next step on (`on`), or Keras'
+        own."""
+        if bool(on) == self.measuring:
+            return
+        if on:
+            self.model.train_step = self._step
+        else:
+            del self.model.train_step
+        self.model.train_function = self._measuring if on else self._own
+        self.measuring = bool(on)
+
+    def remove(self):
+        """Back to Keras' own step; the next `fit` builds it afresh."""
+        self.measure(True)
+        self._remove()
+
+
 def _measuring_step(backend):
     steps = dict(tensorflow=_tensorflow_step, jax=_jax_step,
                  torch=_torch_step)

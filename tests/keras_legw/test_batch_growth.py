@@ -146,3 +146,11 @@ def test_statistics_need_two_steps_for_a_spread():
 def test_bad_engines_are_one_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _engine(**kwargs)
+
+
+def test_a_step_counts_when_it_ends_past_the_late_fraction():
+    engine = _engine()                      # a pass of 60, late past 30
+    assert not engine.counts_step()         # ends at 8
+    engine.advance(24)
+    assert not engine.counts_step(6)        # ends at 30: not past
+    assert engine.counts_step()             # ends at 32

@@ -5,10 +5,6 @@ History, the progress bar, TensorBoard, a resume through BackupAndRestore in
 the middle of the ramp, and two devices."""
 
 import glob
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -16,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import keras_legw
-from tests.conftest import two_cpu_mirrored_strategy
+from tests.conftest import (OTHER_BACKENDS, checks_on_backend,
+                            two_cpu_mirrored_strategy)
 from tests.keras_legw import backend_checks
 from tests.keras_legw.reference import (growing_rate_numpy,
                                         growing_steps_numpy,
@@ -228,23 +225,11 @@ def test_fit_on_tensorflow(kind):
 
 
 def _on_backend(backend, *checks, extra_env=None):
-    """{check: its output} of `backend_checks` run on `backend`, in one
-    process."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.keras_legw.backend_checks", *checks],
-        text=True, capture_output=True,
-        env=dict(os.environ, KERAS_BACKEND=backend, **(extra_env or {})))
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("OUT")][-1]
-    return json.loads(line[3:])
+    return checks_on_backend("tests.keras_legw.backend_checks", backend, *checks,
+                             extra_env=extra_env)
 
 
-BACKENDS = ["jax", pytest.param("torch", marks=pytest.mark.skipif(
-    os.environ.get("LEGW_SKIP_TORCH") == "1",
-    reason="runs on the torch backend; LEGW_SKIP_TORCH=1"))]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_fit_and_the_noise_scale_on_another_backend(backend):
     """The fit checks (a ramp and the noise schedule) and the noise-scale
     check of this module, on JAX and on PyTorch (one process each)."""
@@ -369,3 +354,25 @@ def test_a_10x_spike_in_one_epoch_does_not_move_fits_batch(monkeypatch):
     assert clean["batch_size"][:2] == [16, 32]
     np.testing.assert_allclose(clean["noise_scale"], 94, rtol=0.45)
     assert spiked["noise_scale"][1] > 5 * clean["noise_scale"][1]
+
+
+def test_only_the_late_steps_run_the_measuring_step():
+    """240 examples at batch 8: the steps ending past 120 of each epoch, 15
+    of its 30, log the squared norms (a callback listed before GrowingBatch
+    sees them); the others run Keras' own step. After fit, Keras' own."""
+    seen = []
+
+    class Seen(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append("noise_small_sq" in logs)
+
+    x, y = backend_checks.least_squares_data()
+    model = backend_checks.least_squares_model(np.zeros(backend_checks.DIM))
+    data = keras_legw.GrowingBatchDataset(
+        x, y, keras_legw.NoiseBatchSchedule(8, 8))
+    model.fit(data, epochs=2, verbose=0, shuffle=False, callbacks=[
+        Seen(), keras_legw.GrowingBatch(
+            data, keras_legw.GrowingBatchRate(0.01, 8, 8, 0.0, 2))])
+    assert seen == ([False] * 15 + [True] * 15) * 2
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert sorted(history) == ["loss"]

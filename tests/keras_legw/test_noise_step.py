@@ -6,17 +6,14 @@ metrics; an embedding (sparse gradients, Adam); BatchNormalization over the
 halves; `remove()`; the errors; and
 MirroredStrategy on two CPUs, where the values are per replica."""
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from keras_legw.noise_step import MEASURE_LOGS, install_measuring_step
-from tests.conftest import two_cpu_mirrored_strategy
+from tests.conftest import (OTHER_BACKENDS, checks_on_backend,
+                            two_cpu_mirrored_strategy)
 from tests.keras_legw import noise_step_checks as checks
 from tests.keras_legw.backend_checks import (least_squares_data,
                                              least_squares_model)
@@ -139,24 +136,12 @@ def test_nested_data_embedding_batch_norm_and_one_row_on_tensorflow():
     assert "needs batches (per replica) of at least 2 rows" in message
 
 
-def _on_backend(backend, *names, extra_env=None):
-    """{check: its output} of `noise_step_checks` run on `backend`, in one
-    process."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.keras_legw.noise_step_checks", *names],
-        text=True, capture_output=True,
-        env=dict(os.environ, KERAS_BACKEND=backend, **(extra_env or {})))
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("OUT")][-1]
-    return json.loads(line[3:])
+def _on_backend(backend, *checks, extra_env=None):
+    return checks_on_backend("tests.keras_legw.noise_step_checks", backend, *checks,
+                             extra_env=extra_env)
 
 
-BACKENDS = ["jax", pytest.param("torch", marks=pytest.mark.skipif(
-    os.environ.get("LEGW_SKIP_TORCH") == "1",
-    reason="runs on the torch backend; LEGW_SKIP_TORCH=1"))]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_measuring_step_on_another_backend(backend):
     """All the checks in one process; on JAX with two host devices, for
     DataParallel (whose values are the global batch's)."""
