@@ -12,8 +12,9 @@ would see: docs/results/README.md gives both).
 
 MNIST-LSTM (128 units, LAMB, jit-compiled, real data from $LEGW_DATA_DIR)
 at batch 128 (50 steps an epoch) and 8192 (4 steps an epoch); each backend
-in its own process. Modes alternate (plain, steps, epoch-end) `--repeats`
-times; each is timed over its epochs 2-3 (the first, with tracing, is left
+in its own process. After one untimed warm-up fit, the modes alternate
+`--repeats` times, each repeat starting at the next mode (so no mode is
+always first); each is timed over its epochs 2-3 (the first, with tracing, is left
 out), the epoch-end measurement counted in its epoch. Appends rows to
 `--csv` (docs/results/noise_scale_overhead.csv, path "fit").
 """
@@ -99,8 +100,9 @@ def measure_backend(repeats):
     for batch, n in EXAMPLES.items():
         xs, ys = x[:n].astype("float32") / 255.0, y[:n].astype("int32")
         times = {mode: [] for mode in MODES}
-        for _ in range(repeats):
-            for mode in MODES:
+        _seconds_per_step(batch, "plain", xs, ys)  # warm-up, not timed
+        for repeat in range(repeats):
+            for mode in MODES[repeat % 4:] + MODES[:repeat % 4]:
                 times[mode].append(_seconds_per_step(batch, mode, xs, ys))
         out[batch] = {mode: statistics.median(t) for mode, t in times.items()}
     return out
@@ -109,7 +111,7 @@ def measure_backend(repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="tensorflow,jax")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--csv",
                         default="docs/results/noise_scale_overhead.csv")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
