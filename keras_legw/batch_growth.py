@@ -193,29 +193,20 @@ class BatchGrowth:
                       step_examples=None):
         """Adds the next steps' estimates: squared gradient norms `small_sq`
         at `small_batch` rows and `big_sq` at `big_batch` (arrays over the
-        steps, or scalars for one; the batches may be arrays too). Call it
-        before `advance` counts those steps. `step_examples`: the rows each
-        step trains (default: the current batch). Only steps that end past
-        `late_fraction` of the pass count."""
+        steps, or scalars for one step; the two batches are the same for
+        every step given). Call it before `advance` counts those steps.
+        `step_examples`: the rows each step trains (default: the current
+        batch; fit's last step of a pass may be smaller). Only steps that
+        end past `late_fraction` of the pass count."""
         small_sq = np.atleast_1d(np.asarray(small_sq, np.float64))
         big_sq = np.atleast_1d(np.asarray(big_sq, np.float64))
-        rows = (self.batch_size if step_examples is None else
-                np.asarray(step_examples))
-        ends = self.offset + np.cumsum(np.broadcast_to(rows, small_sq.shape))
+        rows = self.batch_size if step_examples is None else step_examples
+        ends = self.offset + rows * np.arange(1, small_sq.size + 1)
         late = ends > self.late_fraction * self.num_examples
-        if not np.any(late):
-            return
-        if np.ndim(small_batch) == 0 and np.ndim(big_batch) == 0:
+        if np.any(late):
             self.statistics.add(*noise_scale_estimates(
                 small_sq[late], big_sq[late], float(small_batch),
                 float(big_batch)))
-            return
-        sizes = zip(*(np.broadcast_to(b, small_sq.shape)[late]
-                      for b in (small_batch, big_batch)))
-        for small, big, (b_small, b_big) in zip(small_sq[late], big_sq[late],
-                                                sizes):
-            self.statistics.add(*noise_scale_estimates(
-                small, big, float(b_small), float(b_big)))
 
     def end_epoch(self, share=None):
         """Tells an adaptive schedule the ended pass's statistics and starts

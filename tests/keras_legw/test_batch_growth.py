@@ -108,8 +108,10 @@ def test_the_epoch_end_tells_the_means_and_their_standard_errors():
 def test_a_shared_epoch_end_tells_the_chiefs_sums():
     engine = _engine(keras_legw.NoiseBatchSchedule(8, 64), late_fraction=0)
     engine.observe_steps([3.0, 3.5], [1.0, 1.2], 4, 8)
-    chief = [2, 1.0, 40.0, 1.0, 900.0]
-    engine.end_epoch(share=lambda sums: chief)
+    engine_sums = list(engine.statistics.sums)
+    chief, given = [2, 1.0, 40.0, 1.0, 900.0], []
+    engine.end_epoch(share=lambda sums: given.append(sums) or chief)
+    assert given == [engine_sums]
     assert engine.last_noise_scale == pytest.approx(40.0 / 1.0)
 
 
@@ -121,6 +123,10 @@ def test_state_round_trip_resumes_mid_pass():
     again = _engine(keras_legw.NoiseBatchSchedule(8, 64), late_fraction=0)
     again.set_state(engine.get_state())
     assert again.get_state() == engine.get_state()
+    assert again.batch_start == engine.batch_start == dict(
+        batch_size=8, step=2, epoch=pytest.approx(16 / 60))
+    assert again.statistics.sums == engine.statistics.sums
+    assert again.statistics.count == 2
     for e in (engine, again):
         e.observe_steps([2.9] * 5, [1.1] * 5, 4, 8)
         e.advance(48)
@@ -154,3 +160,41 @@ def test_a_step_counts_when_it_ends_past_the_late_fraction():
     engine.advance(24)
     assert not engine.counts_step(6)        # ends at 30: not past
     assert engine.counts_step()             # ends at 32
+
+
+def test_statistics_sum_in_float64_and_a_constant_reading_has_no_spread():
+    stats = StepStatistics()
+    stats.add(np.float32([1e8, 1.0]), np.float32([1e8, 1.0]))
+    assert stats.sums[1:3] == [100000001.0, 100000001.0]  # float32 drops 1
+    same = StepStatistics()
+    same.add([2.0, 2.0, 2.0], [5.0, 5.0, 5.0])
+    assert same.summary() == (2.0, 5.0, 0.0, 0.0)
+
+
+def test_a_pass_whose_examples_depend_on_the_batch():
+    """PTB: a pass at batch B holds its own number of examples."""
+    engine = _engine(num_examples=lambda batch: 60 + batch)
+    assert engine.num_examples == 68 and engine.num_examples_at(16) == 76
+    assert engine.advance(68) and engine.num_examples == 76
+    assert math.isnan(engine.last_noise_scale)
+
+
+def test_steps_left_ignores_float_noise_and_rounds_up():
+    ramp = _engine("0:10", num_examples=100)
+    assert 1.1 * 100 / 10 > 11              # 11.000000000000002
+    assert ramp.steps_left(1.1) == 11
+    assert _engine().steps_left(0.7) == 6   # 42 / 8 = 5.25
+
+
+def test_one_advance_may_cross_several_passes():
+    engine = _engine("0:8")
+    assert engine.advance(130)
+    assert (engine.epoch, engine.offset, engine.examples) == (2, 10, 130)
+
+
+def test_the_noise_scale_of_a_pass_without_gradient_or_trace():
+    engine = _engine(keras_legw.NoiseBatchSchedule(8, 64), late_fraction=0)
+    engine.end_epoch(share=lambda sums: [2, 0.0, 5.0, 0.0, 12.5])
+    assert math.isnan(engine.last_noise_scale)    # |G|^2 = 0
+    engine.end_epoch(share=lambda sums: [2, 1.0, 0.0, 0.5, 0.0])
+    assert engine.last_noise_scale == 0.0         # tr(Sigma) = 0

@@ -229,7 +229,10 @@ def test_smoothing_is_deprecated_and_says_so():
 
 
 def test_an_older_state_is_one_clear_error():
-    with pytest.raises(ValueError, match="written by an older keras_legw"):
+    with pytest.raises(ValueError, match="^NoiseBatchSchedule.set_state: "
+                       "this state was written by an older keras_legw .* "
+                       "Start the run again, or resume it with the version "
+                       "that wrote it.$"):
         NoiseBatchSchedule(1, 64).set_state(
             dict(batch_size=1, grad_sq_norm=0.0, trace_covariance=0.0,
                  weight=0.0, observed=0, decisions={"0": 1}))
@@ -281,3 +284,77 @@ def test_batch_schedule_by_name():
     with pytest.raises(ValueError, match=r"^Arguments \['window'\] are "
                        "only for batch_schedule='noise'"):
         keras_legw.batch_schedule("0:128", 128, window=2)
+
+
+def test_the_candidates_end_at_the_maximum_once():
+    assert NoiseBatchSchedule(128, 1024).candidates == (128, 256, 512, 1024)
+    assert NoiseBatchSchedule(96, 96).candidates == (96,)
+
+
+def test_the_documented_defaults():
+    schedule = NoiseBatchSchedule(8, 64)
+    assert (schedule.noise_scale_multiplier, schedule.decide_every_epochs,
+            schedule.window, schedule.std_errors, schedule.max_doublings,
+            schedule.batch_multiple) == (1.0, 1, 3, 2.0, 1, 1)
+    ramp = BatchRamp("0:3,1:5")             # any batch splits over 1 device
+    assert (ramp.batch_multiple, ramp.batch_size_for_epoch(1)) == (1, 5)
+    assert BatchRamp("0:8").batch_size_for_epoch(0) == 8
+    assert BatchRamp("0:8,1:8").batch_size_for_epoch(1) == 8  # may stay
+
+
+def test_a_target_exactly_at_a_candidate_takes_it():
+    schedule = NoiseBatchSchedule(100, 800, window=1, std_errors=0,
+                                  max_doublings=None)
+    schedule.observe(1.0, 400.0)
+    assert schedule.batch_size == 400
+    schedule.observe(1.0, 800.0)
+    assert schedule.batch_size == 800
+
+
+def test_a_trace_of_zero_or_a_tiny_one_and_a_zero_gradient():
+    schedule = NoiseBatchSchedule(1, 64, window=1, std_errors=0)
+    schedule.observe(1.0, 0.0)              # no noise: 0, keeps the batch
+    assert schedule.noise_scale == 0.0 and schedule.batch_size == 1
+    schedule.observe(0.25, 0.5)             # B = 2: a trace under 1 counts
+    assert schedule.noise_scale == 2.0 and schedule.batch_size == 2
+    schedule.observe(0.0, 0.5)              # |G|^2 = 0: under the floor
+    assert schedule.noise_scale == math.inf and schedule.batch_size == 4
+
+
+def test_the_warning_points_at_the_caller():
+    with pytest.warns(DeprecationWarning) as record:
+        NoiseBatchSchedule(1, 64, smoothing=0.5)
+    assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(stages="0:8", base_batch_size=0), "^Argument `base_batch_size` "
+     "must be a positive integer"),
+    (dict(stages="0:8", max_batch_size=0), "^Argument `max_batch_size` must "
+     "be a positive integer"),
+    (dict(stages="0:8", batch_multiple=0), "^Argument `batch_multiple` must "
+     "be a positive integer"),
+    (dict(stages="0:8", max_batch_size=12, batch_multiple=8), "^Argument "
+     "`max_batch_size` must be a multiple of batch_multiple=8"),
+    (dict(stages="0:0"), "^Argument `batch in stages` must be a positive "
+     "integer"),
+    (dict(stages="0:8,1:16,1:32"), "^Argument `stages` must list epochs in "
+     "increasing order. Received: epoch 1 after 1"),
+])
+def test_each_bound_names_its_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchRamp(**kwargs)
+
+
+def test_batch_schedule_passes_every_argument_on():
+    ramp = keras_legw.batch_schedule("0:3,1:6", 3, 12)
+    assert (ramp.base_batch_size, ramp.max_batch_size,
+            ramp.batch_multiple) == (3, 12, 1)
+    split = keras_legw.batch_schedule("0:4,1:8", 4, batch_multiple=4)
+    assert split.batch_multiple == 4
+    noise = keras_legw.batch_schedule("noise", 4, 64, 4, window=2)
+    assert (noise.batch_multiple, noise.window) == (4, 2)
+    with pytest.raises(ValueError, match="^Argument `max_batch_size` is "
+                       "required with batch_schedule='noise'. Received: "
+                       "None$"):
+        keras_legw.batch_schedule("noise", 4)
