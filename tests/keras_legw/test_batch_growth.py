@@ -198,3 +198,24 @@ def test_the_noise_scale_of_a_pass_without_gradient_or_trace():
     assert math.isnan(engine.last_noise_scale)    # |G|^2 = 0
     engine.end_epoch(share=lambda sums: [2, 1.0, 0.0, 0.5, 0.0])
     assert engine.last_noise_scale == 0.0         # tr(Sigma) = 0
+
+
+def test_float32_readings_are_estimated_in_float64():
+    """The trainer's norms come as float32; the estimates' thirds are not
+    float32 numbers."""
+    small, big = np.float32([1.0 + 2 ** -20]), np.float32([1.0])
+    engine = _engine(late_fraction=0.0)
+    engine.observe_steps(small, big, 2, 5)
+    s, b = float(small[0]), float(big[0])
+    np.testing.assert_allclose(engine.statistics.sums[1:3],
+                               [(5 * b - 2 * s) / 3, (s - b) / (1 / 2 - 1 / 5)],
+                               rtol=1e-12)
+
+
+def test_a_step_ending_exactly_at_the_late_fraction_does_not_count():
+    engine = _engine()                      # a pass of 60, late past 30
+    engine.advance(24)
+    engine.observe_steps(3.0, 1.0, 3, 6, step_examples=6)   # ends at 30
+    assert engine.statistics.count == 0
+    engine.observe_steps(3.0, 1.0, 4, 8)                     # ends at 32
+    assert engine.statistics.count == 1

@@ -317,6 +317,8 @@ def test_a_trace_of_zero_or_a_tiny_one_and_a_zero_gradient():
     assert schedule.noise_scale == 0.0 and schedule.batch_size == 1
     schedule.observe(0.25, 0.5)             # B = 2: a trace under 1 counts
     assert schedule.noise_scale == 2.0 and schedule.batch_size == 2
+    schedule.observe(0.0, 0.0)              # nothing measured: 0, kept
+    assert schedule.noise_scale == 0.0 and schedule.batch_size == 2
     schedule.observe(0.0, 0.5)              # |G|^2 = 0: under the floor
     assert schedule.noise_scale == math.inf and schedule.batch_size == 4
 
@@ -346,10 +348,16 @@ def test_each_bound_names_its_argument(kwargs, message):
         BatchRamp(**kwargs)
 
 
+def test_the_noise_schedule_names_its_batch_multiple():
+    with pytest.raises(ValueError, match="^Argument `batch_multiple` must "
+                       "be a positive integer"):
+        NoiseBatchSchedule(8, 64, batch_multiple=0)
+
+
 def test_batch_schedule_passes_every_argument_on():
-    ramp = keras_legw.batch_schedule("0:3,1:6", 3, 12)
+    ramp = keras_legw.batch_schedule("0:3,1:6", 1, 12)
     assert (ramp.base_batch_size, ramp.max_batch_size,
-            ramp.batch_multiple) == (3, 12, 1)
+            ramp.batch_multiple) == (1, 12, 1)
     split = keras_legw.batch_schedule("0:4,1:8", 4, batch_multiple=4)
     assert split.batch_multiple == 4
     noise = keras_legw.batch_schedule("noise", 4, 64, 4, window=2)
