@@ -55,6 +55,18 @@ def parse_batch_ramp(text):
     return tuple(stages)
 
 
+def _stage_pairs(stages):
+    """``((epoch, batch), ...)`` from a sequence of pairs; one ValueError
+    naming `stages` for anything else."""
+    try:
+        return tuple((float(epoch), batch) for epoch, batch in stages)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "Argument `stages` must be the text '0:128,1:512,4:2048' or "
+            "(epoch, global_batch) pairs such as ((0, 128), (1, 512)). "
+            f"Received: stages={stages!r}") from None
+
+
 def doublings(base_batch_size, max_batch_size):
     """``(base, 2 base, 4 base, ..., max)``: the doublings of the base below
     the maximum, then the maximum."""
@@ -113,7 +125,7 @@ class BatchRamp:
                  batch_multiple=1):
         self.stages = stages
         parsed = (parse_batch_ramp(stages) if isinstance(stages, str)
-                  else tuple((float(e), b) for e, b in stages))
+                  else _stage_pairs(stages))
         if not parsed:
             raise ValueError("Argument `stages` must hold at least one "
                              f"(epoch, batch) pair. Received: {stages!r}")

@@ -109,6 +109,7 @@ class GrowingBatchRate:
         check_one_of("decay", decay, GROWING_DECAYS)
         check_positive("power", power)
         check_positive("total_epochs", total_epochs)
+        check_positive("start_batch_size", start_batch_size)
         self.warmup_epochs = rules.scale_warmup_epochs(
             base_warmup_epochs,
             rules.batch_scale_factor(base_batch_size, start_batch_size))
@@ -242,11 +243,19 @@ class GrowingBatchDataset(keras.utils.PyDataset):
                  drop_remainder=False, **kwargs):
         super().__init__(**kwargs)
         self.x, self.y = x, y
-        self.num_examples = len(y)
-        if len(x) != self.num_examples:
+        self.num_examples = _num_rows(y, "y")
+        if _num_rows(x, "x") != self.num_examples:
             raise ValueError(
                 "Arguments `x` and `y` must hold the same number of examples."
-                f" Received: {len(x)} and {self.num_examples}")
+                f" Received: {_num_rows(x, 'x')} and {self.num_examples}")
+        if not all(hasattr(batch_schedule, name) for name in
+                   ("batch_size_for_epoch", "max_batch_size",
+                    "start_batch_size", "adaptive")):
+            raise ValueError(
+                "Argument `batch_schedule` must be a batch schedule "
+                "(keras_legw.BatchRamp or keras_legw.NoiseBatchSchedule; "
+                "keras_legw.batch_schedule makes one from its text). "
+                f"Received: batch_schedule={batch_schedule!r}")
         self.batch_schedule = batch_schedule
         self.seed, self.shuffle = seed, shuffle
         self.drop_remainder = drop_remainder
@@ -289,6 +298,21 @@ class GrowingBatchDataset(keras.utils.PyDataset):
             self.requested.append(index)
         rows = self.batch_indices(index)
         return _take(self.x, rows), _take(self.y, rows)
+
+
+def _num_rows(data, name):
+    """The examples in `data`: an array, or a list, tuple or dict of arrays
+    (a multi-input model's) that all hold the same number."""
+    if isinstance(data, dict):
+        data = list(data.values())
+    if not isinstance(data, (list, tuple)):
+        return len(data)
+    counts = {len(part) for part in data}
+    if len(counts) != 1:
+        raise ValueError(
+            f"Argument `{name}` must hold the same number of examples in each"
+            f" of its arrays. Received: {sorted(len(p) for p in data)}")
+    return counts.pop()
 
 
 def _take(data, rows):
@@ -447,7 +471,15 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
 
     def _check_order(self):
         asked = self.dataset.requested
-        if self.dataset.workers <= 1 and asked != list(range(len(asked))):
+        if self.dataset.workers > 1:
+            return  # workers fetch the batches: their requests are theirs
+        if not asked:
+            raise ValueError(
+                "fit is training on other data than the GrowingBatchDataset "
+                "given to GrowingBatch (it asked the data set for no batch): "
+                "pass that data set to fit, as fit(dataset, ...), not the "
+                "arrays with a batch_size.")
+        if asked != list(range(len(asked))):
             raise ValueError(
                 "fit shuffled the GrowingBatchDataset's batches (it asked for"
                 f" batches {asked[:5]} first): pass shuffle=False to fit. The"

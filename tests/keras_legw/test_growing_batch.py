@@ -376,3 +376,64 @@ def test_only_the_late_steps_run_the_measuring_step():
     assert seen == ([False] * 15 + [True] * 15) * 2
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert sorted(history) == ["loss"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(stages=None), r"^Argument `stages` must be the text "
+     r"'0:128,1:512,4:2048' or \(epoch, global_batch\) pairs .* Received: "
+     "stages=None$"),
+    (dict(stages=128), "^Argument `stages` must be the text .* Received: "
+     "stages=128$"),
+    (dict(stages=[(0, 8, 1)]), "^Argument `stages` must be the text"),
+    (dict(stages=[("a", 8)]), "^Argument `stages` must be the text"),
+])
+def test_a_ramp_that_is_no_text_or_pairs_is_one_clear_error(kwargs,
+                                                           message):
+    with pytest.raises(ValueError, match=message):
+        keras_legw.BatchRamp(**kwargs)
+
+
+@pytest.mark.parametrize("schedule", [None, "0:8,1:16", 8])
+def test_a_data_set_without_a_schedule_is_one_clear_error(schedule):
+    x, y = np.zeros((40, 2)), np.zeros(40)
+    with pytest.raises(ValueError, match="^Argument `batch_schedule` must be "
+                       "a batch schedule .* Received: batch_schedule="):
+        keras_legw.GrowingBatchDataset(x, y, schedule)
+
+
+def test_the_rate_names_its_start_batch():
+    with pytest.raises(ValueError, match="^Argument `start_batch_size` must "
+                       "be a positive number. Received: start_batch_size=-1"):
+        keras_legw.GrowingBatchRate(0.1, 8, -1, 0.5, 4)
+
+
+def test_multi_input_data_sets_count_rows_not_inputs():
+    x = [np.zeros((40, 2)), np.ones((40, 3))]
+    ramp = keras_legw.BatchRamp("0:8")
+    data = keras_legw.GrowingBatchDataset(x, np.zeros(40), ramp)
+    assert data.num_examples == 40
+    data.set_epoch(0, 8)
+    (a, b), _ = data[1]
+    assert a.shape == (8, 2) and b.shape == (8, 3)
+    named = keras_legw.GrowingBatchDataset(
+        {"a": np.zeros((40, 2)), "b": np.zeros((40, 1))}, np.zeros(40), ramp)
+    assert named.num_examples == 40
+    with pytest.raises(ValueError, match=r"^Argument `x` must hold the same "
+                       r"number of examples in each of its arrays. Received: "
+                       r"\[30, 40\]$"):
+        keras_legw.GrowingBatchDataset([np.zeros((40, 2)), np.zeros((30, 2))],
+                                       np.zeros(40), ramp)
+
+
+def test_fit_on_other_data_than_the_data_set_is_one_clear_error():
+    """fit(x, y, batch_size=...) beside a GrowingBatch: the data set is
+    never asked for a batch, and the batches, rates and examples it would
+    report are not what fit trains."""
+    x, y = backend_checks.least_squares_data()
+    model = backend_checks.least_squares_model(np.zeros(backend_checks.DIM))
+    data = keras_legw.GrowingBatchDataset(x, y, keras_legw.BatchRamp("0:8"))
+    rate = keras_legw.GrowingBatchRate(0.01, 8, 8, 0.0, 2)
+    with pytest.raises(ValueError, match="^fit is training on other data "
+                       "than the GrowingBatchDataset given to GrowingBatch"):
+        model.fit(x, y, batch_size=64, epochs=2, verbose=0,
+                  callbacks=[keras_legw.GrowingBatch(data, rate)])
