@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from typing import Optional
 
 from absl import flags, logging
@@ -351,28 +352,48 @@ def set_seed(seed, deterministic):
         tf.config.experimental.enable_op_determinism()
 
 
-def write_flags(model_dir, values=None):
-    """Writes the resolved flags to `model_dir/flags.txt` (a --flagfile)."""
+def write_flags(model_dir, values=None, name=FLAGS_FILE):
+    """Writes the resolved flags to `model_dir/name` (a --flagfile)."""
     values = values or flags.FLAGS
     os.makedirs(model_dir, exist_ok=True)
     module = sys.modules["__main__"].__spec__
     lines = values.flags_into_string()
-    with open(os.path.join(model_dir, FLAGS_FILE), "w") as f:
+    with open(os.path.join(model_dir, name), "w") as f:
         f.write(f"# {module.name if module else 'flags'}\n{lines}")
 
 
 def run_script(run, kwargs, default_model_dir, summary):
     """A script's `main` after flag parsing: fills in the default model_dir,
-    writes the resolved flags there, calls `run(**kwargs)` (a ValueError or
-    data error ends the process with status 2 and one line) and prints
-    `summary(results)` with where the results are."""
-    kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir
-    exit_on_error(checkpoints.prepare_model_dir, own_dir=kwargs["model_dir"])
-    write_flags(kwargs["model_dir"])
-    results = exit_on_error(run, **kwargs)
+    calls `run(**kwargs)` (a ValueError or data error ends the process with
+    status 2 and one line) and prints `summary(results)` with where the
+    results are. The resolved flags become `model_dir/flags.txt` once
+    training has begun (the trainer wrote `run.json`): a run refused before
+    that, for a bad flag, missing data or a resume that does not match the
+    checkpoints, leaves the folder's flags.txt as it was, so
+    `--flagfile=<model_dir>/flags.txt` still resumes the run it holds."""
+    model_dir = kwargs["model_dir"] = kwargs["model_dir"] or default_model_dir
+    exit_on_error(checkpoints.prepare_model_dir, own_dir=model_dir)
+    pending = f"{FLAGS_FILE}.{os.getpid()}"  # one per process (workers)
+    write_flags(model_dir, name=pending)
+    started = time.time()
+    try:
+        results = exit_on_error(run, **kwargs)
+    finally:
+        _keep_flags_if_trained(model_dir, pending, started)
     print(f"{summary(results)}; results in "
-          f"{os.path.join(kwargs['model_dir'], 'results.json')}")
+          f"{os.path.join(model_dir, 'results.json')}")
     return results
+
+
+def _keep_flags_if_trained(model_dir, pending, started):
+    """flags.txt becomes the pending flags if training began since
+    `started` (run.json written then); else they are dropped."""
+    run_file = os.path.join(model_dir, checkpoints.RUN_FILE)
+    pending = os.path.join(model_dir, pending)
+    if os.path.exists(run_file) and os.path.getmtime(run_file) >= started:
+        os.replace(pending, os.path.join(model_dir, FLAGS_FILE))
+    elif os.path.exists(pending):
+        os.remove(pending)
 
 
 def exit_on_error(function, **kwargs):

@@ -137,12 +137,16 @@ def test_resume_at_another_batch_size_is_refused(tmp_path):
     mnist_lstm.run(model_dir=str(tmp_path), batch_size=256, epochs=2,
                    max_steps=2, **SMALL)
     schedule = (tmp_path / "schedule.json").read_text()
+    (tmp_path / "flags.txt").write_text("--batch_size=256\n")
     result = _script([f"--model_dir={tmp_path}", "--batch_size=512",
                       "--epochs=2", "--num_train_examples=1024", "--units=16"])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert ("--batch_size=512, but the checkpoints in" in result.stderr
             and "Resume with --batch_size=256" in result.stderr)
     assert (tmp_path / "schedule.json").read_text() == schedule
+    # The refused flags are not written over the run's own.
+    assert (tmp_path / "flags.txt").read_text() == "--batch_size=256\n"
+    assert not list(tmp_path.glob("flags.txt.*"))
 
 
 def _truncate(path):
