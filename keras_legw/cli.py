@@ -183,17 +183,43 @@ SCHEDULE_ARGUMENTS = ("base_lr", "batch", "base_warmup_epochs", "epochs")
 
 
 def read_runs(path):
-    """(batch_sizes, steps) from a CSV with columns batch_size and steps."""
+    """(batch_sizes, steps) from a CSV with columns batch_size and steps.
+
+    Raises:
+        ValueError: naming the file, and the line where a cell is missing or
+            not a number, for a file without both columns or without a row.
+    """
     import csv
 
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"batch_size", "steps"} - set(rows[0] if rows else ())
-    if missing:
-        raise ValueError(f"{path} must have the columns batch_size and steps"
-                         f" and a row; it lacks {', '.join(sorted(missing))}")
-    return ([float(r["batch_size"]) for r in rows],
-            [float(r["steps"]) for r in rows])
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or ())
+        missing = {"batch_size", "steps"} - columns
+        if missing:
+            raise ValueError(
+                f"{path} must have the columns batch_size and steps; it lacks"
+                f" {', '.join(sorted(missing))}")
+        rows = [(reader.line_num, row) for row in reader]
+    if not rows:
+        raise ValueError(f"{path} has the columns batch_size and steps but "
+                         "no row: give a run per line, e.g. 128,2344")
+    return tuple(list(column) for column in zip(
+        *(_run_cells(path, line, row) for line, row in rows)))
+
+
+def _run_cells(path, line, row):
+    """(batch_size, steps) of one CSV row, as numbers."""
+    cells = []
+    for name in ("batch_size", "steps"):
+        text = row.get(name)
+        try:
+            cells.append(float(text))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{path}, line {line}: {name} must be a number. Received: "
+                f"{'a missing cell' if text in (None, '') else repr(text)}"
+            ) from None
+    return cells
 
 
 def steps_model(args):

@@ -101,3 +101,30 @@ def test_plan_prediction_errors_exit_2(extra, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size,steps\n128\n8192,125\n",
+     "runs.csv, line 2: steps must be a number. Received: a missing cell"),
+    ("batch_size,steps\n128,2344\n8192,lots\n",
+     "runs.csv, line 3: steps must be a number. Received: 'lots'"),
+    ("batch_size,steps\n,2344\n", "runs.csv, line 2: batch_size must be a "
+     "number. Received: a missing cell"),
+    ("batch_size,steps\n", "runs.csv has the columns batch_size and steps "
+     "but no row"),
+    ("batch,steps\n128,2344\n", "runs.csv must have the columns batch_size "
+     "and steps; it lacks batch_size"),
+    ("", "runs.csv must have the columns batch_size and steps; it lacks "
+     "batch_size, steps"),
+])
+def test_a_bad_runs_file_is_one_line_naming_the_file_and_line(
+        tmp_path, capsys, text, message):
+    runs = tmp_path / "runs.csv"
+    runs.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["plan", "--runs", str(runs), "--base-batch", "128",
+                  "--num-examples", "60000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
