@@ -298,7 +298,14 @@ class _BatchPlan:
              for e in range(math.ceil(self.growth.epochs))})
         for batch_size in candidates:
             self.step_options(batch_size)
-            self.num_examples(batch_size)
+            examples = self.num_examples(batch_size)
+            if batch_size > examples:
+                raise ValueError(
+                    f"Flag --batch_schedule={self.growth.text}: a global "
+                    f"batch of {batch_size} is more than the {examples} "
+                    "training examples of an epoch (a step would train "
+                    "several epochs). Keep every batch at most the "
+                    "examples, or train on more of them.")
 
 
 class _Run:

@@ -357,3 +357,17 @@ def test_a_10x_spike_in_one_epoch_does_not_move_the_trainers_batch(
     assert [h["batch_size"] for h in results["history"]] == [16, 32, 64, 64]
     spike, after = (results["history"][i]["noise_scale"] for i in (1, 2))
     assert spike > 5 * after        # the spike reached the engine
+
+
+def test_a_batch_above_the_training_set_is_one_clear_error(tmp_path):
+    """A ramp to 16 over 8 examples would train two epochs a step and run
+    past the epochs asked for: refused before any training."""
+    growth = _growth("0:4,1:16", _rate(epochs=2), 2)
+    with pytest.raises(ValueError, match=r"^Flag --batch_schedule=0:4,1:16: "
+                       "a global batch of 16 is more than the 8 training "
+                       "examples of an epoch"):
+        trainer.train(_counting_task(8), growth=growth,
+                      strategy=tf.distribute.get_strategy(),
+                      make_optimizer=_sgd(growth, 8), num_examples=8,
+                      model_dir=str(tmp_path), verbose=0)
+    assert not (tmp_path / "checkpoints").exists()
