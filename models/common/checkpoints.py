@@ -133,35 +133,60 @@ def restore_model_variables(model, model_dir):
     return path
 
 
-def run_identity(global_batch_size, batch_schedule=None):
+def run_identity(global_batch_size, batch_schedule=None, total_steps=None,
+                 epochs=None):
     """What `run.json` holds and a resume must match: the global batch, or
-    a growing batch's schedule as written (`--batch_schedule`)."""
-    if batch_schedule is not None:
-        return {"batch_schedule": batch_schedule}
-    return {"global_batch_size": global_batch_size}
+    a growing batch's schedule as written (`--batch_schedule`), and the
+    run's length (`total_steps` at a fixed batch, `epochs` of a growing
+    one), over which the learning rate decays."""
+    identity = ({"batch_schedule": batch_schedule}
+                if batch_schedule is not None
+                else {"global_batch_size": global_batch_size})
+    for key, value in (("total_steps", total_steps), ("epochs", epochs)):
+        if value is not None:
+            identity[key] = value
+    return identity
 
 
-def check_resume_batch(model_dir, global_batch_size, batch_schedule=None):
-    """Refuses to resume checkpoints trained at another global batch, or
-    with another batch schedule: the learning rate and the data order are
-    functions of the batch and the examples seen."""
+_BATCH_KEYS = ("batch_schedule", "global_batch_size")
+_LENGTH_KEYS = ("total_steps", "epochs")
+
+
+def check_resume_batch(model_dir, global_batch_size, batch_schedule=None,
+                       total_steps=None, epochs=None):
+    """Refuses to resume checkpoints trained at another global batch, with
+    another batch schedule, or for another length (a `run.json` written
+    before lengths were recorded is checked for its batch only): the
+    learning rate and the data order are functions of the batch, the
+    examples seen and the run's length."""
     path = os.path.join(model_dir, RUN_FILE)
     if not (os.path.exists(path) and checkpoint_candidates(
             os.path.join(model_dir, "checkpoints"))):
         return
     with open(path) as f:
         saved = json.load(f)
-    wanted = run_identity(global_batch_size, batch_schedule)
-    if saved == wanted or not saved:
+    wanted = run_identity(global_batch_size, batch_schedule, total_steps,
+                          epochs)
+    if not saved:
         return
-    describe = lambda identity: (  # noqa: E731
-        f"--batch_schedule={identity['batch_schedule']}"
-        if "batch_schedule" in identity
-        else f"--batch_size={identity.get('global_batch_size')}")
-    raise ValueError(
-        f"{describe(wanted)}, but the checkpoints in {model_dir} were trained "
-        f"with {describe(saved)}: the schedule and the data order depend on "
-        f"it. Resume with {describe(saved)}, or use a new --model_dir.")
+    if any(saved.get(k) != wanted.get(k) for k in _BATCH_KEYS):
+        describe = lambda identity: (  # noqa: E731
+            f"--batch_schedule={identity['batch_schedule']}"
+            if "batch_schedule" in identity
+            else f"--batch_size={identity.get('global_batch_size')}")
+        raise ValueError(
+            f"{describe(wanted)}, but the checkpoints in {model_dir} were "
+            f"trained with {describe(saved)}: the schedule and the data order"
+            f" depend on it. Resume with {describe(saved)}, or use a new "
+            "--model_dir.")
+    for key in _LENGTH_KEYS:
+        if key in saved and key in wanted and saved[key] != wanted[key]:
+            raise ValueError(
+                f"This run's {key} is {wanted[key]:g}, but the checkpoints in "
+                f"{model_dir} belong to a run of {saved[key]:g} {key}: the "
+                "learning rate decays over the run's length. Resume with the "
+                "same --epochs (and --num_train_examples), or use a new "
+                "--model_dir.")
 
 
 def write_json(path, value):

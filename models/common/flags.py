@@ -311,10 +311,6 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
     function of the batch giving them. Returns (results, model)."""
     growth = growth_of(options, strategy.num_replicas_in_sync,
                        getattr(schedule, "growing_rate", None))
-    # Checked here too (the trainer checks for its direct callers) so that a
-    # refused resume leaves schedule.json untouched.
-    checkpoints.check_resume_batch(model_dir, options.batch_size,
-                                   options.batch_schedule)
     if growth is None:
         length = dict(global_batch_size=options.batch_size,
                       total_steps=keras_legw.whole_steps(
@@ -323,6 +319,11 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
                           options.batch_size))
     else:
         length = dict(growth=growth)
+    # Checked here too (the trainer checks for its direct callers) so that a
+    # refused resume leaves schedule.json untouched.
+    checkpoints.check_resume_batch(
+        model_dir, options.batch_size, options.batch_schedule,
+        length.get("total_steps"), None if growth is None else growth.epochs)
     if distribute.is_chief(strategy):
         write_schedule(model_dir, schedule, length.get("total_steps"),
                        options.batch_schedule)

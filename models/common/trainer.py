@@ -195,7 +195,7 @@ def train(task, *, strategy, make_optimizer, num_examples, model_dir,
     own_dir = distribute.worker_dir(model_dir, strategy)
     ckpt.prepare_model_dir(own_dir)
     ckpt.check_resume_batch(model_dir, global_batch_size,
-                            None if growth is None else growth.text)
+                            *_identity_parts(total_steps, growth))
     with strategy.scope():
         model = task.build_model()
         if adaptive_schedule is not None:
@@ -233,6 +233,13 @@ def train(task, *, strategy, make_optimizer, num_examples, model_dir,
     results = run.train(total_steps, max_steps)
     ckpt.write_json(os.path.join(own_dir, ckpt.RESULTS_FILE), results)
     return results, model
+
+
+def _identity_parts(total_steps, growth):
+    """(batch_schedule, total_steps, epochs) of `ckpt.run_identity`."""
+    if growth is None:
+        return None, total_steps, None
+    return growth.text, None, growth.epochs
 
 
 def _adaptive(growth):
@@ -350,9 +357,10 @@ class _Run:
         with preemption.StopRequests() as self.stops:
             # Written once the signals are caught: training is about to start.
             ckpt.write_json(os.path.join(self.own_dir, ckpt.RUN_FILE),
-                            ckpt.run_identity(self.plan.fixed, None
-                                              if self.growth is None
-                                              else self.growth.text))
+                            ckpt.run_identity(self.plan.fixed,
+                                              *_identity_parts(
+                                                  self.total_steps,
+                                                  self.growth)))
             while not self._finished():
                 self._epoch()
         self.writer.flush()

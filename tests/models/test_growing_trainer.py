@@ -371,3 +371,18 @@ def test_a_batch_above_the_training_set_is_one_clear_error(tmp_path):
                       make_optimizer=_sgd(growth, 8), num_examples=8,
                       model_dir=str(tmp_path), verbose=0)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_growing_run_resumed_for_another_length_is_refused(tmp_path):
+    def run(epochs, **kwargs):
+        growth = _growth("0:4,1:8", _rate(epochs=epochs), epochs)
+        return trainer.train(_counting_task(8), growth=growth,
+                             strategy=tf.distribute.get_strategy(),
+                             make_optimizer=_sgd(growth, 8), num_examples=8,
+                             model_dir=str(tmp_path), verbose=0, **kwargs)
+
+    run(2, max_steps=1)
+    with pytest.raises(ValueError, match="^This run's epochs is 3, but the "
+                       "checkpoints in .* belong to a run of 2 epochs"):
+        run(3)
+    assert run(2)[0]["resumed_from_step"] == 1

@@ -653,3 +653,17 @@ def test_bad_growing_batch_options_are_one_clear_error(tmp_path, kwargs,
     with pytest.raises(ValueError, match=message):
         mnist_lstm.run(batch_size=64, epochs=2, model_dir=str(tmp_path),
                        **dict(SMALL, **kwargs))
+
+
+def test_resume_with_another_epochs_is_refused(tmp_path):
+    """The rate decays over the run's length: a resume that changes it is
+    refused in one line, the folder's files kept."""
+    mnist_lstm.run(model_dir=str(tmp_path), batch_size=256, epochs=2,
+                   max_steps=2, **SMALL)
+    schedule = (tmp_path / "schedule.json").read_text()
+    result = _script([f"--model_dir={tmp_path}", "--batch_size=256",
+                      "--epochs=3", "--num_train_examples=1024", "--units=16"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("This run's total_steps is 12, but the checkpoints in"
+            in result.stderr and "a run of 8 total_steps" in result.stderr)
+    assert (tmp_path / "schedule.json").read_text() == schedule
