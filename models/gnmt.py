@@ -461,4 +461,4 @@ def main(argv):
 
 if __name__ == "__main__":
     common_flags.define_script_flags(Options, BASE)
-    app.run(main)
+    app.run(main, flags_parser=common_flags.parse_flags)

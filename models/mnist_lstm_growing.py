@@ -180,20 +180,6 @@ def run(**kwargs):
                 noise_scale=history.get("noise_scale", []))
 
 
-def parse_flags(argv):
-    """absl's flag parsing (app.run's flags_parser), a bad flag ending as
-    `run`'s errors do: `common_flags.exit_on_error`'s status 2 and one
-    line."""
-
-    def parse():
-        try:
-            return FLAGS(argv)
-        except flags.Error as error:
-            raise ValueError(str(error)) from None
-
-    return common_flags.exit_on_error(parse)
-
-
 def main(argv):
     del argv
     results = common_flags.exit_on_error(run, **from_flags(FLAGS, Options),
@@ -204,4 +190,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags(Options)
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=common_flags.parse_flags)

@@ -246,4 +246,4 @@ def main(argv):
 if __name__ == "__main__":
     common_flags.define_script_flags(Options, BASE,
                                      extra_schedules=("reference",))
-    app.run(main)
+    app.run(main, flags_parser=common_flags.parse_flags)

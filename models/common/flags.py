@@ -397,6 +397,21 @@ def _keep_flags_if_trained(model_dir, pending, started):
         os.remove(pending)
 
 
+def parse_flags(argv):
+    """absl's flag parsing for `app.run(main, flags_parser=parse_flags)`: a
+    bad flag (unknown, a bad choice, a failed check or type) ends as
+    `exit_on_error`'s do, with status 2 and one line, not absl's status 1
+    and two lines."""
+
+    def parse():
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            raise ValueError(str(error)) from None
+
+    return exit_on_error(parse)
+
+
 def exit_on_error(function, **kwargs):
     """Calls `function(**kwargs)`; a ValueError or data error ends the
     process with status 2 and one line on stderr, a preemption (SIGTERM or

@@ -354,8 +354,13 @@ def _script(args, env=None, timeout=120):
     (["--batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"],
      "must be divisible by the number of replicas, 2"),
     (["--data_dir=/nonexistent", "--max_steps=1"], None),
+    (["--strategy=bogus"], "flag --strategy=bogus"),
+    (["--optimizer=adamz"], "flag --optimizer=adamz"),
+    (["--epochs=abc"], "flag --epochs=abc"),
 ])
 def test_bad_flags_exit_with_a_clear_error(tmp_path, args, message):
+    """Status 2 and one line, after TensorFlow's start-up log lines (its
+    parser's errors too, which absl ends with status 1 and two lines)."""
     env = {}
     if message is None:  # missing data: no copy anywhere, downloads blocked
         env = {"LEGW_DATA_DIR": str(tmp_path / "none"),
@@ -363,9 +368,12 @@ def test_bad_flags_exit_with_a_clear_error(tmp_path, args, message):
                "HTTPS_PROXY": "http://127.0.0.1:9"}
         message = "not found in /nonexistent/mnist"
     result = _script([f"--model_dir={tmp_path / 'run'}", *args], env=env)
-    assert result.returncode != 0
-    assert message in result.stderr
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert not [l for l in result.stderr.splitlines()
+                if l.startswith(("Try --helpfull", "FATAL Flags"))]
 
 
 @pytest.mark.parametrize("kwargs,message", [
