@@ -407,6 +407,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         self.engine = BatchGrowth(self.schedule, learning_rate,
                                   dataset.num_examples, late_fraction)
         self.backup_dir = backup_dir
+        self._backup_seen = None
         self.rate = self._next_rate = None
         self._steps = 0
         self._first_epoch = True
@@ -446,6 +447,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         super().on_epoch_begin(epoch, logs)
 
     def on_train_batch_begin(self, batch, logs=None):
+        self._refuse_a_mid_epoch_backup()
         if batch >= self.dataset.num_batches:
             return  # Keras asks once past a short epoch's end; no step runs.
         self._next_rate = self.engine.learning_rate()
@@ -518,6 +520,32 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         with open(path + ".tmp", "w") as f:
             json.dump(states, f)
         os.replace(path + ".tmp", path)
+
+    def _refuse_a_mid_epoch_backup(self):
+        """A `BackupAndRestore(save_freq=N)` in `backup_dir` saves in the
+        middle of an epoch, and Keras restarts that epoch from its first
+        batch with those weights: refused where its backup appears (one
+        `os.stat` a step) or is resumed from."""
+        if self.backup_dir is None:
+            return
+        path = os.path.join(self.backup_dir, "training_metadata.json")
+        try:
+            seen = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if seen == self._backup_seen:
+            return
+        self._backup_seen = seen
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("batch"):
+            raise ValueError(
+                f"GrowingBatch resumes at epoch ends only, but the backup in "
+                f"{self.backup_dir} was saved after batch {saved['batch']} "
+                f"of epoch {saved.get('epoch')}: Keras restarts an epoch from"
+                " its first batch with such weights. Give "
+                "keras.callbacks.BackupAndRestore save_freq='epoch' (its "
+                "default).")
 
     def _restore(self, epoch):
         """The engine at the start of `epoch` (fit's first): from the state

@@ -437,3 +437,22 @@ def test_fit_on_other_data_than_the_data_set_is_one_clear_error():
                        "than the GrowingBatchDataset given to GrowingBatch"):
         model.fit(x, y, batch_size=64, epochs=2, verbose=0,
                   callbacks=[keras_legw.GrowingBatch(data, rate)])
+
+
+def test_a_backup_in_the_middle_of_an_epoch_is_refused(tmp_path):
+    """BackupAndRestore(save_freq=N) beside GrowingBatch: Keras would restart
+    the epoch from its first batch with mid-epoch weights. Refused at its
+    first save; a rerun on that backup is refused too."""
+    x, y = backend_checks.least_squares_data()
+    data = keras_legw.GrowingBatchDataset(x, y, keras_legw.BatchRamp("0:8"))
+    rate = keras_legw.GrowingBatchRate(0.01, 8, 8, 0.0, 2)
+    for _ in range(2):
+        model = backend_checks.least_squares_model(
+            np.zeros(backend_checks.DIM))
+        with pytest.raises(ValueError, match="^GrowingBatch resumes at epoch "
+                           "ends only, but the backup in .* was saved after "
+                           "batch 4 of epoch 0"):
+            model.fit(data, epochs=2, verbose=0, shuffle=False, callbacks=[
+                keras_legw.GrowingBatch(data, rate, backup_dir=str(tmp_path)),
+                keras.callbacks.BackupAndRestore(str(tmp_path),
+                                                 save_freq=5)])
