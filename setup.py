@@ -41,7 +41,7 @@ setup(
             "matplotlib>=3.7",
         ],
         # The library's tests also run on Keras' JAX backend (the CPU wheel).
-        "test": ["pytest>=8", "pytest-xdist>=3", "jax>=0.4.30",
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "jax>=0.4.30",
                  "sacrebleu>=2.4,<3"],
         # models.gnmt --dataset=wmt16
         "wmt16": ["tensorflow-datasets>=4.9"],

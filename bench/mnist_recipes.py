@@ -33,6 +33,7 @@ import threading
 
 from bench import sweep_runner
 from bench.mnist_sweep import seconds_to
+from models.common.flags import NON_FINITE_LOSS_STATUS
 
 CSV = "docs/results/mnist_lstm_recipes.csv"
 NOISE_CSV = "docs/results/mnist_lstm_noise_scale.csv"
@@ -174,8 +175,8 @@ def run_one(spec, runs_dir, data_dir):
     row = {k: spec.get(k, "") for k in COLUMNS}
     try:
         results = sweep_runner.run_in_child("mnist_lstm", kwargs)
-    except RuntimeError as error:
-        if "NonFiniteLossError" not in str(error):
+    except sweep_runner.ChildFailed as error:
+        if error.returncode != NON_FINITE_LOSS_STATUS:
             raise
         return dict(row, status="diverged")
     to_98 = seconds_to(results["history"], 0.98)

@@ -12,6 +12,15 @@ import sys
 import threading
 
 
+class ChildFailed(RuntimeError):
+    """A child run ended with `returncode` (the zoo's exit statuses:
+    `models.common.flags.ERROR_STATUSES`)."""
+
+    def __init__(self, message, returncode):
+        super().__init__(message)
+        self.returncode = returncode
+
+
 def run_in_child(module, kwargs):
     """`models.<module>.run(**kwargs)` in a fresh Python process (a fresh
     TensorFlow); returns its results dict, with the process's peak resident
@@ -28,8 +37,12 @@ def run_in_child(module, kwargs):
     code = (f"import json, os, resource, signal, sys, threading; "
             f"threading.Thread(target=lambda: (os.read({parent_gone}, 1), "
             "os.kill(os.getpid(), signal.SIGTERM)), daemon=True).start(); "
-            f"from models import {module}; "
-            f"r = {module}.run(**json.loads(sys.argv[1])); "
+            f"from models import {module}\n"
+            "try:\n"
+            f"    r = {module}.run(**json.loads(sys.argv[1]))\n"
+            "except Exception as error:\n"  # the zoo's exit status for it
+            "    from models.common.flags import exit_for\n"
+            "    exit_for(error)\n"
             "r['peak_rss_gib'] = resource.getrusage(resource.RUSAGE_SELF)"
             ".ru_maxrss / 2 ** 20; print('RESULTS' + json.dumps(r))")
     try:
@@ -40,8 +53,9 @@ def run_in_child(module, kwargs):
         os.close(parent_gone)
         os.close(parent_alive)
     if out.returncode:
-        raise RuntimeError(f"{module}.run({kwargs}) failed:\n"
-                           f"{out.stderr[-3000:]}")
+        raise ChildFailed(f"{module}.run({kwargs}) failed with status "
+                          f"{out.returncode}:\n{out.stderr[-3000:]}",
+                          out.returncode)
     line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS"))
     return json.loads(line[len("RESULTS"):])
 

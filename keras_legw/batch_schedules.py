@@ -130,6 +130,12 @@ class BatchRamp:
             raise ValueError("Argument `stages` must hold at least one "
                              f"(epoch, batch) pair. Received: {stages!r}")
         self._stages = parsed
+        for epoch, batch in parsed:
+            check_positive_integer("batch in stages", batch)
+            if not math.isfinite(epoch):
+                raise ValueError(
+                    "Argument `stages` must hold finite epochs. Received: "
+                    f"epoch {epoch} in stages={stages!r}")
         self._check_order()
         self.base_batch_size = (parsed[0][1] if base_batch_size is None
                                 else base_batch_size)
@@ -161,7 +167,6 @@ class BatchRamp:
 
     def _check_batches(self):
         for epoch, batch in self._stages:
-            check_positive_integer("batch in stages", batch)
             if batch % self.batch_multiple:
                 raise ValueError(
                     "Argument `stages` must hold multiples of batch_multiple="

@@ -412,19 +412,42 @@ def parse_flags(argv):
     return exit_on_error(parse)
 
 
+# Each way a run can end early, with the status a script exits with: the
+# one place that maps them (scripts through `exit_on_error`, the benchmarks
+# through a child's status).
+NON_FINITE_LOSS_STATUS = 3
+ERROR_STATUSES = ((ValueError, 2), (DataError, 2),
+                  (trainer.NonFiniteLossError, NON_FINITE_LOSS_STATUS),
+                  (checkpoints.CheckpointWriteError, 1))
+
+
+def exit_status(error):
+    """The status a script ends with for `error`: 128 + the signal for a
+    preemption, else `ERROR_STATUSES`' (None: not one of them)."""
+    if isinstance(error, preemption.Preempted):
+        return error.exit_status
+    return next((status for kind, status in ERROR_STATUSES
+                 if isinstance(error, kind)), None)
+
+
 def exit_on_error(function, **kwargs):
-    """Calls `function(**kwargs)`; a ValueError or data error ends the
-    process with status 2 and one line on stderr, a preemption (SIGTERM or
-    SIGINT, see `preemption`) with 128 + the signal and one line, a
-    checkpoint that cannot be written (a full disk) with 1 and one line."""
+    """Calls `function(**kwargs)`; an error of `ERROR_STATUSES` or a
+    preemption ends the process as `exit_for` says."""
     try:
         return function(**kwargs)
-    except (ValueError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except preemption.Preempted as stopped:
-        print(str(stopped), file=sys.stderr)
-        sys.exit(stopped.exit_status)
-    except checkpoints.CheckpointWriteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    except (preemption.Preempted, *(kind for kind, _ in ERROR_STATUSES)) \
+            as error:
+        exit_for(error)
+
+
+def exit_for(error):
+    """Ends the process with `exit_status(error)` and one line on stderr
+    (`error: ...`; a preemption's own line): a bad value or missing data 2,
+    a non-finite loss 3, a checkpoint that cannot be written (a full disk)
+    1, SIGTERM or SIGINT 128 + the signal. Any other error is raised."""
+    status = exit_status(error)
+    if status is None:
+        raise error
+    print(str(error) if isinstance(error, preemption.Preempted)
+          else f"error: {error}", file=sys.stderr)
+    sys.exit(status)

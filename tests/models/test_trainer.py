@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.common import trainer
+from models.common import checkpoints, preemption, trainer
+from models.common import flags as common_flags
+from models.common.data import DataError
 from tests.conftest import two_cpu_mirrored_strategy
 from tests.models.synthetic_tasks import (DIM, NOISE_STD, least_squares_task,
                                          regularized_linear_task)
@@ -159,3 +161,21 @@ def test_micro_batches_add_the_regularization_once(tmp_path, strategy_name,
     want = w - rate * (x.T @ (x @ w - y) / 8 + 2 * l2 * w)
     np.testing.assert_allclose(model.get_weights()[0][:, 0], want,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("error, status", [
+    (ValueError("bad"), 2), (DataError("missing"), 2),
+    (trainer.NonFiniteLossError("nan"), 3),
+    (checkpoints.CheckpointWriteError("full"), 1),
+    (preemption.Preempted(15, 4, "ckpt-4"), 143)])
+def test_each_error_ends_a_script_with_its_status_and_one_line(
+        error, status, capsys):
+    def fail():
+        raise error
+
+    with pytest.raises(SystemExit) as stop:
+        common_flags.exit_on_error(fail)
+    assert stop.value.code == status == common_flags.exit_status(error)
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(KeyError):           # not a run's error: raised
+        common_flags.exit_on_error(lambda: {}["x"])
