@@ -54,6 +54,13 @@ from keras_legw.noise_scale import noise_scale_estimates
 LATE_FRACTION = 0.5
 
 
+def examples_per_pass(num_examples, batch_size):
+    """The examples of a pass at `batch_size`: `num_examples` itself, or,
+    where a pass depends on the batch (PTB's rows), its value there."""
+    return (num_examples(batch_size) if callable(num_examples)
+            else num_examples)
+
+
 class StepStatistics:
     """Sums over steps of the per-step estimates ``g_i`` (|G|^2) and ``t_i``
     (tr(Sigma)): ``n``, ``sum g``, ``sum t``, ``sum g^2``, ``sum t^2``.
@@ -123,8 +130,7 @@ class BatchGrowth:
 
     # Where training stands.
     def num_examples_at(self, batch_size):
-        n = self._num_examples
-        return n(batch_size) if callable(n) else n
+        return examples_per_pass(self._num_examples, batch_size)
 
     @property
     def batch_size(self):
@@ -186,8 +192,7 @@ class BatchGrowth:
         """Whether the next step (of `step_examples` rows, default the
         batch) ends past `late_fraction` of the pass: whether
         `observe_steps` would use its readings."""
-        rows = self.batch_size if step_examples is None else step_examples
-        return self.offset + rows > self.late_fraction * self.num_examples
+        return bool(self._late(self._step_rows(step_examples)))
 
     def observe_steps(self, small_sq, big_sq, small_batch, big_batch,
                       step_examples=None):
@@ -200,13 +205,20 @@ class BatchGrowth:
         end past `late_fraction` of the pass count."""
         small_sq = np.atleast_1d(np.asarray(small_sq, np.float64))
         big_sq = np.atleast_1d(np.asarray(big_sq, np.float64))
-        rows = self.batch_size if step_examples is None else step_examples
-        ends = self.offset + rows * np.arange(1, small_sq.size + 1)
-        late = ends > self.late_fraction * self.num_examples
+        late = self._late(self._step_rows(step_examples)
+                          * np.arange(1, small_sq.size + 1))
         if np.any(late):
             self.statistics.add(*noise_scale_estimates(
                 small_sq[late], big_sq[late], float(small_batch),
                 float(big_batch)))
+
+    def _step_rows(self, step_examples):
+        return self.batch_size if step_examples is None else step_examples
+
+    def _late(self, rows):
+        """Whether steps that end after `rows` more examples of the pass end
+        past `late_fraction` of it."""
+        return self.offset + rows > self.late_fraction * self.num_examples
 
     def end_epoch(self, share=None):
         """Tells an adaptive schedule the ended pass's statistics and starts

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import tensorflow as tf
 
+from keras_legw.batch_growth import examples_per_pass
 from keras_legw.growing_batch import RateAtBatch
 
 
@@ -51,8 +52,8 @@ class Growth:
         the optimizer with (`num_examples` per epoch, or a function of the
         batch giving them)."""
         start = self.schedule.start_batch_size
-        n = num_examples(start) if callable(num_examples) else num_examples
-        return RateAtBatch(self.rate, start, n)
+        return RateAtBatch(self.rate, start,
+                           examples_per_pass(num_examples, start))
 
 
 def accumulation_steps(batch_size, replicas, minimum, max_replica_batch_size,

@@ -37,6 +37,7 @@ from typing import Optional
 from absl import flags, logging
 
 import keras_legw
+from keras_legw.batch_growth import examples_per_pass
 from keras_legw.scaling import LEARNING_RATE_SCALINGS, WARMUP_SCALINGS
 from models.common import checkpoints, distribute, preemption, trainer
 from models.common.batch_growth import Growth
@@ -201,7 +202,7 @@ def schedule_of(options, num_examples):
     `--warmup_scaling` overriding it."""
     if options.batch_schedule is not None:
         return growth_of(options, 1).start_rate(num_examples)
-    num_examples = _examples(num_examples, options.batch_size)
+    num_examples = examples_per_pass(num_examples, options.batch_size)
     if options.schedule == AUTOWU:
         return keras_legw.AutoWarmupSchedule(
             keras_legw.whole_steps(options.epochs, num_examples,
@@ -233,11 +234,6 @@ def schedule_of(options, num_examples):
         num_examples=num_examples, total_epochs=options.epochs,
         noise_scale=options.b_noise,
         **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _examples(num_examples, batch_size):
-    return num_examples(batch_size) if callable(num_examples) else \
-        num_examples
 
 
 GROWING_SCALINGS = keras_legw.growing_batch.RATE_RULES
@@ -315,7 +311,7 @@ def train(task, options, *, strategy, schedule, make_optimizer, num_examples,
         length = dict(global_batch_size=options.batch_size,
                       total_steps=keras_legw.whole_steps(
                           options.epochs,
-                          _examples(num_examples, options.batch_size),
+                          examples_per_pass(num_examples, options.batch_size),
                           options.batch_size))
     else:
         length = dict(growth=growth)

@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 
 from keras_legw import scaling
-from keras_legw.batch_growth import BatchGrowth
+from keras_legw.batch_growth import BatchGrowth, examples_per_pass
 from keras_legw.batch_schedules import BatchRamp
 from keras_legw.growing_batch import RateAtBatch
 from keras_legw.noise_scale import NoiseScaleEstimator
@@ -276,8 +276,7 @@ class _BatchPlan:
         self.replicas, self.stateful = replicas, stateful
 
     def num_examples(self, batch_size):
-        n = self._num_examples
-        return n(batch_size) if callable(n) else n
+        return examples_per_pass(self._num_examples, batch_size)
 
     def step_options(self, batch_size):
         options = self.options
