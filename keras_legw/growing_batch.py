@@ -244,10 +244,11 @@ class GrowingBatchDataset(keras.utils.PyDataset):
         super().__init__(**kwargs)
         self.x, self.y = x, y
         self.num_examples = _num_rows(y, "y")
-        if _num_rows(x, "x") != self.num_examples:
+        x_rows = _num_rows(x, "x")
+        if x_rows != self.num_examples:
             raise ValueError(
                 "Arguments `x` and `y` must hold the same number of examples."
-                f" Received: {_num_rows(x, 'x')} and {self.num_examples}")
+                f" Received: {x_rows} and {self.num_examples}")
         if not all(hasattr(batch_schedule, name) for name in
                    ("batch_size_for_epoch", "max_batch_size",
                     "start_batch_size", "adaptive")):
@@ -338,8 +339,8 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     two halves' (the same update, no extra pass over the data) and logs the
     two squared norms, on the steps of each epoch's second half (the others
     run Keras' own step: their readings would not be used); the engine
-    turns those steps into its evidence, and the schedule decides at the epoch's end (see
-    `NoiseBatchSchedule`). What that step does not support (loss scaling,
+    turns those steps into its evidence, and the schedule decides at the
+    epoch's end (see `NoiseBatchSchedule`). What that step does not support (loss scaling,
     the optimizer's gradient accumulation, `steps_per_execution > 1`) is an
     error at the start of `fit`. Epoch logs gain `batch_size`,
     `learning_rate` (of the epoch's last step), `examples_seen` and, for an
@@ -359,8 +360,10 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     backup saves the weights, so a crash in between loses nothing);
     `BackupAndRestore` resumes `fit` at an epoch, and this picks up that
     epoch's state, so a resumed run sees the batches, rates and data order
-    of an uninterrupted one. Backups every N batches resume at the start of
-    the saved epoch, as Keras does.
+    of an uninterrupted one. A backup in the middle of an epoch
+    (`BackupAndRestore(save_freq=N)`), which Keras resumes from the epoch's
+    first batch with mid-epoch weights, is refused at its first save and at
+    a resume from it.
 
     The optimizer must have a float learning rate (it is set every step).
     Under JAX, reading `self.model` syncs fit's state, so the rate set
@@ -409,6 +412,7 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
         self.backup_dir = backup_dir
         self._backup_seen = None
         self.rate = self._next_rate = None
+        self._rows = 0  # of the step under way
         self._steps = 0
         self._first_epoch = True
         self._filter = self._switch = None
@@ -452,20 +456,19 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
             return  # Keras asks once past a short epoch's end; no step runs.
         self._next_rate = self.engine.learning_rate()
         self.model.optimizer.learning_rate = self._next_rate
+        self._rows = len(self.dataset.batch_indices(batch))
         if self._switch is not None:
-            self._switch.measure(self.engine.counts_step(
-                len(self.dataset.batch_indices(batch))))
+            self._switch.measure(self.engine.counts_step(self._rows))
 
     def on_train_batch_end(self, batch, logs=None):
         logs = {} if logs is None else logs
         self.rate = self._next_rate
-        rows = len(self.dataset.batch_indices(batch))
         readings = [logs.pop(name, None) for name in MEASURE_LOGS]
         if readings[0] is not None:
             self.engine.observe_steps(*(float(ops.convert_to_numpy(r))
                                         for r in readings),
-                                      step_examples=rows)
-        self.engine.advance(rows)
+                                      step_examples=self._rows)
+        self.engine.advance(self._rows)
         self._steps += 1
         if batch == 0:
             self._check_order()

@@ -57,8 +57,7 @@ class Options:
         FROZEN_RAMP, "'epoch:global_batch,...' (a fixed ramp, e.g. "
         "0:128,1:512,4:2048) or 'noise' (the batch follows the gradient "
         "noise scale measured from the training steps, from the base batch "
-        "128 up "
-        "to --max_batch_size).")
+        "128 up to --max_batch_size).")
     max_batch_size: Optional[int] = option(
         None, "The largest batch (required with --batch_schedule=noise).",
         check=optional(POSITIVE_INTEGER))
