@@ -14,8 +14,8 @@ MNIST-LSTM (128 units, LAMB, jit-compiled, real data from $LEGW_DATA_DIR)
 at batch 128 (50 steps an epoch) and 8192 (4 steps an epoch); each backend
 in its own process. After one untimed warm-up fit, the modes alternate
 `--repeats` times, each repeat starting at the next mode (so no mode is
-always first); each is timed over its epochs 2-3 (the first, with tracing, is left
-out), the epoch-end measurement counted in its epoch. Appends rows to
+always first); each is timed over its epochs 2-3 (the first, with
+tracing, is left out), the epoch-end measurement counted in its epoch. Appends rows to
 `--csv` (docs/results/noise_scale_overhead.csv, path "fit").
 """
 
