@@ -4,8 +4,11 @@ grows from 128 to at most 8192, 25 epochs, base hyperparameters tuned at
 
     python -m bench.growing_batch --workers=2               # seed 0, CONFIGS
     python -m bench.growing_batch --plan=frozen --workers=2 # seed 1, frozen_config
+    python -m bench.growing_batch --plan=default            # seeds 0, 1
     python -m bench.growing_batch --plan=report             # plot, table
 
+`--plan=default` runs the adaptive rule's frozen default
+(`NoiseBatchSchedule`'s own defaults, DEFAULT_CONFIG) at seeds 0 and 1.
 Seed 0 runs every configuration of CONFIGS; `--plan=frozen` runs seed 1 of
 the one `frozen_config` chooses from seed 0's rows: the best test accuracy
 among those that train at 8192 from half the epochs on and take fewer steps
@@ -51,6 +54,12 @@ CONFIGS = {
                                     batch_schedule=FAST_RAMP,
                                     decay_begin_epochs=6.0),
 }
+# The adaptive rule with NoiseBatchSchedule's frozen defaults (issue 38).
+DEFAULT_CONFIG = {
+    "lamb_sqrt_noise_frozen": dict(optimizer="lamb", rate_rule="sqrt",
+                                   batch_schedule="noise",
+                                   max_batch_size=8192),
+}
 BEST_FIXED_STEPS = 733  # LAMB at 2048, 99.10% (mnist_lstm_recipes.csv)
 MAX_BATCH = 8192
 
@@ -78,6 +87,8 @@ def plan_runs(plan, rows=(), curves=()):
     """(config, seed) pairs of a plan."""
     if plan == "seed0":
         return [(name, 0) for name in CONFIGS]
+    if plan == "default":
+        return [(name, seed) for seed in (0, 1) for name in DEFAULT_CONFIG]
     return [(frozen_config(rows, curves), 1)]
 
 
@@ -92,7 +103,7 @@ def steps_of(batch_sizes):
 
 
 def row_of(name, seed, epochs, results):
-    spec = CONFIGS[name]
+    spec = {**CONFIGS, **DEFAULT_CONFIG}[name]
     return dict(model="mnist_lstm", config=name, optimizer=spec["optimizer"],
                 rate_rule=spec["rate_rule"],
                 batch_schedule=spec["batch_schedule"],
@@ -118,7 +129,8 @@ def curve_rows(name, seed, results):
 
 
 def run_one(name, seed, args):
-    kwargs = dict(CONFIGS[name], seed=seed, epochs=args.epochs,
+    kwargs = dict({**CONFIGS, **DEFAULT_CONFIG}[name], seed=seed,
+                  epochs=args.epochs,
                   data_dir=args.data_dir)
     results = sweep_runner.run_in_child("mnist_lstm_growing", kwargs)
     sweep_runner.append_row(args.csv, COLUMNS,
@@ -180,7 +192,8 @@ def report(args):
 def main():
     parser = sweep_runner.sweep_parser(__doc__, epochs=25.0, csv_path=CSV,
                                        runs_dir=None,
-                                       plans=("seed0", "frozen", "report"))
+                                       plans=("seed0", "frozen", "default",
+                                              "report"))
     parser.add_argument("--curves_csv", default=CURVES_CSV)
     args = parser.parse_args()
     if args.plan == "report":

@@ -6,6 +6,8 @@ hyperparameters frozen as in the fixed-batch sweeps.
     python -m bench.growing_trainer --plan=ptb --workers=2    # fixed, noise
     python -m bench.growing_trainer --plan=gnmt
     python -m bench.growing_trainer --plan=mnist
+    python -m bench.growing_trainer --plan=ptb --configs=sgd_sqrt_noise_frozen \
+        --seed=1                                  # one configuration, one seed
     python -m bench.growing_trainer --plan=report   # plot and table
 
 Each finished run is appended at once to docs/results/growing_batch.csv (the
@@ -38,15 +40,27 @@ CONFIGS = {
         "sgd_sqrt_noise": dict(batch_size=20, batch_schedule="noise",
                                max_batch_size=1280, strategy="mirrored",
                                num_cpu_devices=2),
+        # The adaptive rule's frozen default (NoiseBatchSchedule's own
+        # defaults; the row above ran the rule before it, at c = 1).
+        "sgd_sqrt_noise_frozen": dict(batch_size=20, batch_schedule="noise",
+                                      max_batch_size=1280,
+                                      strategy="mirrored", num_cpu_devices=2),
     },
     "gnmt": {
         "adam_sqrt_ramp": dict(batch_size=128,
                                batch_schedule="0:128,1:256,3:512,6:1024",
                                base_learning_rate=1e-2, dropout=0.1),
+        "adam_sqrt_noise_frozen": dict(batch_size=128, batch_schedule="noise",
+                                       max_batch_size=1024,
+                                       max_replica_batch_size=512,
+                                       base_learning_rate=1e-2, dropout=0.1),
     },
     "mnist_lstm": {
         "lamb_sqrt_fast_ramp": dict(batch_size=256, optimizer="lamb",
                                     batch_schedule=FROZEN_RAMP),
+        "lamb_sqrt_noise_frozen": dict(batch_size=128, optimizer="lamb",
+                                       batch_schedule="noise",
+                                       max_batch_size=8192),
     },
 }
 # The rows' config names start with it: the library study's rows (model.fit)
@@ -169,15 +183,24 @@ def main():
                                        runs_dir="runs/growing_trainer",
                                        plans=tuple(PLANS))
     parser.add_argument("--curves_csv", default=CURVES_CSV)
+    parser.add_argument("--configs", default=None,
+                        help="comma-separated configurations of the plan's "
+                             "model; default: all")
     args = parser.parse_args()
     if args.plan == "report":
         return report(args)
     model = PLANS[args.plan]
     done = {(r["model"], r["config"], r["seed"])
             for r in sweep_runner.read_rows(args.csv)}
-    jobs = [lambda n=name: run_one(model, n, 0, args)
-            for name in CONFIGS[model]
-            if (model, f"{PREFIX}{name}", "0") not in done]
+    names = (list(CONFIGS[model]) if args.configs is None
+             else args.configs.split(","))
+    unknown = sorted(set(names) - set(CONFIGS[model]))
+    if unknown:
+        parser.error(f"--configs: {unknown} are not configurations of "
+                     f"{model}: {sorted(CONFIGS[model])}")
+    jobs = [lambda n=name: run_one(model, n, args.seed, args)
+            for name in names
+            if (model, f"{PREFIX}{name}", str(args.seed)) not in done]
     sweep_runner.run_all(jobs, args.workers)
 
 

@@ -26,15 +26,16 @@ COLUMNS = ["model", "path", "seed", "noise_scale_multiplier", "window",
 
 def main():
     from models import mnist_lstm_growing
+    from models.common import flags as common_flags
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name in mnist_lstm_growing.NOISE_OPTIONS:
+    for name in common_flags.NOISE_OPTIONS:
         parser.add_argument(f"--{name}", type=float if name in (
             "noise_scale_multiplier", "std_errors") else int,
-            default=mnist_lstm_growing._noise_default(name))
+            default=common_flags._noise_default(name))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rule = {name: getattr(args, name)
-            for name in mnist_lstm_growing.NOISE_OPTIONS}
+            for name in common_flags.NOISE_OPTIONS}
     result = mnist_lstm_growing.run(batch_schedule="noise",
                                     max_batch_size=8192, seed=args.seed,
                                     **rule)

@@ -19,7 +19,6 @@ and one line (`error: ...`).
 """
 
 import dataclasses
-import inspect
 import time
 from typing import Optional
 
@@ -30,6 +29,7 @@ from absl import app, flags
 import keras_legw
 from models import mnist_lstm_input
 from models.common import flags as common_flags
+from models.common.flags import NoiseOptions, noise_kwargs
 from models.common.options import (NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER,
                                    check_fields, define_flags, from_flags,
                                    option, optional, split)
@@ -42,15 +42,8 @@ FROZEN_RAMP = "0:256,1:1024,3:4096,6:8192"
 FLAGS = flags.FLAGS
 
 
-def _noise_default(name):
-    """The library's default of `keras_legw.NoiseBatchSchedule`'s argument
-    `name` (defined there once)."""
-    return inspect.signature(keras_legw.NoiseBatchSchedule).parameters[
-        name].default
-
-
 @dataclasses.dataclass(frozen=True)
-class Options:
+class Options(NoiseOptions):
     """The script's options: its flags, and `run`'s keyword arguments."""
 
     batch_schedule: str = option(
@@ -73,22 +66,6 @@ class Options:
     decay_begin_epochs: Optional[float] = option(
         None, "Epoch where the decay begins; default: the end of the "
         "warmup.", check=optional(NON_NEGATIVE))
-    # --batch_schedule=noise's options, one field each, named as
-    # keras_legw.NoiseBatchSchedule's arguments and listed in NOISE_OPTIONS.
-    noise_scale_multiplier: float = option(
-        _noise_default("noise_scale_multiplier"), "--batch_schedule=noise: c, the batch targets c times the "
-        "noise scale (at B = c B_noise a run takes 1 + 1/c times the fewest "
-        "steps and 1 + c times the fewest examples).", check=POSITIVE)
-    window: int = option(
-        _noise_default("window"), "--batch_schedule=noise: the lower median of the last this many "
-        "epochs' noise scales decides.", check=POSITIVE_INTEGER)
-    std_errors: float = option(
-        _noise_default("std_errors"), "--batch_schedule=noise: each epoch's noise scale is taken "
-        "this many standard errors (of its steps' estimates) below.",
-        check=NON_NEGATIVE)
-    max_doublings: int = option(
-        _noise_default("max_doublings"), "--batch_schedule=noise: the most doublings of the batch one "
-        "decision may make.", check=POSITIVE_INTEGER)
     epochs: float = option(BASE["epochs"], "Training epochs.", check=POSITIVE)
     seed: int = option(0, "Random seed (weights and data order).")
     data_dir: Optional[str] = option(
@@ -102,12 +79,6 @@ class Options:
         check=optional(POSITIVE))
     units: int = option(128, "LSTM units.", check=POSITIVE)
     verbose: int = option(0, "fit's progress output (0: none).", flag=False)
-
-
-# The options passed to keras_legw.NoiseBatchSchedule with
-# --batch_schedule=noise (ignored with a ramp).
-NOISE_OPTIONS = ("noise_scale_multiplier", "window", "std_errors",
-                 "max_doublings")
 
 
 def load_arrays(data_dir=None, num_train_examples=None):
@@ -136,11 +107,10 @@ def run(**kwargs):
     check_fields(o)
     keras.utils.set_random_seed(o.seed)
     base = BASE["base_batch_size"]
-    noise_kwargs = ({} if o.batch_schedule != "noise" else
-                    {name: getattr(o, name) for name in NOISE_OPTIONS})
     try:
         schedule = keras_legw.batch_schedule(o.batch_schedule, base,
-                                             o.max_batch_size, **noise_kwargs)
+                                             o.max_batch_size,
+                                             **noise_kwargs(o))
     except ValueError as error:
         raise ValueError(f"Flag --batch_schedule={o.batch_schedule}: "
                          f"{error}") from None

@@ -28,6 +28,7 @@ warmup.
 """
 
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -53,8 +54,52 @@ FLAGS_FILE = "flags.txt"
 REQUIRED = dataclasses.MISSING  # an application's BASE gives the default
 
 
+def _noise_default(name):
+    """The library's default of `keras_legw.NoiseBatchSchedule`'s argument
+    `name` (defined there once)."""
+    return inspect.signature(keras_legw.NoiseBatchSchedule).parameters[
+        name].default
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NoiseOptions:
+    """The options of `--batch_schedule=noise`, named as
+    `keras_legw.NoiseBatchSchedule`'s arguments, with its defaults: shared
+    by the trainer's scripts (`CommonOptions`) and `model.fit`'s
+    (`models.mnist_lstm_growing`). Ignored with a ramp."""
+
+    noise_scale_multiplier: float = option(
+        _noise_default("noise_scale_multiplier"),
+        "--batch_schedule=noise: c, the batch targets c times the noise "
+        "scale (at B = c B_noise a run takes 1 + 1/c times the fewest steps "
+        "and 1 + c times the fewest examples).", check=POSITIVE)
+    window: int = option(
+        _noise_default("window"), "--batch_schedule=noise: the lower median "
+        "of the last this many epochs' noise scales decides.",
+        check=POSITIVE_INTEGER)
+    std_errors: float = option(
+        _noise_default("std_errors"), "--batch_schedule=noise: each epoch's "
+        "noise scale is taken this many standard errors (of its steps' "
+        "estimates) below.", check=NON_NEGATIVE)
+    max_doublings: int = option(
+        _noise_default("max_doublings"), "--batch_schedule=noise: the most "
+        "doublings of the batch one decision may make.",
+        check=POSITIVE_INTEGER)
+
+
+NOISE_OPTIONS = tuple(f.name for f in dataclasses.fields(NoiseOptions))
+
+
+def noise_kwargs(options):
+    """`NoiseBatchSchedule`'s keyword arguments from `options` (empty unless
+    `options.batch_schedule` is 'noise')."""
+    if options.batch_schedule != "noise":
+        return {}
+    return {name: getattr(options, name) for name in NOISE_OPTIONS}
+
+
 @dataclasses.dataclass(frozen=True)
-class CommonOptions:
+class CommonOptions(NoiseOptions):
     """The options of every script, each defined once: its flag (name, type,
     default, help, check) is generated from its field, and every script's
     `run(**kwargs)` takes it by the same name. The base hyperparameters'
@@ -267,7 +312,8 @@ def growth_of(options, replicas, rate=None):
     try:
         schedule = keras_legw.batch_schedule(
             options.batch_schedule, options.batch_size,
-            options.max_batch_size, batch_multiple=replicas)
+            options.max_batch_size, batch_multiple=replicas,
+            **noise_kwargs(options))
         rate = rate or keras_legw.GrowingBatchRate(
             base_learning_rate=options.base_learning_rate,
             base_batch_size=options.base_batch_size,

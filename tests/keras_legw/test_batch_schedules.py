@@ -128,7 +128,7 @@ def test_noise_rule_matches_its_transcription(multiplier, every, window, z,
 
 
 def test_noise_rule_cases_by_hand():
-    schedule = NoiseBatchSchedule(100, 1000, batch_multiple=100,
+    schedule = _unit_rule(100, 1000, batch_multiple=100,
                                   **OLD_RULE)
     assert schedule.candidates == (100, 200, 400, 800, 1000)
     assert math.isnan(schedule.noise_scale)
@@ -145,7 +145,7 @@ def test_noise_rule_cases_by_hand():
 
 
 def test_the_bound_the_median_and_the_doubling_limit_by_hand():
-    schedule = NoiseBatchSchedule(100, 1600, std_errors=2.0, window=3,
+    schedule = _unit_rule(100, 1600, std_errors=2.0, window=3,
                                   max_doublings=1)
     # B = 900 / 2 = 450; L = (900 - 2 * 100) / (2 + 2 * 0.25) = 280.
     schedule.observe(2.0, 900.0, 0.25 ** 2, 100.0 ** 2)
@@ -177,6 +177,14 @@ def _closed_form_readings(rng, batch, true_noise, dim=64, steps=60):
     return small, big
 
 
+def _unit_rule(*args, **kwargs):
+    """A `NoiseBatchSchedule` whose multiplier and doublings a decision are
+    1 unless given: these tests check the rule's mechanics, not its frozen
+    defaults (`test_the_documented_defaults` does)."""
+    rule = dict(noise_scale_multiplier=1.0, max_doublings=1)
+    return NoiseBatchSchedule(*args, **{**rule, **kwargs})
+
+
 def _closed_form_run(spike_epoch=None, **rule):
     """Epoch by epoch: the batch the schedule decided, the true noise scale
     (doubling every 3 epochs from 150), each epoch's readings through the
@@ -184,7 +192,7 @@ def _closed_form_run(spike_epoch=None, **rule):
     trace of one epoch's readings."""
     from keras_legw.batch_growth import StepStatistics
     rng = np.random.default_rng(3)
-    schedule = NoiseBatchSchedule(32, 4096, **rule)
+    schedule = _unit_rule(32, 4096, **rule)
     batches = [schedule.batch_size]
     for epoch in range(18):
         true_noise = 150 * 2 ** (epoch / 3)
@@ -233,7 +241,7 @@ def test_an_older_state_is_one_clear_error():
                        "this state was written by an older keras_legw .* "
                        "Start the run again, or resume it with the version "
                        "that wrote it.$"):
-        NoiseBatchSchedule(1, 64).set_state(
+        _unit_rule(1, 64).set_state(
             dict(batch_size=1, grad_sq_norm=0.0, trace_covariance=0.0,
                  weight=0.0, observed=0, decisions={"0": 1}))
 
@@ -241,11 +249,11 @@ def test_an_older_state_is_one_clear_error():
 def test_state_round_trip_resumes_the_same_decisions():
     rng = np.random.default_rng(1)
     measurements = [(1.0, float(v)) for v in rng.uniform(50, 5000, 12)]
-    whole = NoiseBatchSchedule(64, 4096)
+    whole = _unit_rule(64, 4096)
     first = _run(whole, measurements)
-    part = NoiseBatchSchedule(64, 4096)
+    part = _unit_rule(64, 4096)
     _run(part, measurements[:5])
-    resumed = NoiseBatchSchedule(64, 4096)
+    resumed = _unit_rule(64, 4096)
     resumed.set_state(part.get_state())
     for g, t in measurements[5:]:
         resumed.observe(g, t)
@@ -295,7 +303,7 @@ def test_the_documented_defaults():
     schedule = NoiseBatchSchedule(8, 64)
     assert (schedule.noise_scale_multiplier, schedule.decide_every_epochs,
             schedule.window, schedule.std_errors, schedule.max_doublings,
-            schedule.batch_multiple) == (1.0, 1, 3, 2.0, 1, 1)
+            schedule.batch_multiple) == (4.0, 1, 3, 2.0, 2, 1)
     ramp = BatchRamp("0:3,1:5")             # any batch splits over 1 device
     assert (ramp.batch_multiple, ramp.batch_size_for_epoch(1)) == (1, 5)
     assert BatchRamp("0:8").batch_size_for_epoch(0) == 8
@@ -303,7 +311,7 @@ def test_the_documented_defaults():
 
 
 def test_a_target_exactly_at_a_candidate_takes_it():
-    schedule = NoiseBatchSchedule(100, 800, window=1, std_errors=0,
+    schedule = _unit_rule(100, 800, window=1, std_errors=0,
                                   max_doublings=None)
     schedule.observe(1.0, 400.0)
     assert schedule.batch_size == 400
@@ -312,7 +320,7 @@ def test_a_target_exactly_at_a_candidate_takes_it():
 
 
 def test_a_trace_of_zero_or_a_tiny_one_and_a_zero_gradient():
-    schedule = NoiseBatchSchedule(1, 64, window=1, std_errors=0)
+    schedule = _unit_rule(1, 64, window=1, std_errors=0)
     schedule.observe(1.0, 0.0)              # no noise: 0, keeps the batch
     assert schedule.noise_scale == 0.0 and schedule.batch_size == 1
     schedule.observe(0.25, 0.5)             # B = 2: a trace under 1 counts

@@ -328,7 +328,8 @@ def test_noise_scale_on_tensorflow():
 def _frozen_least_squares_fit(n=8192):
     """fit's own noise-scale steps on least squares held at a closed-form
     noise scale (weights frozen by a rate of 1e-12): 5 + s^2 d / |delta|^2
-    = 94 here. Returns History."""
+    = 94 here; the rule at multiplier 1, one doubling a decision. Returns
+    History."""
     dim = backend_checks.DIM
     delta = np.full(dim, np.sqrt(1 / 89 / dim))
     assert least_squares_noise_scale(dim, delta @ delta, 0.5) == \
@@ -336,7 +337,8 @@ def _frozen_least_squares_fit(n=8192):
     x, y = backend_checks.least_squares_data(0, n=n)
     model = backend_checks.least_squares_model(delta)
     data = keras_legw.GrowingBatchDataset(
-        x, y, keras_legw.NoiseBatchSchedule(16, 256), seed=1)
+        x, y, keras_legw.NoiseBatchSchedule(
+            16, 256, noise_scale_multiplier=1.0, max_doublings=1), seed=1)
     rate = keras_legw.GrowingBatchRate(1e-12, 16, 16, 0.0, 4)
     return model.fit(data, epochs=4, verbose=0, shuffle=False, callbacks=[
         keras_legw.GrowingBatch(data, rate)]).history

@@ -236,6 +236,11 @@ def test_a_resume_on_another_number_of_replicas_continues_the_ramp(tmp_path):
     assert [h["batch_size"] for h in results["history"]][-1] == 64
 
 
+# The rule at multiplier 1 and one doubling a decision: these tests check
+# its mechanics, not the frozen defaults.
+UNIT_RULE = dict(noise_scale_multiplier=1.0, max_doublings=1)
+
+
 @pytest.mark.parametrize("strategy_name", ["default", "mirrored"])
 def test_the_noise_schedule_follows_the_closed_form_noise_scale(
         tmp_path, strategy_name):
@@ -250,7 +255,7 @@ def test_the_noise_schedule_follows_the_closed_form_noise_scale(
     delta = np.full(DIM, 0.055, np.float32)
     expected = least_squares_noise_scale(DIM, float(delta @ delta), NOISE_STD)
     assert 64 < expected < 128
-    schedule = keras_legw.NoiseBatchSchedule(16, 256)
+    schedule = keras_legw.NoiseBatchSchedule(16, 256, **UNIT_RULE)
     growth = Growth(schedule, _rate(base_lr=1e-12, base_batch=16, start=16,
                                     epochs=3), 3, "noise")
     results, model = trainer.train(
@@ -346,7 +351,7 @@ def test_a_10x_spike_in_one_epoch_does_not_move_the_trainers_batch(
     plant_noise_spike(monkeypatch, epoch=1)
     n = 32768
     delta = np.full(DIM, 0.055, np.float32)
-    growth = Growth(keras_legw.NoiseBatchSchedule(16, 256),
+    growth = Growth(keras_legw.NoiseBatchSchedule(16, 256, **UNIT_RULE),
                     _rate(base_lr=1e-12, base_batch=16, start=16, epochs=4),
                     4, "noise")
     results, _ = trainer.train(

@@ -16,7 +16,8 @@ from absl import flags
 import keras_legw
 from models import mnist_lstm_growing
 from models.common.options import check_fields, define_flags, from_flags
-from models.mnist_lstm_growing import NOISE_OPTIONS, Options
+from models.common.flags import NOISE_OPTIONS
+from models.mnist_lstm_growing import Options
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 

@@ -26,7 +26,7 @@ SCRIPTS = {  # module, its __main__'s define_script_flags arguments
 # --schedule=goyal --noise_scale --max_steps=7 --model_dir=runs/x`, the rest
 # defaults) written by the code before the options were defined once.
 ADDED = {"check_every_epochs", "batch_schedule", "max_batch_size",
-         "max_replica_batch_size"}  # every script
+         "max_replica_batch_size", *common_flags.NOISE_OPTIONS}  # every script
 ADDED_TO = {"gnmt": {"length_penalty", "dropout"}}
 BEFORE = json.load(open(os.path.join(os.path.dirname(__file__),
                                      "flags_before_options.json")))
