@@ -9,6 +9,10 @@ Public API:
     recipe, goyal, RECIPES    named scaling recipes (legw, goyal, ...)
     StepsModel                steps and epochs to a target at any batch,
                               from the noise scale (the batch planner)
+    profile_step_times, StepProfile, StepTimeModel, Interconnect
+                              wall-clock and device-hours of a run on N
+                              devices, from measured step times and the
+                              all-reduce (the cluster planner)
     LARS                      layer-wise adaptive rate scaling optimizer
     AutoWarmup                adaptive warmup callback (Kim et al. 2021)
     AutoWarmupSchedule        the same as a schedule, for custom loops
@@ -39,6 +43,8 @@ from keras_legw.growing_batch import (GrowingBatch, GrowingBatchDataset,
                                       GrowingBatchRate, RateAtBatch)
 from keras_legw.lars import LARS
 from keras_legw.planner import StepsModel
+from keras_legw.cluster import (Interconnect, StepProfile, StepTimeModel,
+                                profile_step_times)
 from keras_legw.recipes import RECIPES, goyal, recipe
 from keras_legw.noise_scale import (NoiseScaleCallback, NoiseScaleEstimator,
                                     NoiseScaleResult, measure_noise_scale,
@@ -73,6 +79,10 @@ __all__ = [
     "NoiseScaleResult",
     "RECIPES",
     "StepsModel",
+    "StepProfile",
+    "StepTimeModel",
+    "Interconnect",
+    "profile_step_times",
     "batch_scale_factor",
     "batch_schedule",
     "epochs_to_steps",

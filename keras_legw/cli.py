@@ -19,6 +19,19 @@ batch_size, steps: the steps each took to the target), or from the noise
 scale measured at --base-batch and that run's steps. `--plot` then draws
 steps against batch, the measured points beside the model. Bad arguments
 exit with status 2 and one line on stderr.
+
+    python -m keras_legw profile --task models.mnist_lstm_model:profile_task \\
+        --batch-sizes 16,32,64,128 --out profile.csv
+    python -m keras_legw plan --cluster --profile profile.csv \\
+        --devices 1,8,64,512 --interconnect nvlink4 --num-examples 60000 \\
+        --epochs 25 --base-batch 128 --batch 8192 --ramp 0:256,1:1024,6:8192
+
+times a model's training step at per-device batches (FUNCTION() of the
+task returns the compiled model, x and y), then predicts the steps,
+wall-clock, device-hours and speedup of each schedule on each device count,
+and the assumptions made (`keras_legw.cluster`). `--noise-curve CSV` adds
+NoiseBatchSchedule's default told that noise-scale curve; `--plot` draws
+wall-clock against devices.
 """
 
 import argparse
@@ -27,7 +40,7 @@ import sys
 
 import numpy as np
 
-from keras_legw import planner, recipes, scaling
+from keras_legw import cluster, planner, recipes, scaling
 from keras_legw.batch_schedules import doublings
 from keras_legw.schedules import DECAYS, LEGW
 
@@ -82,6 +95,8 @@ def _build_parser():
     plan.add_argument("--decay-rate", type=float, help="exponential decay only")
     plan.add_argument("--decay-epochs", type=float, help="exponential decay only")
     plan.add_argument("--plot", metavar="PNG", help="save a plot of the schedule")
+    _add_cluster_arguments(plan)
+    _add_profile_command(commands, parser)
     return parser
 
 
@@ -280,13 +295,253 @@ def predict(args, parser):
     return model, measured, batches
 
 
+def _add_cluster_arguments(plan):
+    group = plan.add_argument_group(
+        "cluster plan", "wall-clock and device-hours of the fixed batches, "
+        "--ramp and the adaptive schedule on each of --devices")
+    group.add_argument("--cluster", action="store_true",
+                       help="plan a cluster run from a --profile")
+    group.add_argument("--profile", metavar="CSV",
+                       help="step times from `python -m keras_legw profile`")
+    group.add_argument("--devices", default="1,8,64,512",
+                       help="device counts, comma-separated (default "
+                            "1,8,64,512)")
+    group.add_argument("--interconnect", choices=sorted(cluster.INTERCONNECTS),
+                       help="a named link (or --bandwidth-gb-per-s)")
+    group.add_argument("--bandwidth-gb-per-s", type=float,
+                       help="all-reduce bus bandwidth per device, GB/s")
+    group.add_argument("--latency-us", type=float,
+                       help="latency per message, us (default 0, or the "
+                            "--interconnect's)")
+    group.add_argument("--ramp", help="a batch ramp to plan, e.g. "
+                                      "0:256,1:1024,3:4096,6:8192")
+    group.add_argument("--noise-curve", metavar="CSV",
+                       help="noise scale by epoch (columns epoch, "
+                            "noise_scale): plan NoiseBatchSchedule's "
+                            "default up to --max-batch")
+    group.add_argument("--max-device-batch", type=int,
+                       help="the largest batch one device holds; larger "
+                            "shares run as micro-batches")
+
+
+def _add_profile_command(commands, parser):
+    profile = commands.add_parser(
+        "profile", help="time a model's training step at per-device batches")
+    profile.error = parser.error
+    profile.add_argument("--task", required=True, metavar="MODULE:FUNCTION",
+                         help="FUNCTION() returns (compiled model, x, y)")
+    profile.add_argument("--batch-sizes", required=True,
+                         help="per-device batches, comma-separated")
+    profile.add_argument("--out", required=True, metavar="CSV")
+    profile.add_argument("--repeats", type=int, default=5)
+    profile.add_argument("--steps-per-repeat", type=int, default=3)
+
+
+def _integers(flag, text):
+    """The comma-separated integers of `flag`'s `text`."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated integers such as "
+                         f"1,8,64. Received: {text!r}") from None
+
+
+def load_task(text):
+    """(model, x, y) from FUNCTION() of MODULE, given "MODULE:FUNCTION"."""
+    module, _, name = text.partition(":")
+    if not module or not name:
+        raise ValueError("--task must be MODULE:FUNCTION, e.g. "
+                         f"models.mnist_lstm_model:profile_task. Received: "
+                         f"{text!r}")
+    try:
+        function = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot load --task {text!r}: {error}") from None
+    task = function()
+    if not (isinstance(task, tuple) and len(task) == 3):
+        raise ValueError(f"--task {text!r} must return (compiled model, x, "
+                         f"y). Received: {type(task).__name__}")
+    return task
+
+
+def run_profile(args, parser):
+    """`profile`: times the task's step, prints and saves the profile."""
+    import os
+
+    try:
+        batches = _integers("--batch-sizes", args.batch_sizes)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+            raise ValueError(f"--out {args.out!r}: no such folder")
+        model, x, y = load_task(args.task)
+        profile = cluster.profile_step_times(model, x, y, batches,
+                                             args.repeats,
+                                             args.steps_per_repeat)
+        profile.to_csv(args.out)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    print(f"{profile.backend} on {profile.device}, gradient "
+          f"{profile.param_bytes / 1e6:.4g} MB\n\n{'batch':>8} "
+          f"{'s/step':>12} {'examples/s':>12}")
+    for batch, seconds in zip(profile.batch_sizes, profile.seconds):
+        print(f"{batch:>8d} {seconds:>12.4g} {batch / seconds:>12.4g}")
+    print(f"\nprofile saved to {args.out}")
+    return 0
+
+
+def _interconnect(args):
+    """(name, Interconnect) of --interconnect, --bandwidth-gb-per-s and
+    --latency-us (the last two override the first)."""
+    if args.interconnect is None and args.bandwidth_gb_per_s is None:
+        raise ValueError("--cluster needs --interconnect NAME or "
+                         "--bandwidth-gb-per-s (and --latency-us)")
+    named = cluster.INTERCONNECTS.get(args.interconnect)
+    link = cluster.Interconnect(
+        named.bandwidth_gb_per_s if args.bandwidth_gb_per_s is None
+        else args.bandwidth_gb_per_s,
+        args.latency_us if args.latency_us is not None
+        else named.latency_us if named else 0.0)
+    name = args.interconnect if named == link else (
+        f"{args.interconnect} (overridden)" if named else "the given link")
+    return name, link
+
+
+def cluster_schedules(args):
+    """{name: stages} to plan: fixed at --base-batch and --batch, --ramp,
+    and NoiseBatchSchedule's default on --noise-curve."""
+    schedules = {f"fixed {args.base_batch}": args.base_batch}
+    if args.batch is not None:
+        schedules.setdefault(f"fixed {args.batch}", args.batch)
+    if args.ramp:
+        schedules["ramp"] = args.ramp
+    if args.noise_curve:
+        top = args.max_batch or args.batch
+        if top is None:
+            raise ValueError("--noise-curve needs --max-batch (or --batch), "
+                             "the largest batch the schedule may pick")
+        schedules["adaptive"] = cluster.adaptive_stages(
+            cluster.read_noise_curve(args.noise_curve), args.base_batch, top,
+            args.epochs)
+    return schedules
+
+
+def cluster_plan(args, parser):
+    """`plan --cluster`: prints the plan's table and assumptions; returns
+    its rows."""
+    missing = [flag for flag, value in (("--profile", args.profile),
+                                        ("--epochs", args.epochs))
+               if value is None]
+    if missing:
+        parser.error("the following arguments are required with --cluster: "
+                     + ", ".join(missing))
+    try:
+        name, link = _interconnect(args)
+        devices = _integers("--devices", args.devices)
+        step_model = cluster.StepTimeModel(
+            cluster.StepProfile.read_csv(args.profile), link,
+            args.max_device_batch)
+        schedules = cluster_schedules(args)
+        rows = cluster.plan_schedules(step_model, schedules, devices,
+                                      args.num_examples, args.epochs)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    print(format_cluster_plan(args, rows, schedules))
+    print(format_assumptions(args, step_model, name, rows))
+    return rows
+
+
+def _duration(seconds):
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def format_cluster_plan(args, rows, schedules):
+    """The schedules' stages, then one line per device count and
+    schedule."""
+    lines = [f"{args.num_examples} examples x {args.epochs:g} epochs", ""]
+    for label, stages in schedules.items():
+        text = stages if isinstance(stages, (int, str)) else ",".join(
+            f"{e:g}:{b}" for e, b in stages)
+        lines.append(f"  {label:<12} {text}")
+    lines += ["", f"{'devices':>8}  {'schedule':<12} {'steps':>7} "
+                  f"{'wall-clock':>11} {'device-hours':>13} {'speedup':>8}"]
+    for row in rows:
+        head = f"{row.devices:>8d}  {row.schedule:<12} {row.steps:>7d} "
+        if not row.possible:
+            lines.append(head + f"  not possible: {row.reason}")
+            continue
+        lines.append(head + f"{_duration(row.wall_seconds):>11} "
+                     f"{row.device_hours:>13.3g} {row.speedup:>8.3g}"
+                     + (" *" if row.extrapolated else ""))
+    return "\n".join(lines)
+
+
+def format_assumptions(args, step_model, name, rows):
+    """What the plan assumed: the link, the fit and its range, the rest."""
+    link, profile = step_model.interconnect, step_model.profile
+    low, high = step_model.profiled_range
+    lines = [
+        "", "assumptions:",
+        f"  all-reduce   ring (Patarasuk & Yuan 2009) of "
+        f"{profile.param_bytes / 1e6:.4g} MB (the trainable weights) over "
+        f"{name}: {link.bandwidth_gb_per_s:g} GB/s bus bandwidth, "
+        f"{link.latency_us:g} us a message",
+        f"  compute      t(b) = {step_model.intercept_seconds * 1e3:.4g} ms "
+        f"+ {step_model.seconds_per_example * 1e6:.4g} us x b per device, "
+        f"least squares over the profiled batches {low}..{high} "
+        f"({profile.backend}, {profile.device})",
+        "  overlap      none: compute, then the all-reduce (pessimistic)",
+        "  device batch " + (
+            "every share fits on a device" if step_model.max_device_batch
+            is None else f"shares above {step_model.max_device_batch} run "
+            "as micro-batches, one all-reduce a step"),
+        f"  epochs       {args.epochs:g} at every batch; a larger batch may "
+        "need more to reach the same quality (plan --runs)"]
+    if any(row.extrapolated for row in rows):
+        lines.append(f"  *            a per-device batch outside {low}.."
+                     f"{high}: the compute line is extrapolated")
+    if args.noise_curve:
+        lines.append("  adaptive     NoiseBatchSchedule's defaults told the "
+                     f"noise scale of {args.noise_curve} by epoch: the curve "
+                     "of that run, not of the adaptive run")
+    return "\n".join(lines)
+
+
+def plot_cluster_plan(rows, path):
+    """Saves a PNG of wall-clock against devices, log-log, a line a
+    schedule."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(row.schedule for row in rows):
+        points = [(r.devices, r.wall_seconds / 3600.0) for r in rows
+                  if r.schedule == name and r.possible]
+        if points:
+            ax.loglog(*zip(*points), "o-", label=name)
+    ax.set_xlabel("devices")
+    ax.set_ylabel("wall-clock (hours)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "profile":
+        return run_profile(args, parser)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib, which is not installed: "
                      "pip install 'keras-legw[plot]'")
-    if args.runs or args.base_steps is not None:
+    if args.cluster:
+        rows = cluster_plan(args, parser)
+        draw = lambda: plot_cluster_plan(rows, args.plot)
+    elif args.runs or args.base_steps is not None:
         model, measured, batches = predict(args, parser)
         draw = lambda: plot_prediction(model, measured, batches, args.plot)
     else:

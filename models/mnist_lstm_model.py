@@ -6,8 +6,8 @@ import keras
 
 import keras_legw
 
-# Base hyperparameters, tuned at batch 128 only (README); the base learning
-# rate is the optimizer's own (BASE_LEARNING_RATES).
+# Base hyperparameters, tuned at batch 128 only (docs/results/mnist-lstm.md);
+# the base learning rate is the optimizer's own (BASE_LEARNING_RATES).
 BASE = dict(base_batch_size=128, base_warmup_epochs=0.2, epochs=25)
 # Peak rates at batch 128, each tuned there only, over at most 3 values at 25
 # epochs, seed 0 (`python -m bench.mnist_recipes`,
@@ -60,3 +60,18 @@ def make_loss(label_smoothing):
         from_logits=True, label_smoothing=label_smoothing, reduction=None)
     return lambda labels, logits: smoothed(
         keras.ops.one_hot(keras.ops.cast(labels, "int32"), 10), logits)
+
+
+def profile_task(rows=4096, seed=0):
+    """(compiled model, x, y) for `python -m keras_legw profile --task
+    models.mnist_lstm_model:profile_task`: the zoo's model and Adam at its
+    base rate, on `rows` random images of MNIST's shape and random labels
+    (step times do not depend on the values)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    model = build_model(128)
+    model.compile(make_optimizer("adam", BASE_LEARNING_RATES["adam"]),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return (model, rng.random((rows, 28, 28), dtype=np.float32),
+            rng.integers(0, 10, rows))
