@@ -2,6 +2,8 @@
 #   make demo       MNIST-LSTM at batch 8192 (64x) with LEGW, no other flag,
 #                   then the growing batch (LAMB, 256 to 8192 by epoch 6)
 #   make test       the whole test suite (what CI runs)
+#   make docs       the documentation site into site/ (strict: a broken link,
+#                   a missing reference or a bad docstring fails it)
 #   make plan       preview the demo's schedule (and plot it to lr.png)
 #   make bench      the benchmarks: schedule and noise-scale overhead, ResNet-50 images/s
 #   make reproduce  the MNIST-LSTM sweeps of docs/results (hours on a CPU)
@@ -24,7 +26,8 @@ PYTEST_WORKERS ?= 2
 # (the test then says it was skipped on purpose; without torch it fails).
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test plan bench reproduce reproduce-sequence bazel-test mutate clean
+
+.PHONY: venv docs demo test plan bench reproduce reproduce-sequence bazel-test mutate clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +37,13 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 demo: venv
 	$(PY) -m models.mnist_lstm --batch_size=8192
@@ -99,4 +109,4 @@ bazel-test: venv .bazelrc.offline
 	    --python_path=$(abspath $(PY)) //...
 
 clean:
-	rm -rf $(VENV) runs bazel-* lr.png mutants
+	rm -rf $(VENV) runs bazel-* lr.png mutants site

@@ -43,6 +43,11 @@ setup(
         # The library's tests also run on Keras' JAX backend (the CPU wheel).
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "jax>=0.4.30",
                  "sacrebleu>=2.4,<3"],
+        # The documentation site (`make docs`): MkDocs Material, the API
+        # pages from the docstrings by mkdocstrings (ruff formats their
+        # signatures).
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10",
+                 "mkdocstrings[python]>=0.26,<2", "ruff>=0.5"],
         # models.gnmt --dataset=wmt16
         "wmt16": ["tensorflow-datasets>=4.9"],
     },

@@ -6,7 +6,7 @@ own step) and on every step, and the epoch-end measurement it replaced
 (`measure_noise_scale`, 5 draws of 1024 against 128, extra forward and
 backward passes; its cost per epoch is fixed, so on these short epochs of
 6400 examples at 128 its ratio is about 9 times what a 60,000-example epoch
-would see: docs/results/README.md gives both).
+would see: docs/results/mnist-lstm.md gives both).
 
     python -m bench.fit_noise_overhead                # TensorFlow and JAX
 

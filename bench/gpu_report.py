@@ -16,7 +16,8 @@ versions. Every measurement goes through `model.fit` on the backend that
   the median of the next `--windows` is reported.
 - The same bfloat16 model's forward pass alone, and (JAX) one jitted
   stateless train step outside `fit`, to tell `fit`'s own cost from the
-  device's (the profile the README reads when ResNet-50 is below target).
+  device's (the profile docs/results/gpu.md reads when ResNet-50 is below
+  target).
 - MNIST-LSTM with LEGW and Adam (`models.mnist_lstm_model`, the base
   hyperparameters of the zoo): wall seconds from the start of `fit` to 98%
   test accuracy and to the end of 25 epochs, at batch 128 and 8192; their

@@ -13,7 +13,8 @@ docs/results/mnist_lstm_curves.csv so the curves survive), and writes:
   mnist_lstm_gap_vs_budget.png       accuracy gap (8192 minus 128) against
                                      the epoch budget
 
-and prints the Markdown tables used in the README.
+and prints the Markdown tables used in docs/results/mnist-lstm.md,
+mnist-recipes.md and autowarmup.md.
 """
 
 import collections

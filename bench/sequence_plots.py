@@ -11,7 +11,7 @@ copied into docs/results/sequence_curves.csv so the curves survive. Writes
   ptb_perplexity_curves.png   test perplexity against epoch, one line a run
   gnmt_perplexity_curves.png  the same for GNMT
 
-and prints the Markdown tables used in the README.
+and prints the Markdown tables used in docs/results/ptb.md and gnmt.md.
 """
 
 import collections

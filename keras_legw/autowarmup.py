@@ -2,41 +2,11 @@
 falling (AutoWU; Kim et al., "Automated Learning Rate Scheduler for
 Large-batch Training", arXiv 2107.05855, 2021).
 
-The rate grows exponentially from `min_learning_rate`, by
-``gamma = (max / min) ** (1 / max_warmup_steps)`` a step, never past
-`max_learning_rate`. At each check a Gaussian process (constant mean, RBF
-kernel of length scale 0.2 on x in [0, 1], output scale and noise fitted by
-marginal likelihood) smooths the per-step losses seen so far; 5 posterior
-means on a 500-point grid, each conditioned on its own subsample, vote on
-whether the loss now is above an earlier point of the curve with
-probability > 0.95 (``max over i of P(f_i < f_last)``). After 3 positive
-checks in a row the warmup ends: the peak is the mean, over the 5 fits, of
-the rate at the smoothed loss's argmin, and the rate decays from it to 0 by
-a cosine over the remaining steps. With no switch by `max_warmup_steps`
-(`max_warmup_fraction` x `total_steps`), the decay starts from the rate
-reached.
-
-A blow-up ends the warmup at once, at the step it is seen, without waiting
-for a check: a loss that is not finite, or a smoothed loss (the median of
-the last 3) above `divergence_factor` (default 4) times the smoothed loss
-of the first 3 steps, and so at least that far above its lowest. The start,
-not the lowest, is the reference: a loss whose minimum nears 0 would
-otherwise count any rise as a blow-up, while a diverging loss passes any
-fixed multiple of its start within a few steps. The peak is then, as at any switch, the rate at the minimum of
-the GP-smoothed loss, fitted to the losses before the blow-up, so it lies
-below the rate that diverged. The GP fits the log of the loss when all
-losses are positive, else ``arcsinh((l - median) / IQR)``, which is linear
-within an interquartile range of the median and logarithmic far from it: a
-diverging loss spans many orders of magnitude, and standardising the raw
-values by a spread that one huge value sets would flatten the rest of the
-curve and hide its minimum. (Centring and scaling alone would not do: the
-standardisation that follows undoes any affine map.)
-
-`AutoWarmupController` is the algorithm in NumPy alone (no framework);
-`AutoWarmup` is the Keras callback that feeds it the per-step loss of
-`model.fit` and sets the optimizer's float learning rate;
-`AutoWarmupSchedule` is a learning-rate schedule for custom training loops
-that run many steps per compiled call (the model zoo's trainer).
+`AutoWarmupController` is the algorithm in NumPy alone (no framework; its
+docstring describes it); `AutoWarmup` is the Keras callback that feeds it
+the per-step loss of `model.fit` and sets the optimizer's float learning
+rate; `AutoWarmupSchedule` is a learning-rate schedule for custom training
+loops that run many steps per compiled call (the model zoo's trainer).
 """
 
 import math
@@ -110,7 +80,7 @@ def _subsample(rng, indices, limit):
 def gp_scale(losses):
     """The losses on the scale the GP fits, standardised: their log when all
     are positive, else ``arcsinh((losses - median) / IQR)`` (an IQR of 0
-    counts as 1; see the module's docstring)."""
+    counts as 1; see `AutoWarmupController`'s docstring)."""
     if np.all(losses > 0):
         y = np.log(losses)
     else:
@@ -123,7 +93,67 @@ class AutoWarmupController:
     """The AutoWarmup schedule as plain NumPy state: `observe` each step's
     loss, `check` at the chosen moments, and read `learning_rate(step)`.
 
-    Args: as `AutoWarmup`.
+    The rate grows exponentially from `min_learning_rate`, by
+    ``gamma = (max / min) ** (1 / max_warmup_steps)`` a step, never past
+    `max_learning_rate`. At each check a Gaussian process (constant mean,
+    RBF kernel of length scale 0.2 on x in [0, 1], output scale and noise
+    fitted by marginal likelihood to at most 100 of the losses) smooths the
+    per-step losses seen so far; 5 posterior means on a 500-point grid, each
+    conditioned on its own subsample (of at most 500 losses), vote on
+    whether the loss now is above an earlier point of the curve with
+    probability > 0.95 (``max over i of P(f_i < f_last)``). After 3
+    positive checks in a row the warmup ends: the peak is the mean, over the
+    5 fits, of the rate at the smoothed loss's argmin, and the rate decays
+    from it to 0 by a cosine over the remaining steps. With no switch by
+    `max_warmup_steps` (`max_warmup_fraction` x `total_steps`), the decay
+    starts from the rate reached.
+
+    A blow-up ends the warmup at once, at the step it is seen, without
+    waiting for a check: a loss that is not finite, or a smoothed loss (the
+    median of the last 3) above `divergence_factor` (default 4) times the
+    smoothed loss of the first 3 steps, and so at least that far above its
+    lowest. The start, not the lowest, is the reference: a loss whose
+    minimum nears 0 would otherwise count any rise as a blow-up, while a
+    diverging loss passes any fixed multiple of its start within a few
+    steps. The peak is then, as at any switch, the rate at the minimum of
+    the GP-smoothed loss, fitted to the losses before the blow-up, so it
+    lies below the rate that diverged; `diverged` says which ended the
+    warmup.
+
+    The GP fits the log of the loss when all losses are positive, else
+    ``arcsinh((l - median) / IQR)``, which is linear within an
+    interquartile range of the median and logarithmic far from it: a
+    diverging loss spans many orders of magnitude, and standardising the raw
+    values by a spread that one huge value sets would flatten the rest of
+    the curve and hide its minimum. (Centring and scaling alone would not
+    do: the standardisation that follows undoes any affine map.)
+
+    `get_state()` / `set_state()` carry everything, for checkpoints.
+
+    Args:
+        total_steps (int): the steps of the whole run (the decay ends
+            there); >= 2.
+        min_learning_rate (float): the rate at step 0, > 0.
+        max_learning_rate (float): the warmup's ceiling, >
+            `min_learning_rate`.
+        max_warmup_fraction (float): the longest warmup, as a fraction of
+            `total_steps`, in (0, 1].
+        seed (int): seed of the subsampling.
+        divergence_factor (float): a smoothed loss this many times the one
+            at the start is a blow-up; > 1.
+
+    Attributes:
+        warmup_steps (int | None): None during the warmup, then the step at
+            which it ended.
+        peak_learning_rate (float | None): None during the warmup, then the
+            rate the decay starts from.
+        diverged (bool): whether a blow-up, not the test or the cap, ended
+            the warmup.
+        max_warmup_steps (int): the longest warmup, in steps.
+        gamma (float): the warmup's factor per step.
+
+    Raises:
+        ValueError: naming a bad argument.
     """
 
     def __init__(self, total_steps, min_learning_rate=1e-5,
@@ -179,7 +209,7 @@ class AutoWarmupController:
 
     def observe(self, loss):
         """Adds the loss of the next step; ends the warmup at a blow-up (see
-        the module's docstring) or at the cap."""
+        the class docstring) or at the cap."""
         if self.warmup_steps is not None:
             return
         self.losses.append(float(loss))
@@ -265,6 +295,7 @@ class AutoWarmupController:
                     rng=self._rng.bit_generator.state)
 
     def set_state(self, state):
+        """Resumes from a `get_state` dict."""
         self.losses = [float(v) for v in state["losses"]]
         self.positives = [bool(v) for v in state["positives"]]
         self.warmup_steps = state["warmup_steps"]
@@ -294,32 +325,43 @@ class AutoWarmup(_Decision, keras.callbacks.Callback):
     Drives the optimizer's float learning rate: exponential warmup from
     `min_learning_rate` until a Gaussian-process test of the training loss
     says it has stopped falling (or `max_warmup_fraction` of the steps have
-    passed), then a cosine decay to 0 at `total_steps`. See the module's
-    docstring for the algorithm.
+    passed), then a cosine decay to 0 at `total_steps`. The algorithm, with
+    its blow-up test, is `AutoWarmupController`, which this callback holds
+    as `controller`.
 
     The per-step loss is recovered from Keras' running epoch mean in
     `logs["loss"]` (``l_t = t m_t - (t - 1) m_{t-1}``), so train with
     `steps_per_execution=1`.
 
-    Example:
-
-    >>> model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=...)
-    >>> warmup = AutoWarmup(total_steps=25 * steps_per_epoch,
-    ...                     min_learning_rate=1e-5, max_learning_rate=0.1)
-    >>> model.fit(x, y, epochs=25, callbacks=[warmup])
-    >>> warmup.warmup_steps, warmup.peak_learning_rate
+    Examples:
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=...)
+        >>> warmup = AutoWarmup(total_steps=25 * steps_per_epoch,
+        ...                     min_learning_rate=1e-5, max_learning_rate=0.1)
+        >>> model.fit(x, y, epochs=25, callbacks=[warmup])
+        >>> warmup.warmup_steps, warmup.peak_learning_rate
 
     Args:
-        total_steps: the steps of the whole run (the decay ends there).
-        min_learning_rate: the rate at step 0, > 0.
-        max_learning_rate: the warmup's ceiling, > `min_learning_rate`.
-        max_warmup_fraction: the longest warmup, as a fraction of
+        total_steps (int): the steps of the whole run (the decay ends
+            there).
+        min_learning_rate (float): the rate at step 0, > 0.
+        max_learning_rate (float): the warmup's ceiling, >
+            `min_learning_rate`.
+        max_warmup_fraction (float): the longest warmup, as a fraction of
             `total_steps`, in (0, 1].
-        check_every_steps: test every this many steps; None: at each epoch
-            end. The blow-up test runs at every step whatever this is.
-        seed: seed of the subsampling.
-        divergence_factor: a smoothed loss this many times the one at the
-            start is a blow-up, which ends the warmup at once; > 1.
+        check_every_steps (int | None): test every this many steps; None: at
+            each epoch end. The blow-up test runs at every step whatever
+            this is.
+        seed (int): seed of the subsampling.
+        divergence_factor (float): a smoothed loss this many times the one
+            at the start is a blow-up, which ends the warmup at once; > 1.
+
+    Attributes:
+        warmup_steps (int | None): None during the warmup, then the step at
+            which it ended.
+        peak_learning_rate (float | None): None during the warmup, then the
+            rate the decay starts from.
+        controller (AutoWarmupController): the algorithm's state
+            (`controller.diverged`, `controller.get_state()`).
 
     Raises:
         ValueError: naming any bad argument; at the start of `fit`, if the
@@ -386,11 +428,25 @@ class AutoWarmupSchedule(_Decision,
     The loop calls `build()` where its variables belong (inside a
     tf.distribute scope, say), `observe(losses)` with the per-step training
     losses after each call, and `check()` at each epoch end or, with
-    `check_every_steps`, at every step that `is_check_step`.
-    `get_state()` / `set_state()` carry everything to resume exactly.
+    `check_every_steps`, at every step that `is_check_step`;
+    `next_check_step(step)` is where a compiled call must stop: every step
+    while warming, so that the blow-up test sees each loss before the next
+    step runs. `get_state()` / `set_state()` carry everything to resume
+    exactly. The model zoo's `--schedule=autowu` uses it, with its state in
+    the checkpoints.
 
-    Args: as `AutoWarmup` (`check_every_steps` tells the loop when to check;
-    the schedule itself does not count steps).
+    Its arguments are `AutoWarmup`'s (`check_every_steps` tells the loop
+    when to check; the schedule itself does not count steps).
+
+    Attributes:
+        warmup_steps (int | None): None during the warmup, then the step at
+            which it ended.
+        peak_learning_rate (float | None): None during the warmup, then the
+            rate the decay starts from.
+        controller (AutoWarmupController): the algorithm's state.
+
+    Raises:
+        ValueError: naming a bad argument; when called before `build()`.
     """
 
     def __init__(self, total_steps, min_learning_rate=1e-5,
@@ -452,9 +508,11 @@ class AutoWarmupSchedule(_Decision,
         return positive
 
     def get_state(self):
+        """The controller's `get_state()`: a JSON-able dict."""
         return self.controller.get_state()
 
     def set_state(self, state):
+        """Resumes from a `get_state` dict."""
         self.controller.set_state(state)
         self._publish()
 

@@ -1,45 +1,8 @@
 """The growing-batch engine: one state machine that `model.fit`'s
 `GrowingBatch` callback and the model zoo's tf.distribute trainer both drive.
 
-`BatchGrowth` owns, for a run whose batch grows:
-
-    where training stands   examples seen, passes over the data (`epoch`)
-                            and the examples of the current pass (`offset`)
-    the batch of each pass  `schedule.batch_size_for_epoch(epoch)`
-    the rate at each step   `rate(position, batch)`, a `GrowingBatchRate`
-    what the adaptive       the per-step noise-scale estimates of the steps
-    schedule is told, when  that end past `late_fraction` of a pass, summed,
-                            told once per pass at its end (`end_epoch`)
-    what a resume needs     `get_state` / `set_state`, JSON-able
-
-Progress counts in examples, so a batch change is data, not a special case:
-``position = epoch + offset / N`` with ``N`` the examples of a pass at the
-current batch.
-
-What an epoch is on each path, and why both make the same decisions:
-
-- `model.fit` (`GrowingBatchDataset`): a pass is ``ceil(N / B)`` batches, the
-  last smaller when ``B`` does not divide ``N``; the callback counts each
-  batch's actual rows, so a pass ends exactly with fit's epoch.
-- the trainer: the data is an endless stream of passes and every step takes
-  the next ``B`` examples, so a step may straddle two passes; a pass ends
-  after the step that completes it, and the next starts at the rows that
-  step took past the end.
-
-Both call `advance(examples)` with the rows trained, `observe_steps` with
-each step's two squared gradient norms before that, and `end_epoch` when
-`advance` says a pass ended; the batch of the next pass is asked for after
-that. So both tell the schedule, once per pass, the statistics of the steps
-of that pass that end past its `late_fraction`, at the batch of that pass,
-and both ask for the next batch at the same point: the same rule sees the
-same kind of evidence. They differ only by the randomness of the per-step
-estimates and by at most one straddling step per pass (counted in the pass
-it ends in).
-
-Why only the late steps: the schedule wants the noise scale at the pass's
-end, when the next batch starts; a mean over a whole pass is ruled by its
-first steps, whose true gradient can be far larger (PTB-small's first
-epoch: 7.4 over the whole epoch, 270 over its last hundred steps).
+`BatchGrowth`'s docstring says what it owns, what an epoch is on each path
+and why both make the same decisions.
 """
 
 import math
@@ -95,18 +58,66 @@ class StepStatistics:
 
 
 class BatchGrowth:
-    """The state of a growing batch, driven step by step (see the module).
+    """The state of a growing batch, driven step by step.
+
+    It owns, for a run whose batch grows:
+
+        where training stands   examples seen, passes over the data
+                                (`epoch`) and the examples of the current
+                                pass (`offset`)
+        the batch of each pass  `schedule.batch_size_for_epoch(epoch)`
+        the rate at each step   `rate(position, batch)`, a
+                                `GrowingBatchRate` (`learning_rate()`;
+                                `start_batch(step)`, where a batch began,
+                                anchors a `RateAtBatch`)
+        what the adaptive       the per-step noise-scale estimates of the
+        schedule is told, when  steps that end past `late_fraction` of a
+                                pass, summed, told once per pass at its
+                                end (`end_epoch`)
+        what a resume needs     `get_state` / `set_state`, JSON-able
+
+    Progress counts in examples, so a batch change is data, not a special
+    case: ``position = epoch + offset / N`` with ``N`` the examples of a
+    pass at the current batch.
+
+    What an epoch is on each path, and why both make the same decisions:
+
+    - `model.fit` (`GrowingBatchDataset`): a pass is ``ceil(N / B)``
+      batches, the last smaller when ``B`` does not divide ``N``; the
+      callback counts each batch's actual rows, so a pass ends exactly with
+      fit's epoch.
+    - the trainer: the data is an endless stream of passes and every step
+      takes the next ``B`` examples, so a step may straddle two passes; a
+      pass ends after the step that completes it, and the next starts at
+      the rows that step took past the end.
+
+    Both call `advance(examples)` with the rows trained, `observe_steps`
+    with each step's two squared gradient norms before that, and
+    `end_epoch` when `advance` says a pass ended; the batch of the next pass
+    is asked for after that. So both tell the schedule, once per pass, the
+    statistics of the steps of that pass that end past its `late_fraction`,
+    at the batch of that pass, and both ask for the next batch at the same
+    point: the same rule sees the same kind of evidence. They differ only by
+    the randomness of the per-step estimates and by at most one straddling
+    step per pass (counted in the pass it ends in).
+
+    Why only the late steps: the schedule wants the noise scale at the
+    pass's end, when the next batch starts; a mean over a whole pass is
+    ruled by its first steps, whose true gradient can be far larger
+    (PTB-small's first epoch: 7.4 over the whole epoch, 270 over its last
+    hundred steps).
 
     Args:
-        schedule: a `BatchRamp` or `NoiseBatchSchedule` (anything with
-            `batch_size_for_epoch`, `observe`, `get_state`, `set_state`,
-            `start_batch_size` and `adaptive`).
-        rate: a `GrowingBatchRate` (its `__call__(epoch, batch_size)`).
-        num_examples: the examples of a pass, or a function of the batch
-            giving them (PTB's rows: a pass at another batch is another
-            layout).
-        late_fraction: the steps that end past this fraction of a pass are
-            the ones the adaptive schedule is told, in [0, 1).
+        schedule (BatchRamp | NoiseBatchSchedule): the batch schedule
+            (anything with `batch_size_for_epoch`, `observe`, `get_state`,
+            `set_state`, `start_batch_size` and `adaptive`).
+        rate (GrowingBatchRate): the rate rule (its `__call__(epoch,
+            batch_size)`).
+        num_examples (int | Callable): the examples of a pass, or a function
+            of the batch giving them (PTB's rows: a pass at another batch is
+            another layout).
+        late_fraction (float): the steps that end past this fraction of a
+            pass are the ones the adaptive schedule is told, in [0, 1).
 
     Raises:
         ValueError: naming a bad argument.
@@ -248,6 +259,7 @@ class BatchGrowth:
                     schedule=self.schedule.get_state())
 
     def set_state(self, state):
+        """Resumes from a `get_state` dict (the schedule's state too)."""
         self.epoch, self.offset = state["epoch"], state["offset"]
         self.examples = state["examples"]
         self.batch_start = state.get("batch_start")

@@ -37,6 +37,13 @@ def parse_batch_ramp(text):
     """``"0:128,1:512,4:2048"`` -> ``((0.0, 128), (1.0, 512), (4.0, 2048))``:
     the epoch (a number) from which each global batch applies.
 
+    Args:
+        text (str): comma-separated ``epoch:global_batch`` pairs.
+
+    Returns:
+        stages (tuple): ``((epoch, batch), ...)``, epochs as floats,
+            batches as ints.
+
     Raises:
         ValueError: for text that is not comma-separated `epoch:batch` pairs.
     """
@@ -105,13 +112,16 @@ class BatchRamp:
     only at epoch boundaries, so a stage from epoch 2.5 applies from epoch 3.
 
     Args:
-        stages: ``((epoch, global_batch), ...)`` or the text
-            ``"0:128,1:512,4:2048"``. The first epoch is 0; epochs strictly
-            increase; batches never shrink.
-        base_batch_size: the batch the hyperparameters were tuned at; no
-            stage may be below it. Default: the first stage's batch.
-        max_batch_size: no stage may be above it. Default: the last stage's.
-        batch_multiple: every batch must be a multiple of it (the devices).
+        stages (str | tuple): ``((epoch, global_batch), ...)`` or the text
+            ``"0:128,1:512,4:2048"`` (epoch: global batch). The first epoch
+            is 0; epochs strictly increase; batches never shrink.
+        base_batch_size (int | None): the batch the hyperparameters were
+            tuned at; no stage may be below it. Default: the first stage's
+            batch.
+        max_batch_size (int | None): no stage may be above it. Default: the
+            last stage's.
+        batch_multiple (int): every batch must be a multiple of it (the
+            devices).
 
     Raises:
         ValueError: naming what is wrong: epochs out of order, a ramp that
@@ -201,9 +211,11 @@ class BatchRamp:
         del grad_sq_norm, trace_covariance
 
     def get_state(self):
+        """An empty dict: a fixed ramp has no state."""
         return {}
 
     def set_state(self, state):
+        """A fixed ramp has no state to resume."""
         del state
 
     def __repr__(self):
@@ -236,16 +248,21 @@ class NoiseBatchSchedule:
 
     so it grows in doublings of the base batch, at most `max_doublings` of
     them per decision, never shrinks, and never leaves ``[base_batch_size,
-    max_batch_size]``. An epoch without a measurement (NaN) adds nothing and
-    keeps the batch; with no standard errors given (one reading an epoch)
-    ``L_e = B_e``.
+    max_batch_size]``. An epoch without a measurement (NaN, or any value
+    not finite) adds nothing and keeps the batch; with no standard errors
+    given (one reading an epoch) ``L_e = B_e``. Each ratio reads a
+    non-positive numerator (no noise shown) as 0, and otherwise a
+    denominator ``<= 0`` as +inf.
 
     What one epoch can do: nothing beyond what the others support once two
     epochs are in the window (the lower median of two is their minimum, of
     three the middle one), so a spike, however large, in one epoch's
     readings moves no decision after the first; the first decision, on one
     epoch, moves at most `max_doublings`. ``window=1, std_errors=0,
-    max_doublings=None`` is the last epoch's reading alone.
+    max_doublings=None`` is the last epoch's reading alone. Tested on
+    readings drawn from a closed-form noise scale with a 10x spike planted
+    in one epoch: every decision stays within one doubling of the unspiked
+    run's, where the last epoch's reading alone jumps 8x or more.
 
     The knob, `noise_scale_multiplier` ``c``: McCandlish et al.'s model
     prices a batch ``B = c B_noise`` at ``1 + 1/c`` times the fewest steps
@@ -255,25 +272,32 @@ class NoiseBatchSchedule:
 
     The defaults (c = 4, window 3, z = 2, two doublings a decision) were
     frozen on seed 0 of MNIST-LSTM and PTB-small before any held-out run
-    (docs/results/noise_default_search.csv and the results page's "The
-    frozen default"): c = 1 kept quality in twice the steps of c = 4; one
-    doubling a decision cannot climb PTB's 64x in its 13 epochs within
+    (docs/results/noise_default_search.csv; docs/results/growing-batch.md,
+    "The frozen default"): c = 1 kept quality in twice the steps of c = 4;
+    one doubling a decision cannot climb PTB's 64x in its 13 epochs within
     the steps the base batch's first epoch leaves.
 
     Args:
-        base_batch_size: the start batch, where the hyperparameters were
-            tuned.
-        max_batch_size: the largest batch allowed.
-        batch_multiple: every batch is a multiple of it (the devices).
-        noise_scale_multiplier: ``c``, the batch targets ``c L``; > 0.
-        decide_every_epochs: decide after every this many epochs.
-        window: how many of the latest measured epochs the median takes.
-        std_errors: ``z``, how many standard errors below its estimate an
-            epoch's noise scale is taken; >= 0 (0: the point estimate).
-        max_doublings: the most doublings one decision may make, a positive
-            integer, or None for no limit.
-        smoothing: deprecated and ignored (the exponential average over
-            epochs it weighted is replaced by the median); warns.
+        base_batch_size (int): the start batch, where the hyperparameters
+            were tuned.
+        max_batch_size (int): the largest batch allowed.
+        batch_multiple (int): every batch is a multiple of it (the devices).
+        noise_scale_multiplier (float): ``c`` (> 0): the batch targets
+            ``c L``.
+        decide_every_epochs (int): decide after every this many epochs.
+        window (int): how many of the latest measured epochs the median
+            takes.
+        std_errors (float): ``z``, how many standard errors below its
+            estimate an epoch's noise scale is taken; >= 0 (0: the point
+            estimate).
+        max_doublings (int | None): the most doublings one decision may
+            make, a positive integer, or None for no limit.
+        smoothing (float | None): deprecated and ignored (the exponential
+            average over epochs it weighted is replaced by the median);
+            warns (`DeprecationWarning`).
+
+    Raises:
+        ValueError: naming a bad argument.
     """
 
     adaptive = True
@@ -335,7 +359,17 @@ class NoiseBatchSchedule:
     def observe(self, grad_sq_norm, trace_covariance, grad_sq_norm_var=0.0,
                 trace_covariance_var=0.0):
         """Adds one epoch's measurement (the means and their squared
-        standard errors); decides the next batch when due."""
+        standard errors); decides the next batch when due.
+
+        Args:
+            grad_sq_norm (float): the epoch's mean ``|G|^2`` estimate,
+                ``g_e``.
+            trace_covariance (float): the epoch's mean ``tr(Sigma)``
+                estimate, ``t_e``.
+            grad_sq_norm_var (float): the squared standard error of
+                `grad_sq_norm`, ``se(g_e)^2``; 0 when unknown.
+            trace_covariance_var (float): the same of `trace_covariance`.
+        """
         s, z = self._state, self.std_errors
         values = (grad_sq_norm, trace_covariance, grad_sq_norm_var,
                   trace_covariance_var)
@@ -373,6 +407,12 @@ class NoiseBatchSchedule:
         return json.loads(json.dumps(self._state))
 
     def set_state(self, state):
+        """Resumes from a `get_state` dict.
+
+        Raises:
+            ValueError: for a state written by an older keras_legw (the
+                exponential-average rule), which this rule cannot resume.
+        """
         if "epochs" not in state:
             raise ValueError(
                 "NoiseBatchSchedule.set_state: this state was written by an "
@@ -408,7 +448,25 @@ def batch_schedule(text, base_batch_size, max_batch_size=None,
                    batch_multiple=1, **noise_kwargs):
     """The schedule that a flag names: ``"noise"`` (a `NoiseBatchSchedule`
     up to `max_batch_size`, required) or a ramp's text (a `BatchRamp`).
-    `noise_kwargs` go to `NoiseBatchSchedule`."""
+    `noise_kwargs` go to `NoiseBatchSchedule`.
+
+    Args:
+        text (str): ``"noise"`` or a ramp such as ``"0:128,1:512,4:2048"``.
+        base_batch_size (int | None): the batch the hyperparameters were
+            tuned at (a ramp's default: its first stage's batch).
+        max_batch_size (int | None): the largest batch; required with
+            ``"noise"``.
+        batch_multiple (int): every batch is a multiple of it (the devices).
+        **noise_kwargs (Any): `NoiseBatchSchedule`'s other arguments
+            (``"noise"`` only).
+
+    Returns:
+        schedule (BatchRamp | NoiseBatchSchedule): the schedule.
+
+    Raises:
+        ValueError: for ``"noise"`` without `max_batch_size`, `noise_kwargs`
+            with a ramp, or any invalid argument of the schedule.
+    """
     if text == "noise":
         if max_batch_size is None:
             raise ValueError("Argument `max_batch_size` is required with "

@@ -20,16 +20,7 @@ Three pieces, each reusable alone:
 
 Progress counts in examples seen: a `fit` epoch is one pass over the data
 at the batch of that epoch, and the epoch reached before a step is
-``e = examples_seen / N``. Example:
-
-    >>> data = GrowingBatchDataset(x, y, BatchRamp("0:128,1:512,4:2048"))
-    >>> rate = GrowingBatchRate(base_learning_rate=0.002,
-    ...                         base_batch_size=128, start_batch_size=128,
-    ...                         base_warmup_epochs=0.2, total_epochs=25)
-    >>> model.compile(optimizer=keras.optimizers.Adam(0.002), loss=...)
-    >>> model.fit(data, epochs=25, callbacks=[
-    ...     GrowingBatch(data, rate, backup_dir="/tmp/backup"),
-    ...     keras.callbacks.BackupAndRestore("/tmp/backup")])
+``e = examples_seen / N``. `GrowingBatch`'s docstring has an example.
 """
 
 import json
@@ -87,6 +78,21 @@ class GrowingBatchRate:
     `base_warmup_epochs`, ``B_start`` `start_batch_size`, ``E``
     `total_epochs`.
 
+    Args:
+        base_learning_rate (float): ``eta0``, the peak rate tuned at
+            `base_batch_size`.
+        base_batch_size (int): ``B0``, the batch the hyperparameters were
+            tuned at.
+        start_batch_size (int): ``B_start``, the batch the run starts at.
+        base_warmup_epochs (float): ``w0``, the warmup in epochs tuned at
+            `base_batch_size`.
+        total_epochs (float): ``E``, the length of the run in epochs.
+        rate_rule (str): the peak rule ``P(B)``: "sqrt", "linear" or "none".
+        decay (str): the shape: "constant", "polynomial" or "cosine".
+        power (float): exponent of the polynomial decay (> 0).
+        decay_begin_epochs (float | None): ``D``, the epoch the decay
+            begins, in ``[W, E)``; None: ``W``.
+
     Raises:
         ValueError: naming a bad argument (a warmup not shorter than the run,
             a decay beginning inside the warmup or at the end, ...).
@@ -130,14 +136,29 @@ class GrowingBatchRate:
                 f" Received: decay_begin_epochs={decay_begin_epochs!r}")
 
     def peak_learning_rate(self, batch_size):
-        """``P(B)``: the rate at `batch_size` outside warmup and decay."""
+        """``P(B)``: the rate at `batch_size` outside warmup and decay.
+
+        Args:
+            batch_size (int): the global batch ``B``.
+
+        Returns:
+            rate (float): the peak rate at that batch.
+        """
         return rules.scale_learning_rate(
             self.base_learning_rate,
             rules.batch_scale_factor(self.base_batch_size, batch_size),
             self.rate_rule)
 
     def __call__(self, epoch, batch_size):
-        """``rate(e, B)``; `epoch` and `batch_size` may be tensors."""
+        """``rate(e, B)``; `epoch` and `batch_size` may be tensors.
+
+        Args:
+            epoch (float): ``e``, examples seen / N before the step.
+            batch_size (int): ``B``, the global batch of the step.
+
+        Returns:
+            rate (Tensor): the learning rate (float32).
+        """
         e = ops.cast(epoch, "float32")
         k = ops.cast(batch_size, "float32") / float(self.base_batch_size)
         factor = rules.peak_factor(k, self.rate_rule, ops.sqrt)
@@ -176,7 +197,17 @@ class RateAtBatch(keras.optimizers.schedules.LearningRateSchedule):
     batch change, and the rule stays `GrowingBatchRate`'s. ``N`` is
     `num_examples`, the examples of an epoch at this batch; `start_step` and
     `start_epoch` are the step and the (fractional) epoch, in examples seen
-    / N, where this batch begins.
+    / N, where this batch begins (`BatchGrowth.start_batch` gives them).
+
+    Args:
+        growing_rate (GrowingBatchRate): the rule (or its `get_config()`).
+        batch_size (int): ``B``, the global batch while this schedule holds.
+        num_examples (int): ``N``, the examples of an epoch at this batch.
+        start_step (int): the optimizer step where this batch begins.
+        start_epoch (float): the epoch where this batch begins.
+
+    Raises:
+        ValueError: naming a bad argument.
     """
 
     def __init__(self, growing_rate, batch_size, num_examples, start_step=0,
@@ -231,12 +262,21 @@ class GrowingBatchDataset(keras.utils.PyDataset):
     sees that happen).
 
     Args:
-        x, y: arrays (or sequences of arrays) with the examples first.
-        batch_schedule: a `BatchRamp` or `NoiseBatchSchedule`.
-        seed: seeds each epoch's permutation.
-        shuffle: False keeps the given order every epoch.
-        drop_remainder: leave out the last, smaller batch of each epoch.
-        **kwargs: `keras.utils.PyDataset`'s (workers, ...).
+        x (numpy.ndarray | list | tuple | dict): the inputs, an array (or a
+            list, tuple or dict of arrays) with the examples first.
+        y (numpy.ndarray | list | tuple | dict): the targets, likewise.
+        batch_schedule (BatchRamp | NoiseBatchSchedule): the batch of each
+            epoch.
+        seed (int): seeds each epoch's permutation.
+        shuffle (bool): False keeps the given order every epoch.
+        drop_remainder (bool): leave out the last, smaller batch of each
+            epoch.
+        **kwargs (Any): `keras.utils.PyDataset`'s (workers, ...).
+
+    Raises:
+        ValueError: for `x` and `y` of different lengths, something other
+            than a batch schedule, or a schedule whose largest batch is
+            past the examples.
     """
 
     def __init__(self, x, y, batch_schedule, seed=0, shuffle=True,
@@ -340,9 +380,10 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     two squared norms, on the steps of each epoch's second half (the others
     run Keras' own step: their readings would not be used); the engine
     turns those steps into its evidence, and the schedule decides at the
-    epoch's end (see `NoiseBatchSchedule`). What that step does not support (loss scaling,
-    the optimizer's gradient accumulation, `steps_per_execution > 1`) is an
-    error at the start of `fit`. Epoch logs gain `batch_size`,
+    epoch's end (see `NoiseBatchSchedule`). What that step does not support
+    (loss scaling, the optimizer's gradient accumulation,
+    `steps_per_execution > 1`) is an error at the start of `fit`. Epoch
+    logs gain `batch_size`,
     `learning_rate` (of the epoch's last step), `examples_seen` and, for an
     adaptive schedule, `noise_scale` (the epoch's, from its late steps), so
     `History` and a `TensorBoard` listed after it record them.
@@ -354,31 +395,49 @@ class GrowingBatch(keras.callbacks.ProgbarLogger):
     warning Keras prints for that ("Your input ran out of data") is silenced
     during `fit`, for this reason only.
 
-    Resume: list it before `keras.callbacks.BackupAndRestore` and give both
-    one `backup_dir`. At each epoch's end this writes the engine's state for
-    the next epoch to `backup_dir/growing_batch_state.json` (before the
-    backup saves the weights, so a crash in between loses nothing);
-    `BackupAndRestore` resumes `fit` at an epoch, and this picks up that
-    epoch's state, so a resumed run sees the batches, rates and data order
-    of an uninterrupted one. A backup in the middle of an epoch
-    (`BackupAndRestore(save_freq=N)`), which Keras resumes from the epoch's
-    first batch with mid-epoch weights, is refused at its first save and at
-    a resume from it.
+    Resume: list it first, before `keras.callbacks.BackupAndRestore` (and
+    `TensorBoard`), and give it the `BackupAndRestore`'s `backup_dir`. At
+    each epoch's end this writes the engine's state for the next epoch to
+    `backup_dir/growing_batch_state.json` (before the backup saves the
+    weights, so a crash in between loses nothing); `BackupAndRestore`
+    resumes `fit` at an epoch, and this picks up that epoch's state, so a
+    resumed run sees the batches, rates and data order of an uninterrupted
+    one, and ends as it does (tested on TensorFlow, JAX and PyTorch). A
+    backup in the middle of an epoch (`BackupAndRestore(save_freq=N)`),
+    which Keras resumes from the epoch's first batch with mid-epoch
+    weights, is refused at its first save and at a resume from it.
 
     The optimizer must have a float learning rate (it is set every step).
     Under JAX, reading `self.model` syncs fit's state, so the rate set
-    before a step is the one the step uses.
+    before a step is the one the step uses. Under TensorFlow it also
+    corrects the optimizer's `iterations` at each epoch's end: Keras' train
+    function increments them once more on the call that finds a shorter
+    epoch's data exhausted. With an adaptive schedule, batch normalization
+    sees each half of a measured step's batch as its batch.
+
+    Examples:
+        >>> data = GrowingBatchDataset(x, y, BatchRamp("0:128,1:512,4:2048"))
+        >>> rate = GrowingBatchRate(base_learning_rate=0.002,
+        ...                         base_batch_size=128, start_batch_size=128,
+        ...                         base_warmup_epochs=0.2, total_epochs=25)
+        >>> model.compile(optimizer=keras.optimizers.Adam(0.002), loss=...)
+        >>> model.fit(data, epochs=25, shuffle=False, callbacks=[
+        ...     GrowingBatch(data, rate, backup_dir="/tmp/backup"),
+        ...     keras.callbacks.BackupAndRestore("/tmp/backup")])
 
     Args:
-        dataset: the `GrowingBatchDataset` passed to `fit`.
-        learning_rate: a `GrowingBatchRate`.
-        backup_dir: where the state for a resume goes (None: no state;
-            then an adaptive run cannot resume).
-        late_fraction: the part of each epoch whose steps the adaptive
-            schedule is told (the steps that end past it), in [0, 1).
-        noise_batch_size, noise_estimates: deprecated and ignored (the
-            epoch-end measurement they set is replaced by the steps' own);
-            warns. `keras_legw.measure_noise_scale` remains as a tool.
+        dataset (GrowingBatchDataset): the data set passed to `fit`.
+        learning_rate (GrowingBatchRate): the rate rule.
+        noise_batch_size (int | None): deprecated and ignored (the
+            epoch-end measurement it set is replaced by the steps' own);
+            warns (`DeprecationWarning`). `keras_legw.measure_noise_scale`
+            remains as a tool.
+        noise_estimates (int | None): deprecated and ignored, likewise.
+        backup_dir (str | None): where the state for a resume goes (None:
+            no state; then an adaptive run cannot resume).
+        late_fraction (float): the part of each epoch whose steps the
+            adaptive schedule is told (the steps that end past it), in
+            [0, 1).
 
     Raises:
         ValueError: naming a bad argument; at the start of `fit`, for a

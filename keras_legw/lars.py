@@ -35,7 +35,8 @@ def _compile_patterns(name, patterns):
 class LARS(keras.optimizers.Optimizer):
     """Momentum SGD with a layer-wise trust ratio (LARS).
 
-    For each variable ``w`` with gradient ``g``::
+    A Keras 3 optimizer (Keras ships `keras.optimizers.Lamb` but no LARS).
+    For each variable ``w`` with gradient ``g``:
 
         g <- g + weight_decay * w                 (unless excluded from decay)
         r  = trust_coefficient * |w| / (|g| + epsilon)   if |w| > 0 and |g| > 0
@@ -56,25 +57,35 @@ class LARS(keras.optimizers.Optimizer):
     optimizer is built. Typical ResNet use excludes batch-norm and bias
     variables from both: ``exclude_from_weight_decay=["bias", "batch_norm"]``.
 
-    Example:
-
-    >>> optimizer = LARS(learning_rate=LEGW(...), momentum=0.9,
-    ...                  weight_decay=1e-4,
-    ...                  exclude_from_weight_decay=["bias", "batch_norm"],
-    ...                  exclude_from_layer_adaptation=["bias", "batch_norm"])
+    Examples:
+        >>> excluded = ["bias", "batch_norm"]
+        >>> optimizer = LARS(learning_rate=LEGW(...), momentum=0.9,
+        ...                  weight_decay=1e-4,
+        ...                  exclude_from_weight_decay=excluded,
+        ...                  exclude_from_layer_adaptation=excluded)
 
     Args:
-        learning_rate: a float or a `LearningRateSchedule` (e.g. `LEGW`).
-        momentum: momentum ``in [0, 1)``.
-        weight_decay: coupled L2 weight decay, >= 0.
-        trust_coefficient: the LARS coefficient ``eta``, > 0.
-        epsilon: added to the gradient norm in the trust ratio, >= 0.
-        nesterov: use Nesterov momentum.
-        exclude_from_weight_decay: regexes of variable paths with no decay.
-        exclude_from_layer_adaptation: regexes of variable paths whose trust
-            ratio is 1.
-        **kwargs: the base `keras.optimizers.Optimizer` arguments (`clipnorm`,
-            `global_clipnorm`, `name`, ...), except `weight_decay`.
+        learning_rate (float | LearningRateSchedule): a float or a
+            `keras.optimizers.schedules.LearningRateSchedule` (e.g. `LEGW`).
+        momentum (float): momentum ``in [0, 1)``.
+        weight_decay (float): coupled L2 weight decay, >= 0.
+        trust_coefficient (float): the LARS coefficient ``eta``, > 0.
+        epsilon (float): added to the gradient norm in the trust ratio;
+            at least 0.
+        nesterov (bool): use Nesterov momentum.
+        exclude_from_weight_decay (str | list[str] | None): regexes of
+            variable paths with no decay.
+        exclude_from_layer_adaptation (str | list[str] | None): regexes of
+            variable paths whose trust ratio is 1.
+        name (str): the optimizer's name.
+        **kwargs (Any): the base `keras.optimizers.Optimizer` arguments
+            (`clipnorm`, `global_clipnorm`, ...), except `weight_decay`.
+
+    Raises:
+        ValueError: naming a bad argument (a momentum outside [0, 1), a
+            negative `weight_decay` or `epsilon`, a `trust_coefficient`
+            that is not positive, an exclusion that is not a regular
+            expression).
 
     Reference: You, Gitman, Ginsburg, "Large Batch Training of Convolutional
     Networks", arXiv 1708.03888, 2017.

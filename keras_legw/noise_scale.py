@@ -1,30 +1,12 @@
 """The gradient noise scale: how large a batch is still worth it.
 
 McCandlish, Kaplan, Amodei et al., "An Empirical Model of Large-Batch
-Training", arXiv 1812.06162, 2018. Past about the *simple noise scale*
-
-    B_simple = tr(Sigma) / |G|^2
-
-a larger batch buys little: ``G`` is the true gradient, ``Sigma`` the
-per-example gradient covariance. Both come from two gradient estimates of
-different batch sizes (Appendix A.1): with ``|G_small|^2`` the squared norm of
-a gradient averaged over ``B_small`` examples and ``|G_big|^2`` the same over
-``B_big > B_small`` examples,
-
-    |G|^2     ~ (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small)
-    tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1 / B_small - 1 / B_big)
-
-are unbiased. Each is noisy, so the paper averages the two over steps
-separately and takes the ratio of the averages, never the average of per-step
-ratios. Under a data-parallel strategy this is almost free: each replica's
-gradient is a small-batch estimate and the all-reduced one a big-batch one.
-
-Example:
-    >>> estimator = NoiseScaleEstimator(decay=0.99)
-    >>> for small, big in per_step_squared_norms:
-    ...     estimator.update(small, big, small_batch_size=64,
-    ...                      big_batch_size=512)
-    >>> estimator.noise_scale   # compare with the batch size you train at
+Training", arXiv 1812.06162, 2018: past about the *simple noise scale*
+``B_simple = tr(Sigma) / |G|^2`` (`NoiseScaleEstimator`) a larger batch buys
+little. Its two parts come from two gradient estimates of different batch
+sizes (`noise_scale_estimates`, whose docstring has the formulas);
+`measure_noise_scale` and `NoiseScaleCallback` measure it for a compiled
+Keras model.
 """
 
 import math
@@ -39,13 +21,36 @@ def noise_scale_estimates(small_batch_grad_sq_norm, big_batch_grad_sq_norm,
                           small_batch_size, big_batch_size):
     """Returns the unbiased estimates ``(|G|^2, tr(Sigma))``.
 
+    ``G`` is the true gradient, ``Sigma`` the per-example gradient
+    covariance. Both come from two gradient estimates of different batch
+    sizes (McCandlish et al. 2018, Appendix A.1): with ``|G_small|^2`` the
+    squared norm of a gradient averaged over ``B_small`` examples and
+    ``|G_big|^2`` the same over ``B_big > B_small`` examples,
+
+        |G|^2     ~ (B_big |G_big|^2 - B_small |G_small|^2)
+                    / (B_big - B_small)
+        tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1 / B_small - 1 / B_big)
+
+    are unbiased. Each is noisy, so the paper averages the two over steps
+    separately and takes the ratio of the averages, never the average of
+    per-step ratios (`NoiseScaleEstimator`). Under a data-parallel strategy
+    this is almost free: each replica's gradient is a small-batch estimate
+    and the all-reduced one a big-batch one.
+
     Args:
-        small_batch_grad_sq_norm: ``|G_small|^2``, the squared norm of a
-            gradient averaged over `small_batch_size` examples (a float, a
-            NumPy array or a tensor; estimates broadcast).
-        big_batch_grad_sq_norm: ``|G_big|^2``, the same over `big_batch_size`.
-        small_batch_size: ``B_small``, a number > 0.
-        big_batch_size: ``B_big``, a number > `small_batch_size`.
+        small_batch_grad_sq_norm (float | numpy.ndarray): ``|G_small|^2``,
+            the squared norm of a gradient averaged over `small_batch_size`
+            examples (a float, a NumPy array or a tensor; estimates
+            broadcast).
+        big_batch_grad_sq_norm (float | numpy.ndarray): ``|G_big|^2``, the
+            same over `big_batch_size`.
+        small_batch_size (float): ``B_small``, a number > 0.
+        big_batch_size (float): ``B_big``, a number > `small_batch_size`.
+
+    Returns:
+        grad_sq_norm (float | numpy.ndarray): the unbiased ``|G|^2``.
+        trace_covariance (float | numpy.ndarray): the unbiased
+            ``tr(Sigma)``; both of the inputs' (broadcast) shape.
 
     Raises:
         ValueError: unless ``0 < small_batch_size < big_batch_size``.
@@ -68,15 +73,31 @@ def noise_scale_estimates(small_batch_grad_sq_norm, big_batch_grad_sq_norm,
 
 class NoiseScaleEstimator:
     """Exponential moving averages of ``|G|^2`` and ``tr(Sigma)``, and their
-    ratio, the simple noise scale ``B_simple``.
+    ratio, the simple noise scale ``B_simple``:
+
+        B_simple = tr(Sigma) / |G|^2
+
+    Past about ``B_simple`` (in examples) a larger batch buys little: the
+    steps to a given loss stop falling in proportion to the batch.
 
     Host-side and framework-free: call `update` with Python floats after each
     step. Both averages are bias-corrected (as in Adam) so early values are
-    usable; the correction cancels in the ratio.
+    usable; the correction cancels in the ratio. The model zoo's trainer
+    measures the noise scale with it (`--noise_scale`).
+
+    Examples:
+        >>> estimator = NoiseScaleEstimator(decay=0.99)
+        >>> for small, big in per_step_squared_norms:
+        ...     estimator.update(small, big, small_batch_size=64,
+        ...                      big_batch_size=512)
+        >>> estimator.noise_scale   # compare with the batch size you train at
 
     Args:
-        decay: EMA decay per update, in [0, 1). 0.99 averages over roughly the
-            last 100 steps.
+        decay (float): EMA decay per update, in [0, 1). 0.99 averages over
+            roughly the last 100 steps.
+
+    Raises:
+        ValueError: for a `decay` outside [0, 1).
     """
 
     def __init__(self, decay=0.99):
@@ -92,7 +113,14 @@ class NoiseScaleEstimator:
 
     def update(self, small_batch_grad_sq_norm, big_batch_grad_sq_norm,
                small_batch_size, big_batch_size):
-        """Adds one step's pair of squared gradient norms."""
+        """Adds one step's pair of squared gradient norms.
+
+        Args:
+            small_batch_grad_sq_norm (float): ``|G_small|^2`` of the step.
+            big_batch_grad_sq_norm (float): ``|G_big|^2`` of the step.
+            small_batch_size (float): ``B_small``.
+            big_batch_size (float): ``B_big``, > `small_batch_size`.
+        """
         grad_sq_norm, trace = noise_scale_estimates(
             float(small_batch_grad_sq_norm), float(big_batch_grad_sq_norm),
             small_batch_size, big_batch_size)
@@ -123,8 +151,18 @@ class NoiseScaleEstimator:
 
 
 class NoiseScaleResult:
-    """`noise_scale` (B_simple, in examples), `grad_sq_norm` (|G|^2) and
-    `trace_covariance` (tr(Sigma)) from `measure_noise_scale`."""
+    """What `measure_noise_scale` returns.
+
+    Args:
+        grad_sq_norm (float): the unbiased ``|G|^2``.
+        trace_covariance (float): the unbiased ``tr(Sigma)``.
+
+    Attributes:
+        noise_scale (float): ``B_simple = tr(Sigma) / |G|^2``, in examples
+            (NaN when ``|G|^2`` is not positive).
+        grad_sq_norm (float): ``|G|^2``.
+        trace_covariance (float): ``tr(Sigma)``.
+    """
 
     def __init__(self, grad_sq_norm, trace_covariance):
         self.grad_sq_norm = float(grad_sq_norm)
@@ -246,11 +284,29 @@ def measure_noise_scale(model, x, y, small_batch_size, big_batch_size,
 
     Runs on the TensorFlow, JAX and PyTorch backends (gradients by
     `tf.GradientTape`, `jax.grad` of `model.stateless_call`, or
-    `torch.autograd.grad`).
+    `torch.autograd.grad`). The compiled loss must be the batch's mean
+    (Keras' default reduction, "sum_over_batch_size"): a per-example or
+    summed loss is an error, since its gradient norms grow with the batch.
+
+    Reading it: if your batch is well below `noise_scale`, a larger batch
+    costs few extra examples and trains in fewer steps; at several times it,
+    extra examples are mostly wasted. The estimate is noisy: on Gaussian
+    least squares the test needs 400 draws (of 1024 examples against 64) to
+    land within 15% of the closed form, so average many draws, and expect
+    the noise scale to grow during training.
+
+    Args:
+        model (keras.Model): a compiled model; its compiled loss is used.
+        x (numpy.ndarray): the inputs, examples first.
+        y (numpy.ndarray): the targets, as many as `x`.
+        small_batch_size (int): ``B_small``, < `big_batch_size`.
+        big_batch_size (int): ``B_big``, at most the examples given.
+        num_estimates (int): big batches drawn (and averaged over).
+        seed (int): seed of the draws.
 
     Returns:
-        A `NoiseScaleResult` (`noise_scale`, `grad_sq_norm`,
-        `trace_covariance`).
+        result (NoiseScaleResult): its `noise_scale`, `grad_sq_norm` and
+            `trace_covariance`.
 
     Raises:
         ValueError: naming a bad argument (a small batch not smaller than
@@ -289,7 +345,18 @@ class NoiseScaleCallback(keras.callbacks.Callback):
     `history` keeps (step, NoiseScaleResult) pairs. Any backend that
     `measure_noise_scale` runs on.
 
-    Args: as `measure_noise_scale`, and `every_n_steps`, a positive integer.
+    Args:
+        x (numpy.ndarray): the inputs, examples first.
+        y (numpy.ndarray): the targets, as many as `x`.
+        small_batch_size (int): ``B_small``, < `big_batch_size`.
+        big_batch_size (int): ``B_big``, at most the examples given.
+        every_n_steps (int): measure after every this many training steps.
+        num_estimates (int): big batches drawn per measurement.
+        seed (int): seed of the first measurement's draws (the n-th uses
+            ``seed + n``).
+
+    Raises:
+        ValueError: naming a bad argument.
     """
 
     def __init__(self, x, y, small_batch_size, big_batch_size, every_n_steps,

@@ -1,25 +1,8 @@
 """Plan a batch size before training: steps and epochs to a target at any
 batch, from the gradient noise scale. NumPy only.
 
-McCandlish, Kaplan, Amodei et al., "An Empirical Model of Large-Batch
-Training" (arXiv 1812.06162), eq. 2.11: with ``B_noise`` the noise scale (in
-examples), the optimizer steps ``S`` and the examples ``E`` that reach a given
-target at batch ``B`` trade off as
-
-    S(B) = S_min (1 + B_noise / B)
-    E(B) = E_min (1 + B / B_noise),      E_min = S_min * B_noise
-
-so epochs are ``E(B) / N`` for ``N`` training examples. Below ``B_noise`` a
-bigger batch cuts the steps almost in proportion; above it the steps level
-off at ``S_min`` and the epochs grow almost in proportion: ``B = B_noise`` (the
-critical batch) costs twice the minimum steps and twice the minimum epochs.
-
-`StepsModel.fit` takes measured (batch, steps-to-target) pairs (two or
-more); `StepsModel.from_noise_scale` takes ``B_noise`` measured at the base
-batch and one run's steps there. Both assume ``B_noise`` stays put during
-training, which it does not (MNIST-LSTM's grows about 100x): the fit to
-measured steps absorbs that into an effective ``B_noise``, the measured one
-does not (docs/results/README.md, "Batch planner").
+The model, McCandlish et al.'s steps against batch, and its assumptions are
+in `StepsModel`'s docstring; `python -m keras_legw plan` prints its table.
 """
 
 import numpy as np
@@ -32,9 +15,33 @@ __all__ = ["StepsModel"]
 class StepsModel:
     """``S(B) = S_min (1 + B_noise / B)`` and what follows from it.
 
+    McCandlish, Kaplan, Amodei et al., "An Empirical Model of Large-Batch
+    Training" (arXiv 1812.06162), eq. 2.11: with ``B_noise`` the noise scale
+    (in examples), the optimizer steps ``S`` and the examples ``E`` that
+    reach a given target at batch ``B`` trade off as
+
+        S(B) = S_min (1 + B_noise / B)
+        E(B) = E_min (1 + B / B_noise),      E_min = S_min * B_noise
+
+    so epochs are ``E(B) / N = S(B) B / N`` for ``N`` training examples.
+    Below ``B_noise`` a bigger batch cuts the steps almost in proportion;
+    above it the steps level off at ``S_min`` and the epochs grow almost in
+    proportion: ``B = B_noise`` (the critical batch) costs twice the minimum
+    steps and twice the minimum epochs.
+
+    `StepsModel.fit` takes measured (batch, steps-to-target) pairs (two or
+    more); `StepsModel.from_noise_scale` takes ``B_noise`` measured at the
+    base batch and one run's steps there. Both assume ``B_noise`` stays put
+    during training, which it does not (MNIST-LSTM's grows about 100x): the
+    fit to measured steps absorbs that into an effective ``B_noise``, the
+    measured one does not (docs/results/planner.md).
+
     Args:
-        min_steps: ``S_min``, the steps at an infinite batch; > 0.
-        noise_scale: ``B_noise``, in examples; > 0.
+        min_steps (float): ``S_min``, the steps at an infinite batch; > 0.
+        noise_scale (float): ``B_noise``, in examples; > 0.
+
+    Raises:
+        ValueError: unless both are positive numbers.
     """
 
     def __init__(self, min_steps, noise_scale):
@@ -49,6 +56,13 @@ class StepsModel:
         ``S = S_min + (S_min B_noise) / B`` is linear in ``1 / B``; each
         point is weighted by ``1 / S^2`` so that a run of 100 steps counts as
         much as one of 10,000. Two points give the exact solution.
+
+        Args:
+            batch_sizes (list[float]): the batch of each measured run.
+            steps (list[float]): the steps each run took to the target.
+
+        Returns:
+            model (StepsModel): the fitted model.
 
         Raises:
             ValueError: for fewer than two distinct batches, unmatched or
@@ -88,19 +102,49 @@ class StepsModel:
     @classmethod
     def from_noise_scale(cls, noise_scale, batch_size, steps):
         """``S_min = steps / (1 + B_noise / B)`` from one run of `steps` at
-        `batch_size` and ``B_noise`` measured there."""
+        `batch_size` and ``B_noise`` measured there.
+
+        Args:
+            noise_scale (float): ``B_noise`` in examples, measured at
+                `batch_size`.
+            batch_size (float): the batch of the run (the base batch).
+            steps (float): the steps that run took to the target.
+
+        Returns:
+            model (StepsModel): the model through that run.
+
+        Raises:
+            ValueError: unless all three are positive numbers.
+        """
         check_positive("noise_scale", noise_scale)
         check_positive("batch_size", batch_size)
         check_positive("steps", steps)
         return cls(steps / (1.0 + noise_scale / batch_size), noise_scale)
 
     def steps(self, batch_size):
-        """``S(B)``, the steps to the target at `batch_size`."""
+        """``S(B)``, the steps to the target at `batch_size`.
+
+        Args:
+            batch_size (float | numpy.ndarray): one batch or an array of
+                them.
+
+        Returns:
+            steps (float | numpy.ndarray): ``S(B)``, one per batch.
+        """
         return self.min_steps * (1.0 + self.noise_scale
                                  / np.asarray(batch_size, dtype=np.float64))
 
     def epochs(self, batch_size, num_examples):
-        """``S(B) B / N``: the epochs to the target at `batch_size`."""
+        """``S(B) B / N``: the epochs to the target at `batch_size`.
+
+        Args:
+            batch_size (float | numpy.ndarray): one batch or an array of
+                them.
+            num_examples (int): ``N``, the training examples; > 0.
+
+        Returns:
+            epochs (float | numpy.ndarray): one per batch.
+        """
         check_positive("num_examples", num_examples)
         return self.steps(batch_size) * np.asarray(batch_size, np.float64) \
             / float(num_examples)
@@ -108,7 +152,16 @@ class StepsModel:
     def diminishing_returns(self, batch_size):
         """Whether `batch_size` is past the critical batch ``B_noise``: from
         there each doubling cuts the steps by less than a third and adds
-        more than a third to the epochs."""
+        more than a third to the epochs.
+
+        Args:
+            batch_size (float | numpy.ndarray): one batch or an array of
+                them.
+
+        Returns:
+            past (bool | numpy.ndarray): ``batch_size > B_noise``, one per
+                batch.
+        """
         return np.asarray(batch_size, dtype=np.float64) > self.noise_scale
 
     def __repr__(self):

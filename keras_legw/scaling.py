@@ -47,9 +47,15 @@ def batch_scale_factor(base_batch_size, batch_size):
     """Returns ``k = batch_size / base_batch_size``.
 
     Args:
-        base_batch_size: the batch size ``B0`` the hyperparameters were tuned
-            at (examples per step).
-        batch_size: the global batch size ``B`` to train at.
+        base_batch_size (int): the batch size ``B0`` the hyperparameters were
+            tuned at (examples per step).
+        batch_size (int): the global batch size ``B`` to train at.
+
+    Returns:
+        k (float): the batch scale factor.
+
+    Raises:
+        ValueError: unless both are positive numbers.
     """
     check_positive("base_batch_size", base_batch_size)
     check_positive("batch_size", batch_size)
@@ -65,12 +71,25 @@ def scale_learning_rate(base_learning_rate, k, scaling="sqrt",
     B_noise / B0`` the gradient noise scale in units of the base batch
     (McCandlish et al. 2018); ``"none"``: ``eta0``.
 
+    ``"noise"`` is McCandlish et al.'s optimal step
+    ``eps(B) = eps_max / (1 + B_noise / B)`` taken relative to the tuned
+    base batch, which gives the formula above: it grows linearly with ``B``
+    far below the noise scale ``B_noise`` (in examples) and levels off above
+    it.
+
     Args:
-        base_learning_rate: the peak rate ``eta0`` tuned at the base batch.
-        k: the batch scale factor ``B / B0``.
-        scaling: one of "sqrt", "linear", "noise", "none".
-        noise_scale_ratio: ``B_noise / B0`` (> 0); required with
-            ``scaling="noise"`` and only allowed with it.
+        base_learning_rate (float): the peak rate ``eta0`` tuned at the base
+            batch.
+        k (float): the batch scale factor ``B / B0``.
+        scaling (str): one of "sqrt", "linear", "noise", "none".
+        noise_scale_ratio (float | None): ``B_noise / B0`` (> 0); required
+            with ``scaling="noise"`` and only allowed with it.
+
+    Returns:
+        peak (float): the peak learning rate ``P``.
+
+    Raises:
+        ValueError: naming an invalid argument.
     """
     check_positive("base_learning_rate", base_learning_rate)
     check_positive("k", k)
@@ -97,11 +116,25 @@ def peak_factor(k, scaling, sqrt=math.sqrt):
 
 
 def scale_warmup_epochs(base_warmup_epochs, k, warmup_scaling="linear"):
-    """Returns the warmup length in epochs for a batch ``k`` times the base one.
+    """Returns the warmup length in epochs for a batch ``k`` times the base
+    one.
 
-    ``"linear"``: ``w0 * k`` epochs (LEGW's linear-epoch warmup: the number of
-    warmup steps is unchanged); ``"none"``: ``w0`` epochs (a constant-epoch
-    warmup, as in Goyal et al. 2017).
+    ``"linear"``: ``w0 * k`` epochs (LEGW's linear-epoch warmup: the number
+    of warmup steps is unchanged, ``W * N / B = w0 * N / B0`` for ``N``
+    training examples); ``"none"``: ``w0`` epochs (a constant-epoch warmup,
+    as in Goyal et al. 2017).
+
+    Args:
+        base_warmup_epochs (float): the warmup ``w0``, in epochs, tuned at
+            the base batch; >= 0.
+        k (float): the batch scale factor ``B / B0``.
+        warmup_scaling (str): "linear" or "none".
+
+    Returns:
+        warmup_epochs (float): the warmup length ``W`` in epochs.
+
+    Raises:
+        ValueError: naming an invalid argument.
     """
     check_non_negative("base_warmup_epochs", base_warmup_epochs)
     check_positive("k", k)
@@ -112,18 +145,51 @@ def scale_warmup_epochs(base_warmup_epochs, k, warmup_scaling="linear"):
 def epochs_to_steps(epochs, num_examples, batch_size):
     """Returns the (fractional) number of steps that cover `epochs` epochs.
 
-    ``steps = epochs * num_examples / batch_size``.
+    ``steps = epochs * num_examples / batch_size``. This and
+    `steps_to_epochs` are the one place where the library converts between
+    epochs, examples and steps.
+
+    Args:
+        epochs (float): epochs, possibly fractional.
+        num_examples (int): training examples in one epoch.
+        batch_size (int): global batch size (examples per step).
+
+    Returns:
+        steps (float): the steps.
     """
     return float(epochs) * float(num_examples) / float(batch_size)
 
 
 def whole_steps(epochs, num_examples, batch_size):
     """The whole number of steps that cover `epochs` epochs: `epochs_to_steps`
-    rounded up, ignoring float noise (600.0000001 is 600 steps)."""
+    rounded up, once, ignoring float noise (600.0000001 is 600 steps).
+
+    What `LEGW.total_steps`, `LEGW.warmup_steps` and the model zoo's epoch
+    ends use.
+
+    Args:
+        epochs (float): epochs, possibly fractional.
+        num_examples (int): training examples in one epoch.
+        batch_size (int): global batch size (examples per step).
+
+    Returns:
+        steps (int): the steps, rounded up.
+    """
     return int(math.ceil(round(epochs_to_steps(epochs, num_examples,
                                                 batch_size), 6)))
 
 
 def steps_to_epochs(steps, num_examples, batch_size):
-    """Returns the (fractional) epoch reached after `steps` steps."""
+    """Returns the (fractional) epoch reached after `steps` steps.
+
+    ``epochs = steps * batch_size / num_examples``.
+
+    Args:
+        steps (float): optimizer steps.
+        num_examples (int): training examples in one epoch.
+        batch_size (int): global batch size (examples per step).
+
+    Returns:
+        epochs (float): the epoch reached.
+    """
     return float(steps) * float(batch_size) / float(num_examples)

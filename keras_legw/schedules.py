@@ -73,17 +73,17 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
 
     Hyperparameters tuned at a base batch ``B0`` carry over to a global batch
     ``B`` with no retuning (You et al., "Large-Batch Training for LSTM and
-    Beyond", arXiv 1901.08256, SC'19)::
+    Beyond", arXiv 1901.08256, SC'19):
 
         k = B / B0
-        P = eta0 * sqrt(k)                  (scaling="sqrt"; "linear": eta0 * k;
-                                             "none": eta0; "noise": eta0 *
-                                             (1 + Bn/B0) / (1 + Bn/B))
-        W = w0 * k                          (warmup_scaling="linear"; "none": w0)
-        e = step * B / N                    (the epoch reached at `step`)
+        P = eta0 * sqrt(k)        (scaling="sqrt"; "linear": eta0 * k;
+                                   "none": eta0; "noise": eta0 *
+                                   (1 + Bn/B0) / (1 + Bn/B))
+        W = w0 * k                (warmup_scaling="linear"; "none": w0)
+        e = step * B / N          (the epoch reached at `step`)
 
-        lr(e) = P * e / W                                      for e < W
-        lr(e) = decay(min(e, E))                               for e >= W
+        lr(e) = P * e / W                   for e < W
+        lr(e) = decay(min(e, E))            for e >= W
 
     and, with ``t = (e - W) / (E - W)`` the fraction of the decay done,
 
@@ -94,49 +94,65 @@ class LEGW(keras.optimizers.schedules.LearningRateSchedule):
 
     Legend: ``eta0`` `base_learning_rate`; ``B0`` `base_batch_size`; ``B``
     `batch_size` (global, examples per optimizer step); ``w0``
-    `base_warmup_epochs`; ``Bn`` `noise_scale`; ``N`` `num_examples` (training examples per epoch);
-    ``E`` `total_epochs`; ``L`` `end_learning_rate`; ``P`` the peak learning
-    rate; ``W`` the warmup length in epochs. Epochs are measured in examples
-    seen, so they may be fractional. After ``E`` epochs the rate stays at its
-    end value.
+    `base_warmup_epochs`; ``Bn`` `noise_scale`; ``N`` `num_examples`
+    (training examples per epoch); ``E`` `total_epochs`; ``L``
+    `end_learning_rate`; ``P`` the peak learning rate; ``W`` the warmup
+    length in epochs. Epochs are measured in examples seen, so they may be
+    fractional. After ``E`` epochs the rate stays at its end value.
 
-    Example (MNIST, tuned at batch 128, trained at 8192 = 64x):
+    It is a `keras.optimizers.schedules.LearningRateSchedule`: pass it as the
+    optimizer's `learning_rate` and the optimizer calls it with its step
+    counter. The math is in `keras.ops` only, so it runs on every Keras 3
+    backend; it runs in `model.fit`, inside `tf.function(jit_compile=True)`
+    and under `tf.distribute.MirroredStrategy` (all three tested). The
+    properties `peak_learning_rate`, `warmup_epochs`, `warmup_steps`,
+    `total_steps` and `scale_factor` read what it computed.
 
-    >>> schedule = LEGW(base_learning_rate=0.1, base_batch_size=128,
-    ...                 batch_size=8192, base_warmup_epochs=0.2,
-    ...                 num_examples=60000, total_epochs=25)
-    >>> schedule.peak_learning_rate, schedule.warmup_epochs
-    (0.8, 12.8)
-    >>> optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+    Examples:
+        MNIST, tuned at batch 128, trained at 8192 = 64x:
+
+        >>> schedule = LEGW(base_learning_rate=0.1, base_batch_size=128,
+        ...                 batch_size=8192, base_warmup_epochs=0.2,
+        ...                 num_examples=60000, total_epochs=25)
+        >>> schedule.peak_learning_rate, schedule.warmup_epochs
+        (0.8, 12.8)
+        >>> optimizer = keras.optimizers.SGD(learning_rate=schedule,
+        ...                                  momentum=0.9)
 
     Args:
-        base_learning_rate: peak learning rate tuned at `base_batch_size`.
-        base_batch_size: batch size the hyperparameters were tuned at.
-        batch_size: global batch size of this run.
-        base_warmup_epochs: warmup length, in epochs, tuned at
+        base_learning_rate (float): peak learning rate tuned at
+            `base_batch_size`.
+        base_batch_size (int): batch size the hyperparameters were tuned at.
+        batch_size (int): global batch size of this run.
+        base_warmup_epochs (float): warmup length, in epochs, tuned at
             `base_batch_size`; 0 for no warmup.
-        num_examples: training examples in one epoch.
-        total_epochs: length of the schedule in epochs.
-        decay: one of "constant", "polynomial", "cosine", "exponential".
-        power: exponent of the polynomial decay (> 0).
-        end_learning_rate: rate that "polynomial", "cosine" and "exponential"
-            decay towards (>= 0, at most the peak).
-        scaling: peak-rate rule: "sqrt" (LEGW), "linear", "noise" (the
-            optimal step of McCandlish et al. 2018, arXiv 1812.06162) or
-            "none".
-        warmup_scaling: warmup-length rule: "linear" (LEGW: warmup epochs grow
-            with k) or "none" (constant-epoch warmup, as in Goyal et al.).
-        decay_rate: "exponential" only: factor applied every `decay_epochs`,
-            in (0, 1].
-        decay_epochs: "exponential" only: epochs per factor of `decay_rate`.
-        noise_scale: "noise" only: the gradient noise scale ``B_noise`` in
-            examples, measured at `base_batch_size` (for example with
-            `NoiseScaleEstimator`); > 0.
-        name: name of the schedule.
+        num_examples (int): training examples in one epoch.
+        total_epochs (float): length of the schedule in epochs.
+        decay (str): one of "constant", "polynomial", "cosine",
+            "exponential".
+        power (float): exponent of the polynomial decay (> 0).
+        end_learning_rate (float): rate that "polynomial", "cosine" and
+            "exponential" decay towards (>= 0, at most the peak).
+        scaling (str): peak-rate rule: "sqrt" (LEGW), "linear", "noise" (the
+            optimal step of McCandlish et al. 2018, arXiv 1812.06162, taken
+            relative to the base batch; see `scale_learning_rate`) or
+            "none". The warmup follows `warmup_scaling` whatever the rule.
+        warmup_scaling (str): warmup-length rule: "linear" (LEGW: warmup
+            epochs grow with k) or "none" (constant-epoch warmup, as in
+            Goyal et al.).
+        decay_rate (float | None): "exponential" only: factor applied every
+            `decay_epochs`, in (0, 1].
+        decay_epochs (float | None): "exponential" only: epochs per factor
+            of `decay_rate`.
+        noise_scale (float | None): "noise" only: the gradient noise scale
+            ``B_noise`` in examples, measured at `base_batch_size` (for
+            example with `NoiseScaleEstimator`); > 0.
+        name (str): name of the schedule.
 
     Raises:
-        ValueError: at construction, for any invalid argument, naming it and
-            the value received.
+        ValueError: at construction, for any invalid argument: one error
+            naming it and the value received, e.g. ``Argument `batch_size`
+            must be a positive number. Received: batch_size=-8``.
     """
 
     def __init__(

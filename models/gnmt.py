@@ -25,7 +25,7 @@ default; `../shared/data/translation` or downloaded) or `--dataset=wmt16`
 attention holds batch x target x source x units floats several times for the
 backward pass. Two micro-batches of 512 give the same update.)
 
-Expected result: see the README, "GNMT on Multi30k" (`make reproduce-sequence`,
+Expected result: docs/results/gnmt.md (`make reproduce-sequence`,
 `docs/results/gnmt_sweep.csv`).
 """
 

@@ -2,8 +2,8 @@
 
 Each 28x28 image is read as 28 time steps of 28 pixels by one LSTM layer of
 128 units, followed by a softmax over the 10 classes. The base
-hyperparameters were chosen at batch 128 (see README, "Choosing the base
-hyperparameters"); at any other batch LEGW scales them with no retuning.
+hyperparameters were chosen at batch 128 (docs/results/mnist-lstm.md, "Base
+hyperparameters for MNIST-LSTM"); at any other batch LEGW scales them with no retuning.
 
 Command (the README's `make demo`; 64x the base batch):
 
