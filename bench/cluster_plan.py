@@ -7,13 +7,22 @@ a whole run's training seconds on one device, predicted and measured.
     python -m bench.cluster_plan --plan=report    # Markdown table, verdicts
     python -m bench.cluster_plan --plan=steps --smoke --csv=/tmp/cp.csv \\
         --data_dir=/work/shared/data              # end to end, tiny settings
+    python -m bench.cluster_plan --plan=steps --smoke --models=ptb_lstm ...
+
+On an idle two-core CPU (estimates): --plan=steps about 15-20 minutes
+(MNIST about 9, PTB about 7: four profiles, three all-reduce measurements,
+fifteen trainer runs of 80 steps, each in its own process), --plan=runs
+about 12 (two profiles, two 25-epoch runs of about 5 minutes). Each
+--smoke plan runs every piece once at tiny settings: mostly the start-up of
+its fresh processes (about 4 CPU seconds each to import TensorFlow; 14 for
+--plan=steps, 4 for --plan=runs).
 
 Take the measurements with nothing else running: every number here is a
 time, and the predictions are only as good as the profile and the link
 measured on the same idle machine. Each row is appended at once to `--csv`
 (default docs/results/cluster_plan.csv); rows already there are skipped, so
 rerunning a plan continues it. Beside the CSV: the step profiles
-(`<csv stem>_profile_<model>_<optimizer>_t<threads>.csv`, the
+(`<csv stem>_<plan>_profile_<model>_<optimizer>_t<threads>.csv`, the
 `python -m keras_legw profile` format, reused when present) and the raw
 all-reduce timings (`<csv stem>_allreduce.csv`, reused likewise); delete
 them to measure again.
@@ -46,7 +55,9 @@ global batch; kind "steps"; target: predicted within 20% of measured):
    call; seconds per step = global batch / the results' examples_per_second,
    which leaves out the first call (tracing) at the batch. One replica
    (--strategy=default), two (--strategy=mirrored --num_cpu_devices=2) and
-   two localhost workers (--strategy=multi_worker, two processes).
+   two localhost workers (--strategy=multi_worker, two processes; MNIST
+   only: the zoo trainer fails for PTB's stateful model under
+   MultiWorkerMirroredStrategy, see REAL below).
 4. Predicted: ``StepTimeModel(profile, link).step_seconds(B, n)``.
 
 What the model cannot capture on logical CPUs: the two "devices" of the
@@ -114,14 +125,20 @@ STRATEGIES = {"default": ({}, 1),
               "multi_worker": (dict(strategy="multi_worker"), 2)}
 SIZE_FACTORS = (0.125, 1.0, 4.0)  # all-reduce sizes, x the gradient's bytes
 # The real measurements. models: global batches of the trainer runs, the
-# per-device batches profiled, the trainer's own extra arguments.
+# per-device batches profiled, the trainer's own extra arguments, the
+# strategies. PTB has no multi-worker rows: the zoo trainer fails for a
+# stateful model under MultiWorkerMirroredStrategy (a replica's carried
+# state comes back from `strategy.run` as a tensor, not the PerReplica it
+# went in as: "'state' does not have the same nested structure after one
+# iteration", models/common/train_step.py's loop).
 REAL = dict(
     models={"mnist_lstm": dict(batches=(256, 1024, 4096),
                                profile=(128, 256, 512, 1024, 2048, 4096),
-                               run={}),
+                               run={}, strategies=tuple(STRATEGIES)),
             "ptb_lstm": dict(batches=(20, 80, 320),
                              profile=(10, 20, 40, 80, 160, 320),
-                             run=dict(num_test_tokens=2000))},
+                             run=dict(num_test_tokens=2000),
+                             strategies=("default", "mirrored"))},
     max_steps=80, steps_per_loop=10, repeats=5, steps_per_repeat=3,
     reduce_calls=20, reduce_repeats=5,
     runs={"fixed 2048": dict(batch_size=2048),
@@ -131,10 +148,12 @@ REAL = dict(
 # --smoke: every piece once, in seconds (the numbers mean nothing).
 SMOKE = dict(
     models={"mnist_lstm": dict(batches=(64,), profile=(16, 128),
-                               run=dict(num_train_examples=512)),
+                               run=dict(num_train_examples=512),
+                               strategies=tuple(STRATEGIES)),
             "ptb_lstm": dict(batches=(8,), profile=(2, 32),
                              run=dict(num_train_tokens=4000,
-                                      num_test_tokens=2000))},
+                                      num_test_tokens=2000),
+                             strategies=("default", "mirrored"))},
     max_steps=4, steps_per_loop=2, repeats=1, steps_per_repeat=1,
     reduce_calls=2, reduce_repeats=2,
     runs={"fixed 128": dict(batch_size=128, epochs=1,
@@ -165,13 +184,16 @@ def child_result(child):
     """The JSON result of a finished child; ChildFailed with its stderr's
     tail if it failed."""
     process, out, err = child
-    out.seek(0)
-    err.seek(0)
-    if process.returncode:
-        raise sweep_runner.ChildFailed(
-            f"{process.args[3]}:{process.args[4]} failed with status "
-            f"{process.returncode}:\n{err.read()[-3000:]}", process.returncode)
-    line = next(l for l in out.read().splitlines() if l.startswith("RESULTS"))
+    with out, err:
+        out.seek(0)
+        err.seek(0)
+        if process.returncode:
+            raise sweep_runner.ChildFailed(
+                f"{process.args[3]}:{process.args[4]} failed with status "
+                f"{process.returncode}:\n{err.read()[-3000:]}",
+                process.returncode)
+        line = next(l for l in out.read().splitlines()
+                    if l.startswith("RESULTS"))
     return json.loads(line[len("RESULTS"):])
 
 
@@ -203,7 +225,10 @@ def on_two_workers(target, kwargs):
                     process.kill()
                     process.wait()
         time.sleep(0.2)
-    results = [child_result(c) for c in children]
+    # A failure raises first (not the peer killed for it).
+    results = {}
+    for i in sorted(range(2), key=lambda i: children[i][0].returncode <= 0):
+        results[i] = child_result(children[i])
     return results[0]
 
 
@@ -218,7 +243,8 @@ def mnist_task(rows, optimizer="adam", data_dir=None):
     del data_dir  # random images
     model, x, y = profile_task(rows)
     if optimizer != "adam":
-        model.compile(make_optimizer(optimizer, BASE_LEARNING_RATES[optimizer]),
+        rate = BASE_LEARNING_RATES[optimizer]
+        model.compile(make_optimizer(optimizer, rate),
                       keras.losses.SparseCategoricalCrossentropy(
                           from_logits=True))
     return model, x, y
@@ -236,7 +262,8 @@ def ptb_task(rows, optimizer="sgd", data_dir=None):
     vocabulary = len(ptb_lstm_input.load_ptb(data_dir)[3])
     full = ptb_lstm.build_model(config, vocabulary, None)
     model = keras.Model(full.inputs, full.outputs[0])
-    model.compile(keras.optimizers.SGD(1.0, global_clipnorm=ptb_lstm.CLIP_NORM),
+    model.compile(keras.optimizers.SGD(1.0,
+                                       global_clipnorm=ptb_lstm.CLIP_NORM),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng, steps = np.random.default_rng(0), config["num_steps"]
     zeros = [np.zeros((rows, config["units"]), np.float32)
@@ -271,7 +298,8 @@ def profile(args, model, batches, threads, optimizer=None):
     """The model's StepProfile at `threads` threads: read from beside the
     CSV, else measured in a child and saved there."""
     optimizer = optimizer or TASKS[model][1]
-    path = side_path(args, f"profile_{model}_{optimizer}_t{threads}.csv")
+    path = side_path(args, f"{args.plan}_profile_{model}_{optimizer}_t"
+                           f"{threads}.csv")
     if os.path.exists(path):
         return StepProfile.read_csv(path)
     fields = call_in_child("bench.cluster_plan:profile_child", dict(
@@ -307,12 +335,16 @@ def _time_allreduce(strategy, size, calls, repeats):
     values = strategy.experimental_distribute_values_from_function(
         lambda context: tf.zeros([max(1, size // 4)]))
 
-    def reduce(tensor):
-        return tf.distribute.get_replica_context().all_reduce("SUM", tensor)
+    def reduce(tensor):  # a copy on the replica's device (a gradient's)
+        return tf.distribute.get_replica_context().all_reduce(
+            "SUM", tf.identity(tensor))
 
     @tf.function
     def loop(values, count):
-        for _ in tf.range(count):
+        # The first outside the loop: under MultiWorkerMirroredStrategy a
+        # reduced value is a tensor, not the PerReplica given.
+        values = strategy.run(reduce, args=(values,))
+        for _ in tf.range(count - 1):
             values = strategy.run(reduce, args=(values,))
         return values
 
@@ -361,10 +393,11 @@ def fit_interconnect(timings, devices):
     (intercept, slope), *_ = np.linalg.lstsq(
         np.stack([np.ones_like(x), x], axis=1), t, rcond=None)
     if slope <= 0:
-        return Interconnect(1e6, float(t.mean()) / messages * 1e6)
+        return Interconnect(1e6, float(t.mean() / messages * 1e6))
     if intercept < 0:
         intercept, slope = 0.0, float(x @ t / (x @ x))
-    return Interconnect(1.0 / slope / 1e9, intercept / messages * 1e6)
+    return Interconnect(float(1.0 / slope / 1e9),
+                        float(intercept / messages * 1e6))
 
 
 # --plan=steps.
@@ -376,11 +409,12 @@ def thread_budget(devices):
 def step_models(args, model):
     """{strategy: (StepTimeModel, the full-core one)} of `model`: the
     profiles at each thread budget and the links measured here."""
-    batches = args.settings["models"][model]["profile"]
-    full = profile(args, model, batches, thread_budget(1))
-    shared = profile(args, model, batches, thread_budget(2))
+    settings = args.settings["models"][model]
+    full = profile(args, model, settings["profile"], thread_budget(1))
+    shared = profile(args, model, settings["profile"], thread_budget(2))
     found = {"default": (StepTimeModel(full, Interconnect(1.0)),) * 2}
-    for strategy in ("mirrored", "multi_worker"):
+    for strategy in [s for s in settings["strategies"]
+                     if STRATEGIES[s][1] > 1]:
         timings = allreduce_timings(args, model, strategy, full.param_bytes)
         link = fit_interconnect(timings, STRATEGIES[strategy][1])
         print(f"{model} {strategy} all-reduce: " + ", ".join(
@@ -451,7 +485,8 @@ def steps_row(model, strategy, batch, results, models):
         # by the optimizer.
         reduces_per_step=0 if devices == 1 else (
             2 if model == "ptb_lstm" else 1),
-        predicted_full_threads_seconds=f"{full.step_seconds(batch, devices):.6g}",
+        predicted_full_threads_seconds=(
+            f"{full.step_seconds(batch, devices):.6g}"),
         profile_threads=thread_budget(devices),
         run_wall_seconds=f"{results['wall_seconds']:.1f}")
     if devices == 1:
@@ -476,8 +511,9 @@ def steps_plan(args):
     global batch) not yet in the CSV."""
     done = done_keys(args)
     for model in args.models:
-        todo = [(strategy, batch) for strategy in STRATEGIES
-                for batch in args.settings["models"][model]["batches"]
+        settings = args.settings["models"][model]
+        todo = [(strategy, batch) for strategy in settings["strategies"]
+                for batch in settings["batches"]
                 if ("steps", model, strategy, f"fixed {batch}") not in done]
         if not todo:
             continue

@@ -40,6 +40,16 @@ What it leaves out, each on the pessimistic side unless noted:
   the same accuracy (`keras_legw.StepsModel` predicts how many).
 * The compute line is fitted over the profiled per-device batches; outside
   them it is an extrapolation, flagged on each plan row.
+* Devices are independent: each computes its share as fast as the profiled
+  device did alone. Logical devices that share a host's cores and memory
+  bus (two replicas on one CPU) are slower than that (optimistic).
+* ``P`` counts every trainable weight's gradient as dense; an embedding's
+  gradient reduced as the rows used (TensorFlow's sparse gradients) moves
+  less (pessimistic). One all-reduce's latency a step: a reduction of many
+  tensors that is not fused pays more (optimistic).
+* The profile times one `train_on_batch` call a step, so its intercept
+  holds the per-call overhead that a loop of many steps per compiled call
+  pays less often (pessimistic at small batches).
 """
 
 import csv
@@ -388,9 +398,10 @@ class StepTimeModel:
     assumption, pessimistic); ``m`` micro-batches accumulate one gradient,
     reduced once per step.
 
-    The fit: a negative intercept ``a`` (times that grow faster than the
-    batch) is clipped to 0 and the slope refitted through the origin, the
-    least squares with ``a >= 0``; a slope ``c <= 0`` (times that do not
+    The fit: least squares in relative error, ``sum ((a + c b - t) / t)^2``
+    (as `StepsModel.fit` weights its points); a negative intercept ``a``
+    (times that grow faster than the batch) is clipped to 0 and the slope
+    refitted through the origin, ``c = sum(b / t) / sum((b / t)^2)``; a slope ``c <= 0`` (times that do not
     grow with the batch: the device is not busy yet, or the timing is noise)
     is refused, since it would make any batch free.
 
@@ -485,7 +496,9 @@ class StepTimeModel:
 
 
 def _fit_line(batch_sizes, seconds):
-    """(a, c) of the least-squares ``t = a + c b`` with ``a >= 0``."""
+    """(a, c) of ``t = a + c b`` with ``a >= 0``, least squares in relative
+    error (each point weighted by ``1 / t``, so a profile spanning 32x in
+    batch does not let its largest batches decide the small ones)."""
     b = np.asarray(batch_sizes, dtype=np.float64)
     t = np.asarray(seconds, dtype=np.float64)
     if len(np.unique(b)) < 2:
@@ -493,8 +506,8 @@ def _fit_line(batch_sizes, seconds):
             "Argument `profile` must time at least two different batches to "
             "fit the step time a + c b. Received: batch_sizes="
             f"{list(batch_sizes)}")
-    (a, c), *_ = np.linalg.lstsq(np.stack([np.ones_like(b), b], axis=1), t,
-                                 rcond=None)
+    design = np.stack([np.ones_like(b), b], axis=1) / t[:, None]
+    (a, c), *_ = np.linalg.lstsq(design, np.ones_like(t), rcond=None)
     if c <= 0:
         raise ValueError(
             "The profiled step times must grow with the batch to fit t = a +"
@@ -503,7 +516,7 @@ def _fit_line(batch_sizes, seconds):
             f"Received: batch_sizes={list(batch_sizes)}, "
             f"seconds={list(seconds)}")
     if a < 0:
-        a, c = 0.0, float(b @ t / (b @ b))
+        a, c = 0.0, float(np.sum(b / t) / np.sum((b / t) ** 2))
     return float(a), float(c)
 
 

@@ -45,11 +45,27 @@ def test_the_fit_recovers_a_planted_line_and_clips_a_negative_intercept():
     assert model.seconds_per_example == pytest.approx(1e-4)
     assert model.compute_seconds(1000) == pytest.approx(0.002 + 0.1)
     # t = 0.5 at 10, 2.0 at 20: the free line is -1 + 0.15 b; with a >= 0
-    # the slope through the origin is (10 x 0.5 + 20 x 2) / (100 + 400).
+    # the slope through the origin, in relative error, is sum(b / t) /
+    # sum((b / t)^2) = (20 + 10) / (400 + 100).
     clipped = StepTimeModel(StepProfile([10, 20], [0.5, 2.0], 0),
                             Interconnect(1.0))
     assert clipped.intercept_seconds == 0.0
-    assert clipped.seconds_per_example == pytest.approx(45 / 500)
+    assert clipped.seconds_per_example == pytest.approx(30 / 500)
+
+
+def test_the_fit_weighs_each_point_by_its_relative_error():
+    """Three points off the line: the fit minimizes the relative errors
+    (NumPy's weighted least squares), not the absolute ones."""
+    b = np.array([16, 128, 512])
+    t = np.array([0.011, 0.020, 0.070])
+    model = StepTimeModel(StepProfile(b, t, 0), Interconnect(1.0))
+    w = 1 / t
+    (a, c), *_ = np.linalg.lstsq(np.stack([w, b * w], axis=1), np.ones(3),
+                                 rcond=None)
+    unweighted = np.polyfit(b, t, 1)[::-1]
+    assert (model.intercept_seconds, model.seconds_per_example) == \
+        pytest.approx((a, c))
+    assert not np.allclose((a, c), unweighted, rtol=1e-3)
 
 
 @pytest.mark.parametrize("batches, seconds, message", [
