@@ -251,26 +251,11 @@ def mnist_task(rows, optimizer="adam", data_dir=None):
 
 
 def ptb_task(rows, optimizer="sgd", data_dir=None):
-    """PTB-small for `profile_step_times`: the zoo's model with the logits
-    as its only output, its state inputs fed zeros, random tokens; SGD at
-    rate 1 with the trainer's global clipnorm."""
-    import keras
-
-    from models import ptb_lstm, ptb_lstm_input
+    """PTB-small's profile task (`models.ptb_lstm.profile_task`: SGD at
+    rate 1 with the trainer's global clipnorm)."""
+    from models import ptb_lstm
     assert optimizer == "sgd", optimizer
-    config = ptb_lstm.CONFIGS["small"]
-    vocabulary = len(ptb_lstm_input.load_ptb(data_dir)[3])
-    full = ptb_lstm.build_model(config, vocabulary, None)
-    model = keras.Model(full.inputs, full.outputs[0])
-    model.compile(keras.optimizers.SGD(1.0,
-                                       global_clipnorm=ptb_lstm.CLIP_NORM),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    rng, steps = np.random.default_rng(0), config["num_steps"]
-    zeros = [np.zeros((rows, config["units"]), np.float32)
-             for _ in range(2 * config["layers"])]
-    x = [rng.integers(0, vocabulary, (rows, steps)).astype(np.int32),
-         np.zeros((rows, 1), np.float32), *zeros]
-    return model, x, rng.integers(0, vocabulary, (rows, steps))
+    return ptb_lstm.profile_task(rows, data_dir=data_dir)
 
 
 TASKS = {"mnist_lstm": (mnist_task, "adam"), "ptb_lstm": (ptb_task, "sgd")}

@@ -357,7 +357,11 @@ def load_task(text):
         function = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot load --task {text!r}: {error}") from None
-    task = function()
+    try:
+        task = function()
+    except (OSError, RuntimeError, ValueError) as error:
+        # A task that cannot find its data, or rejects its setup.
+        raise ValueError(f"--task {text!r} failed: {error}") from None
     if not (isinstance(task, tuple) and len(task) == 3):
         raise ValueError(f"--task {text!r} must return (compiled model, x, "
                          f"y). Received: {type(task).__name__}")

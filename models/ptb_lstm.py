@@ -117,6 +117,28 @@ def build_model(config, vocabulary_size, batch_size):
                        name="ptb_lstm")
 
 
+def profile_task(rows=320, seed=0, data_dir=None):
+    """(compiled model, x, y) for `python -m keras_legw profile --task
+    models.ptb_lstm:profile_task`: PTB-small's model with its logits as the
+    only output and its state inputs fed zeros (a zero state costs the
+    compute of a carried one), SGD at rate 1 with the trainer's global
+    clipnorm, on `rows` sequences of random tokens."""
+    import numpy as np
+
+    config = CONFIGS["small"]
+    vocabulary = len(ptb_lstm_input.load_ptb(data_dir)[3])
+    full = build_model(config, vocabulary, None)
+    model = keras.Model(full.inputs, full.outputs[0])
+    model.compile(keras.optimizers.SGD(1.0, global_clipnorm=CLIP_NORM),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng, steps = np.random.default_rng(seed), config["num_steps"]
+    zeros = [np.zeros((rows, config["units"]), np.float32)
+             for _ in range(2 * config["layers"])]
+    x = [rng.integers(0, vocabulary, (rows, steps)).astype(np.int32),
+         np.zeros((rows, 1), np.float32), *zeros]
+    return model, x, rng.integers(0, vocabulary, (rows, steps))
+
+
 def make_task(train_ids, test_ids, config, vocabulary_size, replicas):
     """The trainer's view of PTB. A batch of B is B rows of the token
     stream (`input_pipeline.stream_rows`), so a pass at another batch is

@@ -55,3 +55,35 @@ def test_no_directive_names_anything_outside_all():
     assert not outside, (
         "directives for objects outside keras_legw.__all__ (document them "
         f"at the package path, keras_legw.<name>): {outside}")
+
+
+def cli_usage():
+    """The text of `python -m keras_legw --help`, `plan --help` and
+    `profile --help` at 80 columns, as docs/api/planner.md quotes it."""
+    from keras_legw import cli
+    parser = cli._build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    texts = [("python -m keras_legw --help", parser.format_help())]
+    texts += [(f"python -m keras_legw {name} --help",
+               commands[name].format_help()) for name in ("plan", "profile")]
+    return "".join(f"$ {command}\n{text}\n" for command, text in texts)
+
+
+USAGE = re.compile(r"### Usage\n\n```text\n(.*?)```", re.S)
+
+
+def test_the_cli_usage_on_the_api_page_is_the_clis(monkeypatch):
+    """The usage quoted on the planner's API page is what the CLI prints
+    (regenerate it with `python tests/docs/test_api_pages.py`)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    page = open(os.path.join(ROOT, "docs", "api", "planner.md")).read()
+    assert USAGE.search(page).group(1) == cli_usage()
+
+
+if __name__ == "__main__":
+    os.environ["COLUMNS"] = "80"
+    path = os.path.join(ROOT, "docs", "api", "planner.md")
+    page = open(path).read()
+    start, end = USAGE.search(page).span(1)
+    with open(path, "w") as f:
+        f.write(page[:start] + cli_usage() + page[end:])

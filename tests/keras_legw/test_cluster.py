@@ -410,6 +410,8 @@ def test_profile_command_writes_a_csv(tmp_path, capsys):
     ("tests.keras_legw.test_cluster:tiny_task", "8",
      "at least two different batches"),
     ("tests.keras_legw.test_cluster:tiny_task", "4,64", "at most the 16 rows"),
+    ("tests.keras_legw.test_cluster:task_without_data", "4,8",
+     "failed: no data in /nowhere"),
 ])
 def test_profile_command_bad_input_exits_2_with_one_line(
         tmp_path, capsys, task, batches, message):
@@ -419,6 +421,10 @@ def test_profile_command_bad_input_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1
     assert message in err, err
+
+
+def task_without_data():
+    raise RuntimeError("no data in /nowhere")
 
 
 def test_the_zoo_mnist_lstm_profile_task():
