@@ -150,7 +150,8 @@ PLOT = "docs/results/growing_batch.png"
 
 def report(args):
     """The figure (test accuracy against optimizer steps: LEGW with Adam at
-    fixed batches, from the sweep's curves, and every seed-0 ramp) and the
+    fixed batches, from the sweep's curves, every seed-0 ramp and the
+    adaptive default) and the
     table of every row, printed as Markdown."""
     import matplotlib
 
@@ -167,7 +168,7 @@ def report(args):
         ax.plot([int(r["step"]) for r in rows],
                 [float(r["test_accuracy"]) for r in rows], style,
                 color=shade, label=f"LEGW, Adam, fixed {batch}")
-    for name in CONFIGS:
+    for name in {**CONFIGS, **DEFAULT_CONFIG}:
         rows = [r for r in curves if r["config"] == name and r["seed"] == "0"]
         if rows:
             ax.plot([int(r["step"]) for r in rows],

@@ -1,0 +1,93 @@
+"""One figure per model for the adaptive batch's frozen default (issue 38):
+the test metric against optimizer steps for the base batch, the best fixed
+large batch with a curve, the hand ramp and the frozen default.
+
+    python -m bench.frozen_default_plots
+
+Reads the curves the studies wrote (mnist_lstm_curves.csv,
+sequence_curves.csv, growing_batch_curves.csv, growing_trainer_curves.csv)
+and writes docs/results/frozen_default_<model>.png; a curve not run yet is
+left out of its figure (and the figure says so in its title).
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+
+from bench import sweep_runner  # noqa: E402
+
+RESULTS = "docs/results/"
+# model: (metric column, label, y limits, [(label, CSV, {column: value},
+# style)]): each curve is the CSV's rows that match every column.
+FIGURES = {
+    "mnist_lstm": ("test_accuracy", "test accuracy", (0.95, 0.995), [
+        ("base: LEGW, Adam, fixed 128", "mnist_lstm_curves.csv",
+         dict(run="legw_b128_s0_e25"), ":"),
+        ("fixed 2048 (16x), LEGW, Adam", "mnist_lstm_curves.csv",
+         dict(run="legw_b2048_s0_e25"), "--"),
+        ("hand ramp 256..8192, LAMB (fit)", "growing_batch_curves.csv",
+         dict(config="lamb_sqrt_fast_ramp", seed="0"), "-"),
+        ("frozen default, seed 0 (fit)", "growing_batch_curves.csv",
+         dict(config="lamb_sqrt_noise_frozen", seed="0"), "-"),
+        ("frozen default, seed 1 (fit)", "growing_batch_curves.csv",
+         dict(config="lamb_sqrt_noise_frozen", seed="1"), "-"),
+        ("frozen default, seed 0 (trainer)", "growing_trainer_curves.csv",
+         dict(model="mnist_lstm", config="lamb_sqrt_noise_frozen",
+              seed="0"), "-."),
+    ]),
+    "ptb_lstm": ("test_perplexity", "test perplexity", (100, 250), [
+        ("base: LEGW, fixed 20", "sequence_curves.csv",
+         dict(run="ptb_small_legw_b20_s0_e13"), ":"),
+        ("fixed 80 (4x), LEGW", "sequence_curves.csv",
+         dict(run="ptb_small_legw_b80_s0_e13"), "--"),
+        ("hand ramp 20..320", "growing_trainer_curves.csv",
+         dict(model="ptb_lstm", config="sgd_sqrt_ramp", seed="0"), "-"),
+        ("frozen default, seed 0", "growing_trainer_curves.csv",
+         dict(model="ptb_lstm", config="sgd_sqrt_noise_frozen", seed="0"),
+         "-"),
+        ("frozen default, seed 1", "growing_trainer_curves.csv",
+         dict(model="ptb_lstm", config="sgd_sqrt_noise_frozen", seed="1"),
+         "-"),
+    ]),
+}
+
+
+def curve(path, match, metric):
+    """(steps, values) of the rows of `path` that match `match`."""
+    rows = [r for r in sweep_runner.read_rows(RESULTS + path)
+            if all(r.get(k) == v for k, v in match.items())]
+    # The trainer's curves name their metric column test_metric.
+    column = metric if rows and metric in rows[0] else "test_metric"
+    rows = [r for r in rows if r[column]]
+    return ([int(r["step"]) for r in rows],
+            [float(r[column]) for r in rows])
+
+
+def figure(model, metric, label, limits, curves):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    missing = []
+    for name, path, match, style in curves:
+        steps, values = curve(path, match, metric)
+        if steps:
+            ax.plot(steps, values, style, marker=".", label=name)
+        else:
+            missing.append(name)
+    ax.set(xscale="log", xlabel="optimizer steps", ylabel=label,
+           ylim=limits, title=model + (f" (not run yet: {', '.join(missing)})"
+                                       if missing else ""))
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = f"{RESULTS}frozen_default_{model}.png"
+    fig.savefig(path, dpi=120)
+    print(path, "missing:", missing or "none")
+
+
+def main():
+    for model, (metric, label, limits, curves) in FIGURES.items():
+        figure(model, metric, label, limits, curves)
+
+
+if __name__ == "__main__":
+    main()
