@@ -1,6 +1,7 @@
 """Argument checks that raise one ValueError in the Keras message style:
 "Argument `x` must be ... Received: x=..."."""
 
+import csv
 import math
 import numbers
 
@@ -63,3 +64,21 @@ def check_float_learning_rate(optimizer, owner):
             f"{owner} sets the optimizer's learning rate itself: build the "
             "optimizer with a float learning rate, not the schedule "
             f"{type(rate).__name__}.")
+
+
+def read_csv_rows(path, columns, empty_hint=""):
+    """[(line, row dict)] of the CSV at `path`, which must have `columns`
+    and a row; one ValueError naming the file otherwise (`empty_hint` ends
+    the one for no row)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(
+                f"{path} must have the columns {' and '.join(columns)}; it "
+                f"lacks {', '.join(missing)}")
+        rows = [(reader.line_num, row) for row in reader]
+    if not rows:
+        raise ValueError(f"{path} has the columns {' and '.join(columns)} but"
+                         f" no row{empty_hint}")
+    return rows

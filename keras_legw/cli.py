@@ -41,6 +41,7 @@ import sys
 import numpy as np
 
 from keras_legw import cluster, planner, recipes, scaling
+from keras_legw._validation import read_csv_rows
 from keras_legw.batch_schedules import doublings
 from keras_legw.schedules import DECAYS, LEGW
 
@@ -204,20 +205,8 @@ def read_runs(path):
         ValueError: naming the file, and the line where a cell is missing or
             not a number, for a file without both columns or without a row.
     """
-    import csv
-
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or ())
-        missing = {"batch_size", "steps"} - columns
-        if missing:
-            raise ValueError(
-                f"{path} must have the columns batch_size and steps; it lacks"
-                f" {', '.join(sorted(missing))}")
-        rows = [(reader.line_num, row) for row in reader]
-    if not rows:
-        raise ValueError(f"{path} has the columns batch_size and steps but "
-                         "no row: give a run per line, e.g. 128,2344")
+    rows = read_csv_rows(path, ("batch_size", "steps"),
+                         ": give a run per line, e.g. 128,2344")
     return tuple(list(column) for column in zip(
         *(_run_cells(path, line, row) for line, row in rows)))
 

@@ -64,7 +64,7 @@ import keras
 import numpy as np
 
 from keras_legw._validation import (check_non_negative, check_positive,
-                                    check_positive_integer)
+                                    check_positive_integer, read_csv_rows)
 from keras_legw.batch_schedules import (BatchRamp, NoiseBatchSchedule,
                                         parse_batch_ramp)
 from keras_legw.scaling import whole_steps
@@ -140,7 +140,7 @@ class StepProfile:
                 missing or not a number, for a file without the columns or
                 a row, or with rows of different param_bytes.
         """
-        rows = _read_rows(path, PROFILE_COLUMNS[:3])
+        rows = read_csv_rows(path, PROFILE_COLUMNS[:3])
         cells = [(_cell(path, line, row, "batch_size", int),
                   _cell(path, line, row, "seconds_per_step", float),
                   _cell(path, line, row, "param_bytes", int))
@@ -157,23 +157,6 @@ class StepProfile:
                        first.get("device") or "unknown")
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
-
-
-def _read_rows(path, columns):
-    """[(line, row dict)] of a CSV that has `columns`; one ValueError
-    naming the file for missing columns or no row."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in columns if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(
-                f"{path} must have the columns {', '.join(columns)}; it lacks"
-                f" {', '.join(missing)}")
-        rows = [(reader.line_num, row) for row in reader]
-    if not rows:
-        raise ValueError(f"{path} has the columns {', '.join(columns)} but "
-                         "no row")
-    return rows
 
 
 def _cell(path, line, row, name, kind):
@@ -697,7 +680,7 @@ def read_noise_curve(path):
         ValueError: naming the file (and line) for missing columns, no row,
             a cell that is not a number, or several runs' curves.
     """
-    rows = _read_rows(path, ("epoch", "noise_scale"))
+    rows = read_csv_rows(path, ("epoch", "noise_scale"))
     batches = {row.get("batch_size") for _, row in rows}
     if len(batches) > 1:
         raise ValueError(

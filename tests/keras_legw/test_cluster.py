@@ -210,7 +210,7 @@ def test_read_noise_curve_in_the_results_form(tmp_path):
     with pytest.raises(ValueError, match="must hold one run's curve"):
         read_noise_curve(path)
     path.write_text("epoch,noise\n1,2\n")
-    with pytest.raises(ValueError, match="must have the columns epoch, "
+    with pytest.raises(ValueError, match="must have the columns epoch and "
                        "noise_scale; it lacks noise_scale"):
         read_noise_curve(path)
 
