@@ -34,8 +34,6 @@ temporary folder that is removed at exit.
 import argparse
 import csv
 import functools
-import gzip
-import hashlib
 import os
 import pickle
 import shutil
@@ -76,6 +74,11 @@ import adaptdl.torch as adl  # noqa: E402
 from adaptdl.torch.scaling_rules import AdamScale  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # the zoo's MNIST loader, which needs no TF
+
+from models import mnist_lstm_input  # noqa: E402
+from models.common.data import DATA_DIR_ENV, DataError  # noqa: E402
+
 CSV = REPO / "docs/results/adaptdl_comparison.csv"
 CURVES_CSV = REPO / "docs/results/adaptdl_curves.csv"
 COLUMNS = ["system", "config", "seed", "test_accuracy", "steps", "passes",
@@ -89,68 +92,21 @@ BASE_LEARNING_RATE = 0.002  # Adam's, tuned at batch 128 (mnist_lstm_model)
 UNITS = 128
 EVAL_BATCH_SIZE = 1000
 
-# The four IDX files and their sha256, as in models/mnist_lstm_input.py.
-MNIST_FILES = {
-    "train-images-idx3-ubyte.gz":
-        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz":
-        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte.gz":
-        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte.gz":
-        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-}
-
-
 # ---------------------------------------------------------------- the data
 
-def read_idx(path, expected_magic):
-    """Reads a gzipped IDX file (big-endian header, uint8 data); copied from
-    models/mnist_lstm_input.py."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[:4], "big")
-    if magic != expected_magic:
-        raise SystemExit(f"{path} is not an IDX file of type "
-                         f"{expected_magic} (magic number {magic}).")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big")
-            for i in range(ndim)]
-    array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(dims)):
-        raise SystemExit(f"{path} holds {array.size} values, its header "
-                         f"promises {dims}.")
-    return array.reshape(dims)
-
-
-def mnist_dir(data_dir):
-    """The first folder holding the MNIST files: --data_dir/mnist,
-    $LEGW_DATA_DIR/mnist, the Makefile's default ../shared/data/mnist, then
-    the Keras cache (models/common/data.py's order; no download)."""
-    roots = [data_dir, os.environ.get("LEGW_DATA_DIR"),
-             REPO.parent / "shared" / "data",
-             Path.home() / ".keras" / "datasets"]
-    searched = [Path(root) / "mnist" for root in roots if root]
-    for folder in searched:
-        if all((folder / name).is_file() for name in MNIST_FILES):
-            return folder
-    raise SystemExit(f"MNIST's files not found in any of "
-                     f"{', '.join(map(str, searched))}: pass --data_dir (a "
-                     "folder with a mnist/ subfolder) or set LEGW_DATA_DIR.")
-
-
 def load_mnist(data_dir):
-    """((train_images, train_labels), (test_images, test_labels)), uint8."""
-    folder = mnist_dir(data_dir)
-    for name, digest in MNIST_FILES.items():
-        actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        if actual != digest:
-            raise SystemExit(f"{folder / name} is corrupt: sha256 {actual}, "
-                             f"expected {digest}.")
-    return ((read_idx(folder / "train-images-idx3-ubyte.gz", 2051),
-             read_idx(folder / "train-labels-idx1-ubyte.gz", 2049)),
-            (read_idx(folder / "t10k-images-idx3-ubyte.gz", 2051),
-             read_idx(folder / "t10k-labels-idx1-ubyte.gz", 2049)))
+    """((train_images, train_labels), (test_images, test_labels)), uint8,
+    through the zoo's own loader (`models.mnist_lstm_input`: NumPy only, its
+    files checked by sha256, nothing downloaded) in --data_dir/mnist,
+    $LEGW_DATA_DIR/mnist (by default the Makefile's ../shared/data), then
+    the Keras cache."""
+    shared = REPO.parent / "shared" / "data"
+    if shared.is_dir():
+        os.environ.setdefault(DATA_DIR_ENV, str(shared))
+    try:
+        return mnist_lstm_input.load_mnist(data_dir, download=False)
+    except DataError as error:
+        raise SystemExit(str(error)) from None
 
 
 class Images(torch.utils.data.Dataset):
