@@ -82,3 +82,17 @@ def read_csv_rows(path, columns, empty_hint=""):
         raise ValueError(f"{path} has the columns {' and '.join(columns)} but"
                          f" no row{empty_hint}")
     return rows
+
+
+def csv_cell(path, line, row, name, kind=float):
+    """The cell `name` of a CSV row (from `read_csv_rows`) as `kind` (int or
+    float); one ValueError naming the file, the line and the cell."""
+    text = row.get(name)
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{path}, line {line}: {name} must be "
+            f"{'an integer' if kind is int else 'a number'}. Received: "
+            f"{'a missing cell' if text in (None, '') else repr(text)}"
+        ) from None

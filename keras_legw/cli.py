@@ -41,7 +41,7 @@ import sys
 import numpy as np
 
 from keras_legw import cluster, planner, recipes, scaling
-from keras_legw._validation import read_csv_rows
+from keras_legw._validation import csv_cell, read_csv_rows
 from keras_legw.batch_schedules import doublings
 from keras_legw.schedules import DECAYS, LEGW
 
@@ -173,14 +173,30 @@ def plan_curves(args, schedule, points=500):
             for label, curve in curves.items()}
 
 
-def plot_plan(args, schedule, path):
-    """Saves a PNG of `plan_curves` (7 x 4 inches at 120 dpi)."""
+def _new_figure(size):
+    """(figure, axes) of `size` inches, drawn off screen (matplotlib is
+    imported here: only --plot needs it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    return plt.subplots(figsize=size)
+
+
+def _save_figure(fig, ax, path):
+    """The legend, then a PNG of `fig` at 120 dpi; the figure is closed."""
+    from matplotlib import pyplot as plt
+
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_plan(args, schedule, path):
+    """Saves a PNG of `plan_curves` (7 x 4 inches at 120 dpi)."""
+    fig, ax = _new_figure((7, 4))
     for label, (epochs, rates) in plan_curves(args, schedule).items():
         ax.plot(epochs, rates, label=label)
     ax.set_xlabel("epoch")
@@ -189,10 +205,7 @@ def plot_plan(args, schedule, path):
         f"batch {schedule.batch_size} = {schedule.scale_factor:g} x "
         f"{schedule.base_batch_size}"
     )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, ax, path)
 
 
 SCHEDULE_ARGUMENTS = ("base_lr", "batch", "base_warmup_epochs", "epochs")
@@ -207,23 +220,10 @@ def read_runs(path):
     """
     rows = read_csv_rows(path, ("batch_size", "steps"),
                          ": give a run per line, e.g. 128,2344")
-    return tuple(list(column) for column in zip(
-        *(_run_cells(path, line, row) for line, row in rows)))
-
-
-def _run_cells(path, line, row):
-    """(batch_size, steps) of one CSV row, as numbers."""
-    cells = []
-    for name in ("batch_size", "steps"):
-        text = row.get(name)
-        try:
-            cells.append(float(text))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{path}, line {line}: {name} must be a number. Received: "
-                f"{'a missing cell' if text in (None, '') else repr(text)}"
-            ) from None
-    return cells
+    cells = [[csv_cell(path, line, row, name) for name in ("batch_size",
+                                                           "steps")]
+             for line, row in rows]
+    return tuple(list(column) for column in zip(*cells))
 
 
 def steps_model(args):
@@ -253,22 +253,14 @@ def format_prediction(model, rows):
 
 def plot_prediction(model, measured, batches, path):
     """Saves a PNG of steps against batch: the model and the points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new_figure((6, 4))
     grid = np.geomspace(min(batches), max(batches), 200)
     ax.loglog(grid, model.steps(grid), label="S(B) = S_min (1 + B_noise / B)")
     ax.loglog(*measured, "o", label="measured")
     ax.axvline(model.noise_scale, color="gray", ls=":", label="B_noise")
     ax.set_xlabel("batch size")
     ax.set_ylabel("steps to the target")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, ax, path)
 
 
 def predict(args, parser):
@@ -504,12 +496,7 @@ def format_assumptions(args, step_model, name, rows):
 def plot_cluster_plan(rows, path):
     """Saves a PNG of wall-clock against devices, log-log, a line a
     schedule."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new_figure((6, 4))
     for name in dict.fromkeys(row.schedule for row in rows):
         points = [(r.devices, r.wall_seconds / 3600.0) for r in rows
                   if r.schedule == name and r.possible]
@@ -517,10 +504,7 @@ def plot_cluster_plan(rows, path):
             ax.loglog(*zip(*points), "o-", label=name)
     ax.set_xlabel("devices")
     ax.set_ylabel("wall-clock (hours)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, ax, path)
 
 
 def main(argv=None):

@@ -64,7 +64,8 @@ import keras
 import numpy as np
 
 from keras_legw._validation import (check_non_negative, check_positive,
-                                    check_positive_integer, read_csv_rows)
+                                    check_positive_integer, csv_cell,
+                                    read_csv_rows)
 from keras_legw.batch_schedules import (BatchRamp, NoiseBatchSchedule,
                                         parse_batch_ramp)
 from keras_legw.scaling import whole_steps
@@ -141,9 +142,9 @@ class StepProfile:
                 a row, or with rows of different param_bytes.
         """
         rows = read_csv_rows(path, PROFILE_COLUMNS[:3])
-        cells = [(_cell(path, line, row, "batch_size", int),
-                  _cell(path, line, row, "seconds_per_step", float),
-                  _cell(path, line, row, "param_bytes", int))
+        cells = [(csv_cell(path, line, row, "batch_size", int),
+                  csv_cell(path, line, row, "seconds_per_step", float),
+                  csv_cell(path, line, row, "param_bytes", int))
                  for line, row in rows]
         if len({c[2] for c in cells}) > 1:
             raise ValueError(
@@ -157,19 +158,6 @@ class StepProfile:
                        first.get("device") or "unknown")
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
-
-
-def _cell(path, line, row, name, kind):
-    """The cell `name` of a CSV row as `kind` (int or float)."""
-    text = row.get(name)
-    try:
-        return kind(text)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{path}, line {line}: {name} must be "
-            f"{'an integer' if kind is int else 'a number'}. Received: "
-            f"{'a missing cell' if text in (None, '') else repr(text)}"
-        ) from None
 
 
 def profile_step_times(model, x, y, batch_sizes, repeats=5,
@@ -384,9 +372,10 @@ class StepTimeModel:
     The fit: least squares in relative error, ``sum ((a + c b - t) / t)^2``
     (as `StepsModel.fit` weights its points); a negative intercept ``a``
     (times that grow faster than the batch) is clipped to 0 and the slope
-    refitted through the origin, ``c = sum(b / t) / sum((b / t)^2)``; a slope ``c <= 0`` (times that do not
-    grow with the batch: the device is not busy yet, or the timing is noise)
-    is refused, since it would make any batch free.
+    refitted through the origin, ``c = sum(b / t) / sum((b / t)^2)``; a
+    slope ``c <= 0`` (times that do not grow with the batch: the device is
+    not busy yet, or the timing is noise) is refused, since it would make
+    any batch free.
 
     Args:
         profile (StepProfile): measured step times, at two or more
@@ -688,10 +677,10 @@ def read_noise_curve(path):
             f"{', '.join(sorted(batches, key=str))}")
     by_epoch = {}
     for line, row in rows:
-        epoch = _cell(path, line, row, "epoch", float)
+        epoch = csv_cell(path, line, row, "epoch", float)
         if not math.isfinite(epoch) or epoch < 0:
             raise ValueError(f"{path}, line {line}: epoch must be a number "
                              f">= 0. Received: {row['epoch']!r}")
-        by_epoch[max(round(epoch), 1) - 1] = _cell(path, line, row,
+        by_epoch[max(round(epoch), 1) - 1] = csv_cell(path, line, row,
                                                    "noise_scale", float)
     return [by_epoch.get(e, math.nan) for e in range(max(by_epoch) + 1)]
