@@ -16,7 +16,8 @@ What is measured and what is assumed:
   docs/results/cluster_h200_mnist_lstm_profile.csv.
 - PTB-small's profile is the one `bench.cluster_plan --plan=steps` measured
   on this CPU with both threads (its file beside cluster_plan.csv).
-- The gradient bytes are the models' trainable weights (measured).
+- The gradient bytes are the models' trainable weights, as the CPU
+  profiles of `bench.cluster_plan` measured them.
 - The links are assumed: `keras_legw.cluster.INTERCONNECTS` (NVLink 4
   within 8 GPUs, InfiniBand NDR across nodes), one flat ring at that link.
 - The steps are 25 (MNIST) and 13 (PTB) epochs at every batch; the noise
@@ -25,32 +26,43 @@ What is measured and what is assumed:
 """
 
 import csv
+import re
 import statistics
 
-from keras_legw import cli
+from keras_legw import cli, cluster
 
 GPU_REPORT = "docs/results/gpu_report.csv"
 H200_PROFILE = "docs/results/cluster_h200_mnist_lstm_profile.csv"
 PTB_PROFILE = "docs/results/cluster_plan_steps_profile_ptb_lstm_sgd_t2.csv"
-MNIST_PARAM_BYTES = 326696  # models.mnist_lstm_model.build_model(128)
-STEPS = {128: 11725, 8192: 184}  # the runs' steps (gpu_report.csv)
+# The gradient bytes of models.mnist_lstm_model.build_model(128), as
+# bench.cluster_plan's CPU profile of the same model measured them.
+MNIST_CPU_PROFILE = ("docs/results/"
+                     "cluster_plan_steps_profile_mnist_lstm_adam_t2.csv")
 
 
 def h200_profile():
-    """Writes MNIST-LSTM's H200 profile from gpu_report.csv's full runs."""
+    """Writes MNIST-LSTM's H200 profile from gpu_report.csv's full runs:
+    at each batch, the mean over the seeds of wall seconds / steps (the
+    steps from the run's "test accuracy at the end" row)."""
     with open(GPU_REPORT) as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["model"] == "mnist_lstm"
-                and r["measurement"] == "wall seconds, full budget"]
+        rows = [r for r in csv.DictReader(f) if r["model"] == "mnist_lstm"]
+    runs = {}  # (batch, seed): [wall seconds, steps]
+    for r in rows:
+        run = runs.setdefault((int(r["batch_size"]), r["seed"]), [None, None])
+        if r["measurement"] == "wall seconds, full budget":
+            run[0] = float(r["value"])
+        elif r["measurement"] == "test accuracy at the end":
+            run[1] = int(re.match(r"(\d+) steps", r["detail"]).group(1))
+    runs = {key: run for key, run in runs.items() if None not in run}
+    param_bytes = cluster.StepProfile.read_csv(MNIST_CPU_PROFILE).param_bytes
     with open(H200_PROFILE, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["batch_size", "seconds_per_step", "param_bytes",
-                         "backend", "device"])
-        for batch, steps in STEPS.items():
-            seconds = statistics.mean(float(r["value"]) for r in rows
-                                      if int(r["batch_size"]) == batch)
-            writer.writerow([batch, f"{seconds / steps:.6g}",
-                             MNIST_PARAM_BYTES, "jax", "gpu:NVIDIA H200"])
+        writer.writerow(cluster.PROFILE_COLUMNS)
+        for batch in sorted({b for b, _ in runs}):
+            seconds = statistics.mean(wall / steps for (b, _), (wall, steps)
+                                      in runs.items() if b == batch)
+            writer.writerow([batch, f"{seconds:.6g}", param_bytes, "jax",
+                             "gpu:NVIDIA H200"])
 
 
 def plan(profile, interconnect, devices, *args):

@@ -60,6 +60,8 @@ DEFAULT_CONFIG = {
                                    batch_schedule="noise",
                                    max_batch_size=8192),
 }
+# Every configuration a row may name.
+ALL_CONFIGS = {**CONFIGS, **DEFAULT_CONFIG}
 BEST_FIXED_STEPS = 733  # LAMB at 2048, 99.10% (mnist_lstm_recipes.csv)
 MAX_BATCH = 8192
 
@@ -103,7 +105,7 @@ def steps_of(batch_sizes):
 
 
 def row_of(name, seed, epochs, results):
-    spec = {**CONFIGS, **DEFAULT_CONFIG}[name]
+    spec = ALL_CONFIGS[name]
     return dict(model="mnist_lstm", config=name, optimizer=spec["optimizer"],
                 rate_rule=spec["rate_rule"],
                 batch_schedule=spec["batch_schedule"],
@@ -129,8 +131,7 @@ def curve_rows(name, seed, results):
 
 
 def run_one(name, seed, args):
-    kwargs = dict({**CONFIGS, **DEFAULT_CONFIG}[name], seed=seed,
-                  epochs=args.epochs,
+    kwargs = dict(ALL_CONFIGS[name], seed=seed, epochs=args.epochs,
                   data_dir=args.data_dir)
     results = sweep_runner.run_in_child("mnist_lstm_growing", kwargs)
     sweep_runner.append_row(args.csv, COLUMNS,
@@ -168,7 +169,7 @@ def report(args):
         ax.plot([int(r["step"]) for r in rows],
                 [float(r["test_accuracy"]) for r in rows], style,
                 color=shade, label=f"LEGW, Adam, fixed {batch}")
-    for name in {**CONFIGS, **DEFAULT_CONFIG}:
+    for name in ALL_CONFIGS:
         rows = [r for r in curves if r["config"] == name and r["seed"] == "0"]
         if rows:
             ax.plot([int(r["step"]) for r in rows],
