@@ -56,8 +56,7 @@ global batch; kind "steps"; target: predicted within 20% of measured):
    which leaves out the first call (tracing) at the batch. One replica
    (--strategy=default), two (--strategy=mirrored --num_cpu_devices=2) and
    two localhost workers (--strategy=multi_worker, two processes; MNIST
-   only: the zoo trainer fails for PTB's stateful model under
-   MultiWorkerMirroredStrategy, see REAL below).
+   only, see REAL below).
 4. Predicted: ``StepTimeModel(profile, link).step_seconds(B, n)``.
 
 What the model cannot capture on logical CPUs: the two "devices" of the
@@ -126,11 +125,9 @@ STRATEGIES = {"default": ({}, 1),
 SIZE_FACTORS = (0.125, 1.0, 4.0)  # all-reduce sizes, x the gradient's bytes
 # The real measurements. models: global batches of the trainer runs, the
 # per-device batches profiled, the trainer's own extra arguments, the
-# strategies. PTB has no multi-worker rows: the zoo trainer fails for a
-# stateful model under MultiWorkerMirroredStrategy (a replica's carried
-# state comes back from `strategy.run` as a tensor, not the PerReplica it
-# went in as: "'state' does not have the same nested structure after one
-# iteration", models/common/train_step.py's loop).
+# strategies. PTB has no multi-worker rows: they were measured while the
+# zoo trainer failed for a stateful model under MultiWorkerMirroredStrategy
+# (fixed since, in `Task.zero_state`).
 REAL = dict(
     models={"mnist_lstm": dict(batches=(256, 1024, 4096),
                                profile=(128, 256, 512, 1024, 2048, 4096),

@@ -102,8 +102,16 @@ class Task:
         batch `batch_size`) or evaluation ([] for stateless models)."""
         if self.initial_state is None:
             return []
-        return strategy.experimental_distribute_values_from_function(
+        state = strategy.experimental_distribute_values_from_function(
             lambda context: self.initial_state(training, batch_size))
+        # Where this worker has one replica (MultiWorkerMirroredStrategy
+        # with a device a worker) `strategy.run` hands the state back as a
+        # plain tensor: the training loop, which must keep its structure,
+        # is given it in that form from the start.
+        def unwrap_one(value):
+            local = strategy.experimental_local_results(value)
+            return local[0] if len(local) == 1 else value
+        return tf.nest.map_structure(unwrap_one, state)
 
 
 def _current_learning_rate(optimizer):

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from keras_legw import LARS, LEGW
 from models import mnist_lstm
 from models import mnist_lstm_input
 from models.common import flags as common_flags
+from tests.models import multi_worker
 
 SMALL = dict(num_train_examples=1024, units=16, num_cpu_devices=2,
              verbose=0, deterministic=True)
@@ -413,12 +413,6 @@ def test_script_smoke_run_with_max_steps(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["steps"] == 2
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 MULTI_WORKER_STEPS = 80
 
 
@@ -426,15 +420,9 @@ def _start_workers(model_dir, args=(
         "--batch_size=64", "--epochs=100", f"--max_steps={MULTI_WORKER_STEPS}",
         "--checkpoint_every_steps=10", "--steps_per_loop=10",
         "--num_train_examples=256")):
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    return [subprocess.Popen(
-        [sys.executable, "-m", "models.mnist_lstm", "--strategy=multi_worker",
-         *args, "--units=16", "--deterministic", f"--model_dir={model_dir}"],
-        env=dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": i}})),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)]
+    return multi_worker.start_workers([
+        "-m", "models.mnist_lstm", "--strategy=multi_worker", *args,
+        "--units=16", "--deterministic", f"--model_dir={model_dir}"])
 
 
 def test_multi_worker_killed_worker_restarts_from_last_checkpoint(tmp_path):
@@ -461,9 +449,7 @@ def test_multi_worker_killed_worker_restarts_from_last_checkpoint(tmp_path):
         "the job finished before worker 1 could be killed")
 
     workers = _start_workers(model_dir)
-    for worker in workers:
-        _, err = worker.communicate(timeout=400)
-        assert worker.returncode == 0, err[-3000:]
+    multi_worker.wait_for_both(workers)
     chief, other = [json.loads(open(os.path.join(d, "results.json")).read())
                     for d in (model_dir, os.path.join(model_dir, "worker_1"))]
     assert chief["num_replicas"] == 2
@@ -558,9 +544,7 @@ def test_multi_worker_sigterm_to_one_worker_stops_both_at_one_step(tmp_path):
     assert 0 < step < 32 and step != 16
 
     workers = _start_workers(model_dir, PREEMPTED_RUN)
-    for worker in workers:
-        _, err = worker.communicate(timeout=400)
-        assert worker.returncode == 0, err[-3000:]
+    multi_worker.wait_for_both(workers)
     chief = json.loads(open(os.path.join(model_dir, "results.json")).read())
     assert chief["resumed_from_step"] == step and chief["steps"] == 32
     mnist_lstm.run(batch_size=64, epochs=2, strategy="mirrored",
@@ -634,9 +618,7 @@ def test_multi_worker_workers_agree_on_each_noise_batch(tmp_path):
     workers = _start_workers(model_dir, (
         "--batch_size=32", "--batch_schedule=noise", "--max_batch_size=256",
         "--epochs=3", "--num_train_examples=512", "--steps_per_loop=8"))
-    for worker in workers:
-        _, err = worker.communicate(timeout=400)
-        assert worker.returncode == 0, err[-3000:]
+    multi_worker.wait_for_both(workers)
     chief, other = [json.loads(open(os.path.join(d, "results.json")).read())
                     for d in (model_dir, os.path.join(model_dir, "worker_1"))]
     assert chief["batch_sizes"] == other["batch_sizes"]

@@ -10,6 +10,7 @@ import tensorflow as tf
 from models import ptb_lstm
 from models import ptb_lstm_input
 from models.common import input_pipeline
+from tests.models import multi_worker
 
 TINY = dict(layers=2, units=8, num_steps=5, epochs=2, decay_start=1,
             decay=0.5, init_scale=0.1, dropout=0.0)
@@ -124,6 +125,20 @@ def test_two_replicas_carry_their_rows_like_one(tmp_path):
     for name in ("m", "d"):
         assert (tmp_path / name / "results.json").exists()
     _assert_same_weights(tmp_path / "m", tmp_path / "d")
+
+
+def test_two_workers_carry_their_rows_like_one_device(tmp_path):
+    """Two worker processes (MultiWorkerMirroredStrategy, one device each,
+    where `strategy.run` hands a replica's state back unwrapped) train to
+    the weights of one device at the same global batch."""
+    workers = multi_worker.start_workers(["-c", (
+        "from models import ptb_lstm; ptb_lstm.run(strategy='multi_worker', "
+        f"model_dir={str(tmp_path / 'w')!r}, batch_size=8, epochs=1, "
+        "max_steps=6, config='small', num_train_tokens=4000, "
+        "num_test_tokens=2000, deterministic=True, verbose=0)")])
+    multi_worker.wait_for_both(workers)
+    _run(tmp_path, "d", strategy="default")
+    _assert_same_weights(tmp_path / "w", tmp_path / "d")
 
 
 def test_a_trained_runs_perplexity_again_on_test_and_on_valid(tmp_path):
