@@ -74,6 +74,12 @@ def squared_norm(tensors):
         for t in tensors])
 
 
+def _add(a, b):
+    """a + b for two gradients of one variable; IndexedSlices (embedding
+    gradients, which have no `+`) are densified."""
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+
+
 def _divide(gradients, divisor):
     """Gradients / divisor, IndexedSlices (embedding gradients) included."""
     if divisor == 1:
@@ -156,8 +162,7 @@ class CompiledStep:
             piece_loss, piece_grads, piece_state = self._micro_step(
                 *take((inputs, labels), j), regularization_weight / pieces,
                 take(state, j))
-            grads = [g + tf.convert_to_tensor(p)  # IndexedSlices densified
-                     for g, p in zip(grads, piece_grads)]
+            grads = [_add(g, p) for g, p in zip(grads, piece_grads)]
             states = [a.write(j, t) for a, t in zip(states, piece_state)]
             return j + 1, loss + piece_loss, grads, states
 
@@ -194,7 +199,7 @@ class CompiledStep:
                 self._gradients(x, y, 0.5, state) for x, y in halves]
             loss = loss_a + loss_b
             small = (squared_norm(grads_a) + squared_norm(grads_b)) * 2.0
-            grads = [a + b for a, b in zip(grads_a, grads_b)]
+            grads = [_add(a, b) for a, b in zip(grads_a, grads_b)]
         else:
             loss, grads, state = self._gradients(inputs, labels,
                                                  1.0 / replicas, state)
