@@ -1,5 +1,5 @@
 """Look at the built site as a reader would: headless Chromium screenshots
-of the front page, a guide, an API page and a results page, and three
+of the front page, a guide, an API page and a results page, and four
 checks on the pages themselves.
 
     make docs
@@ -10,6 +10,8 @@ Checks (each failure is printed and makes the exit status 1):
 - navigation: every page of the site is reached from the front page by
   following links (breadth first over the built HTML);
 - plots: every <img> on every page points to a file of the site;
+- private names: no page names a private object of the library (a base
+  class such as ``keras_legw.autowarmup._Decision`` in a "Bases:" line);
 - formulas: on every page with math (``arithmatex`` elements), after the
   page's scripts ran, MathJax has typeset each of them (``mjx-container``
   elements in the DOM Chromium dumps).
@@ -103,6 +105,18 @@ def missing_images(site):
     return bad
 
 
+def private_names(site):
+    """'page: name' for each private keras_legw object a page names (the
+    titles mkdocstrings gives cross-references)."""
+    bad = []
+    for page in sorted(pages(site)):
+        with open(os.path.join(site, page, "index.html")) as f:
+            names = set(re.findall(r'title="(keras_legw\.[\w.]*\._\w*)"',
+                                   f.read()))
+        bad += [f"{page or '/'}: {name}" for name in sorted(names)]
+    return bad
+
+
 def formula_pages(site):
     """{page: its formulas} for the pages with math."""
     found = {}
@@ -159,6 +173,7 @@ def main():
     failures = [f"not reached from the front page: {p}"
                 for p in unreached(args.site)]
     failures += [f"image missing: {m}" for m in missing_images(args.site)]
+    failures += [f"private name shown: {n}" for n in private_names(args.site)]
     server, base = serve(local_copy(args.site, args.mathjax))
     os.makedirs(args.out, exist_ok=True)
     for name, page in SHOTS.items():
