@@ -6,8 +6,9 @@ large batch with a curve, the hand ramp and the frozen default.
 
 Reads the curves the studies wrote (mnist_lstm_curves.csv,
 sequence_curves.csv, growing_batch_curves.csv, growing_trainer_curves.csv)
-and writes docs/results/frozen_default_<model>.png; a curve not run yet is
-left out of its figure (and the figure says so in its title).
+and writes docs/results/frozen_default_<model>.png (MNIST-LSTM, PTB-small,
+GNMT-small); a curve not run yet is left out of its figure (and the figure
+says so in its title).
 """
 
 import matplotlib
@@ -49,6 +50,18 @@ FIGURES = {
         ("frozen default, seed 1", "growing_trainer_curves.csv",
          dict(model="ptb_lstm", config="sgd_sqrt_noise_frozen", seed="1"),
          "-"),
+    ]),
+    # GNMT's BLEU is decoded once, at the end: its curves are the test
+    # perplexity of each epoch.
+    "gnmt": ("test_perplexity", "test perplexity (BLEU: end only)", (8, 60), [
+        ("base: LEGW, Adam, fixed 128", "sequence_curves.csv",
+         dict(run="gnmt_small_legw_b128_lr0.01_d0.1_s0_e13"), ":"),
+        ("fixed 512 (4x), LEGW, Adam", "sequence_curves.csv",
+         dict(run="gnmt_small_legw_b512_lr0.01_d0.1_s0_e13"), "--"),
+        ("hand ramp 128..1024", "growing_trainer_curves.csv",
+         dict(model="gnmt", config="adam_sqrt_ramp", seed="0"), "-"),
+        ("frozen default, seed 0", "growing_trainer_curves.csv",
+         dict(model="gnmt", config="adam_sqrt_noise_frozen", seed="0"), "-"),
     ]),
 }
 

@@ -29,7 +29,15 @@ def start_workers(args):
 
 
 def wait_for_both(workers, timeout=400):
-    """Waits for both workers; asserts each exited 0 (else its stderr)."""
-    for worker in workers:
-        _, err = worker.communicate(timeout=timeout)
-        assert worker.returncode == 0, err[-3000:]
+    """Waits for both workers; asserts each exited 0 (else its stderr). A
+    worker still running when the other failed is killed, not left behind
+    (it would wait for its peer)."""
+    try:
+        for index, worker in enumerate(workers):
+            _, err = worker.communicate(timeout=timeout)
+            assert worker.returncode == 0, f"worker {index}: {err[-3000:]}"
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
