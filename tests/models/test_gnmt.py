@@ -335,19 +335,6 @@ def test_small_run_resumes_and_matches_two_replicas(tmp_path):
     assert translations == lines and again == resumed["test_bleu"]
 
 
-def test_noise_scale_on_one_device_leaves_training_unchanged(tmp_path):
-    """On one device the noise scale splits each batch into two halves and
-    adds their gradients, the embeddings' IndexedSlices among them: the
-    same losses as the unsplit step, and a positive noise scale."""
-    cheap = dict(strategy="default", max_steps=2, num_test_pairs=8,
-                 beam_width=1)
-    measured = _run(tmp_path, "n", noise_scale=True, **cheap)
-    plain = _run(tmp_path, "p", **cheap)
-    assert measured["noise_scale"] > 0
-    assert measured["final_loss"] == pytest.approx(plain["final_loss"],
-                                                   rel=1e-4)
-
-
 def test_dropout_option_reaches_the_model_and_leaves_the_config(
         tmp_path, monkeypatch):
     built = []

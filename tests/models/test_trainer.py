@@ -95,12 +95,16 @@ def test_xla_compiled_step_matches_the_plain_one(tmp_path, strategy_name):
     np.testing.assert_allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6)
 
 
-def test_clipping_takes_the_norm_of_the_gradient_as_applied(tmp_path):
+@pytest.mark.parametrize("noise_scale", [False, True])
+def test_clipping_takes_the_norm_of_the_gradient_as_applied(tmp_path,
+                                                            noise_scale):
     """Row 0 of an embedding looked up twice, each lookup's gradient
     [1.5, 2]: the applied gradient is their sum [3, 4], norm 5, so clipping
     to 1 and one SGD step at rate 1 moves the row by -[0.6, 0.8].
     (tf.clip_by_global_norm takes the norm of the two lookups' values,
-    3.54, and would move it by -[0.85, 1.13].)"""
+    3.54, and would move it by -[0.85, 1.13].) With the noise scale on one
+    replica each lookup is a half batch of its own, and the two halves'
+    gradients (IndexedSlices) add up to the same step."""
     def batches(context, *start):
         return tf.data.Dataset.from_tensors(
             (tf.zeros([2, 1], tf.int32), tf.zeros([2]))).repeat()
@@ -121,7 +125,8 @@ def test_clipping_takes_the_norm_of_the_gradient_as_applied(tmp_path):
         task, strategy=tf.distribute.get_strategy(),
         make_optimizer=lambda: keras.optimizers.SGD(1.0),
         global_batch_size=2, num_examples=2, total_steps=1,
-        model_dir=str(tmp_path), global_clipnorm=1.0, verbose=0)
+        model_dir=str(tmp_path), global_clipnorm=1.0,
+        noise_scale=noise_scale, verbose=0)
     np.testing.assert_allclose(model.get_weights()[0][0], [-0.6, -0.8],
                                rtol=1e-6)
     np.testing.assert_array_equal(model.get_weights()[0][1:], 0.0)
