@@ -55,8 +55,7 @@ global batch; kind "steps"; target: predicted within 20% of measured):
    call; seconds per step = global batch / the results' examples_per_second,
    which leaves out the first call (tracing) at the batch. One replica
    (--strategy=default), two (--strategy=mirrored --num_cpu_devices=2) and
-   two localhost workers (--strategy=multi_worker, two processes; MNIST
-   only, see REAL below).
+   two localhost workers (--strategy=multi_worker, two processes).
 4. Predicted: ``StepTimeModel(profile, link).step_seconds(B, n)``.
 
 What the model cannot capture on logical CPUs: the two "devices" of the
@@ -125,9 +124,9 @@ STRATEGIES = {"default": ({}, 1),
 SIZE_FACTORS = (0.125, 1.0, 4.0)  # all-reduce sizes, x the gradient's bytes
 # The real measurements. models: global batches of the trainer runs, the
 # per-device batches profiled, the trainer's own extra arguments, the
-# strategies. PTB has no multi-worker rows: they were measured while the
+# strategies. PTB's multi-worker rows were measured after the others: the
 # zoo trainer failed for a stateful model under MultiWorkerMirroredStrategy
-# (fixed since, in `Task.zero_state`).
+# until `Task.zero_state` was fixed.
 REAL = dict(
     models={"mnist_lstm": dict(batches=(256, 1024, 4096),
                                profile=(128, 256, 512, 1024, 2048, 4096),
@@ -135,7 +134,7 @@ REAL = dict(
             "ptb_lstm": dict(batches=(20, 80, 320),
                              profile=(10, 20, 40, 80, 160, 320),
                              run=dict(num_test_tokens=2000),
-                             strategies=("default", "mirrored"))},
+                             strategies=tuple(STRATEGIES))},
     max_steps=80, steps_per_loop=10, repeats=5, steps_per_repeat=3,
     reduce_calls=20, reduce_repeats=5,
     runs={"fixed 2048": dict(batch_size=2048),
