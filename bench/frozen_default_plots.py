@@ -19,49 +19,52 @@ from matplotlib import pyplot as plt  # noqa: E402
 from bench import sweep_runner  # noqa: E402
 
 RESULTS = "docs/results/"
+
+
+def _fixed(label, path, run, style):
+    return (label, path, dict(run=run), style)
+
+
+def _trainer(label, model, config, seed="0", style="-"):
+    """A curve of the zoo trainer's growing-batch study."""
+    return (label, "growing_trainer_curves.csv",
+            dict(model=model, config=config, seed=seed), style)
+
+
 # model: (metric column, label, y limits, [(label, CSV, {column: value},
 # style)]): each curve is the CSV's rows that match every column.
 FIGURES = {
     "mnist_lstm": ("test_accuracy", "test accuracy", (0.95, 0.995), [
-        ("base: LEGW, Adam, fixed 128", "mnist_lstm_curves.csv",
-         dict(run="legw_b128_s0_e25"), ":"),
-        ("fixed 2048 (16x), LEGW, Adam", "mnist_lstm_curves.csv",
-         dict(run="legw_b2048_s0_e25"), "--"),
+        _fixed("base: LEGW, Adam, fixed 128", "mnist_lstm_curves.csv",
+               "legw_b128_s0_e25", ":"),
+        _fixed("fixed 2048 (16x), LEGW, Adam", "mnist_lstm_curves.csv",
+               "legw_b2048_s0_e25", "--"),
         ("hand ramp 256..8192, LAMB (fit)", "growing_batch_curves.csv",
          dict(config="lamb_sqrt_fast_ramp", seed="0"), "-"),
-        ("frozen default, seed 0 (fit)", "growing_batch_curves.csv",
-         dict(config="lamb_sqrt_noise_frozen", seed="0"), "-"),
-        ("frozen default, seed 1 (fit)", "growing_batch_curves.csv",
-         dict(config="lamb_sqrt_noise_frozen", seed="1"), "-"),
-        ("frozen default, seed 0 (trainer)", "growing_trainer_curves.csv",
-         dict(model="mnist_lstm", config="lamb_sqrt_noise_frozen",
-              seed="0"), "-."),
+        *[(f"frozen default, seed {seed} (fit)", "growing_batch_curves.csv",
+           dict(config="lamb_sqrt_noise_frozen", seed=seed), "-")
+          for seed in ("0", "1")],
+        _trainer("frozen default, seed 0 (trainer)", "mnist_lstm",
+                 "lamb_sqrt_noise_frozen", style="-."),
     ]),
     "ptb_lstm": ("test_perplexity", "test perplexity", (100, 250), [
-        ("base: LEGW, fixed 20", "sequence_curves.csv",
-         dict(run="ptb_small_legw_b20_s0_e13"), ":"),
-        ("fixed 80 (4x), LEGW", "sequence_curves.csv",
-         dict(run="ptb_small_legw_b80_s0_e13"), "--"),
-        ("hand ramp 20..320", "growing_trainer_curves.csv",
-         dict(model="ptb_lstm", config="sgd_sqrt_ramp", seed="0"), "-"),
-        ("frozen default, seed 0", "growing_trainer_curves.csv",
-         dict(model="ptb_lstm", config="sgd_sqrt_noise_frozen", seed="0"),
-         "-"),
-        ("frozen default, seed 1", "growing_trainer_curves.csv",
-         dict(model="ptb_lstm", config="sgd_sqrt_noise_frozen", seed="1"),
-         "-"),
+        _fixed("base: LEGW, fixed 20", "sequence_curves.csv",
+               "ptb_small_legw_b20_s0_e13", ":"),
+        _fixed("fixed 80 (4x), LEGW", "sequence_curves.csv",
+               "ptb_small_legw_b80_s0_e13", "--"),
+        _trainer("hand ramp 20..320", "ptb_lstm", "sgd_sqrt_ramp"),
+        *[_trainer(f"frozen default, seed {seed}", "ptb_lstm",
+                   "sgd_sqrt_noise_frozen", seed) for seed in ("0", "1")],
     ]),
     # GNMT's BLEU is decoded once, at the end: its curves are the test
     # perplexity of each epoch.
     "gnmt": ("test_perplexity", "test perplexity (BLEU: end only)", (8, 60), [
-        ("base: LEGW, Adam, fixed 128", "sequence_curves.csv",
-         dict(run="gnmt_small_legw_b128_lr0.01_d0.1_s0_e13"), ":"),
-        ("fixed 512 (4x), LEGW, Adam", "sequence_curves.csv",
-         dict(run="gnmt_small_legw_b512_lr0.01_d0.1_s0_e13"), "--"),
-        ("hand ramp 128..1024", "growing_trainer_curves.csv",
-         dict(model="gnmt", config="adam_sqrt_ramp", seed="0"), "-"),
-        ("frozen default, seed 0", "growing_trainer_curves.csv",
-         dict(model="gnmt", config="adam_sqrt_noise_frozen", seed="0"), "-"),
+        _fixed("base: LEGW, Adam, fixed 128", "sequence_curves.csv",
+               "gnmt_small_legw_b128_lr0.01_d0.1_s0_e13", ":"),
+        _fixed("fixed 512 (4x), LEGW, Adam", "sequence_curves.csv",
+               "gnmt_small_legw_b512_lr0.01_d0.1_s0_e13", "--"),
+        _trainer("hand ramp 128..1024", "gnmt", "adam_sqrt_ramp"),
+        _trainer("frozen default, seed 0", "gnmt", "adam_sqrt_noise_frozen"),
     ]),
 }
 
