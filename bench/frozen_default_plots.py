@@ -75,9 +75,7 @@ def curve(path, match, metric):
             if all(r.get(k) == v for k, v in match.items())]
     # The trainer's curves name their metric column test_metric.
     column = metric if rows and metric in rows[0] else "test_metric"
-    rows = [r for r in rows if r[column]]
-    return ([int(r["step"]) for r in rows],
-            [float(r[column]) for r in rows])
+    return sweep_runner.curve([r for r in rows if r[column]], column)
 
 
 def figure(model, metric, label, limits, curves):

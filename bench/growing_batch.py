@@ -166,14 +166,12 @@ def report(args):
                                           (":", "--", "-."),
                                           ("0.7", "0.45", "0.2")):
         rows = [r for r in fixed if r["run"] == run]
-        ax.plot([int(r["step"]) for r in rows],
-                [float(r["test_accuracy"]) for r in rows], style,
+        ax.plot(*sweep_runner.curve(rows, "test_accuracy"), style,
                 color=shade, label=f"LEGW, Adam, fixed {batch}")
     for name in ALL_CONFIGS:
         rows = [r for r in curves if r["config"] == name and r["seed"] == "0"]
         if rows:
-            ax.plot([int(r["step"]) for r in rows],
-                    [float(r["test_accuracy"]) for r in rows], marker=".",
+            ax.plot(*sweep_runner.curve(rows, "test_accuracy"), marker=".",
                     label=name)
     ax.set_xscale("log")
     ax.set_xlim(50, None)

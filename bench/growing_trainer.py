@@ -152,15 +152,13 @@ def report(args):
         for path, key, run, label, metric in FIXED[model]:
             rows = [r for r in sweep_runner.read_rows(path)
                     if r[key] == run and r.get("seed", "0") == "0"]
-            ax.plot([int(r["step"]) for r in rows],
-                    [float(r[metric]) for r in rows], "--", label=label)
+            ax.plot(*sweep_runner.curve(rows, metric), "--", label=label)
         for name in CONFIGS[model]:
             rows = [c for c in curves if c["model"] == model
                     and c["config"] == name and c["test_metric"]]
             if not rows:
                 continue
-            ax.plot([int(r["step"]) for r in rows],
-                    [float(r["test_metric"]) for r in rows], marker=".",
+            ax.plot(*sweep_runner.curve(rows, "test_metric"), marker=".",
                     label=f"trainer: {name}")
         ax.set(xscale="log", xlabel="optimizer steps", title=model,
                ylabel="test " + CURVE_METRICS[model].split("_")[1])

@@ -68,6 +68,12 @@ def read_rows(csv_path):
         return list(csv.DictReader(f))
 
 
+def curve(rows, column):
+    """(steps, values) of curve rows: their `step` as ints and `column` as
+    floats, in the rows' order (what the studies' figures plot)."""
+    return ([int(r["step"]) for r in rows], [float(r[column]) for r in rows])
+
+
 _APPEND_LOCK = threading.Lock()
 
 
