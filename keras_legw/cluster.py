@@ -682,5 +682,5 @@ def read_noise_curve(path):
             raise ValueError(f"{path}, line {line}: epoch must be a number "
                              f">= 0. Received: {row['epoch']!r}")
         by_epoch[max(round(epoch), 1) - 1] = csv_cell(path, line, row,
-                                                   "noise_scale", float)
+                                                      "noise_scale", float)
     return [by_epoch.get(e, math.nan) for e in range(max(by_epoch) + 1)]
